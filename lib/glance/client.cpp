@@ -1,0 +1,108 @@
+#include "kiln/glance/client.h"
+
+#include "kiln/util/error.h"
+#include "kiln/util/uuid.h"
+
+namespace kiln::glance {
+
+namespace {
+
+// Thrown inside one endpoint's attempt to ask for the next endpoint.
+struct ServerError : Error {
+  using Error::Error;
+};
+
+void check_image_id(const std::string& image_id) {
+  if (!is_canonical_uuid(image_id)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "image id '" + image_id + "' is not a UUID (Glance image ids are UUIDs)");
+  }
+}
+
+std::string describe_status(const http::Response& response) {
+  std::string text = "HTTP " + std::to_string(response.status);
+  std::string body = response.body.substr(0, 200);
+  for (char& c : body) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return body.empty() ? text : text + ": " + body;
+}
+
+// Maps a Glance answer that is not the success we wanted to an error.
+[[noreturn]] void throw_for_status(const http::Client& endpoint, const std::string& image_id,
+                                   const http::Response& response) {
+  if (response.status == 404) {
+    throw Error(ErrorCode::kImageNotFound, "image " + image_id + " does not exist in Glance at " +
+                                               endpoint.endpoint().to_string());
+  }
+  std::string message = "Glance at " + endpoint.endpoint().to_string() + " answered " +
+                        describe_status(response) + " for image " + image_id;
+  if (response.status >= 500) throw ServerError(ErrorCode::kGlanceError, message);
+  throw Error(ErrorCode::kGlanceError, message);
+}
+
+}  // namespace
+
+GlanceClient::GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts) {
+  if (api_servers.empty()) {
+    throw Error(ErrorCode::kInvalidArgument, "no Glance endpoint configured ([glance] api_servers or --glance)");
+  }
+  for (auto& url : api_servers) endpoints_.emplace_back(std::move(url), timeouts);
+}
+
+template <typename Call>
+auto GlanceClient::with_failover(const Call& call) const {
+  for (std::size_t i = 0;; ++i) {
+    bool last = i + 1 == endpoints_.size();
+    try {
+      return call(endpoints_[i]);
+    } catch (const ServerError& error) {
+      if (last) throw Error(error.code(), error.what());
+    } catch (const Error& error) {
+      if (last || error.code() != ErrorCode::kHttpError) throw;
+    }
+  }
+}
+
+ImageRecord GlanceClient::get_image(const std::string& image_id) const {
+  check_image_id(image_id);
+  return with_failover([&](const http::Client& endpoint) {
+    http::Response response = endpoint.get("/v2/images/" + image_id);
+    if (response.status != 200) throw_for_status(endpoint, image_id, response);
+    return parse_image_record(response.body);
+  });
+}
+
+DownloadResult GlanceClient::download(const std::string& image_id, const http::BodySink& sink) const {
+  check_image_id(image_id);
+  bool started = false;
+  return with_failover([&](const http::Client& endpoint) {
+    DownloadResult result;
+    auto accept = [](const http::Response& head) { return head.status == 200; };
+    auto count = [&](std::span<const char> data) {
+      started = true;
+      result.bytes += data.size();
+      sink(data);
+    };
+    http::Response response;
+    try {
+      response = endpoint.get_streamed("/v2/images/" + image_id + "/file", {}, accept, count);
+    } catch (const Error& error) {
+      if (!started) throw;
+      throw Error(ErrorCode::kDownloadIncomplete, error.what());
+    }
+    if (response.status == 204) {
+      throw Error(ErrorCode::kImageNotActive, "image " + image_id + " has no data in Glance (HTTP 204)");
+    }
+    if (response.status != 200) throw_for_status(endpoint, image_id, response);
+    if (response.content_length && *response.content_length != result.bytes) {
+      throw Error(ErrorCode::kDownloadIncomplete,
+                  "download of image " + image_id + " ended after " + std::to_string(result.bytes) +
+                      " of " + std::to_string(*response.content_length) + " bytes");
+    }
+    result.content_md5 = response.header("content-md5");
+    return result;
+  });
+}
+
+}  // namespace kiln::glance

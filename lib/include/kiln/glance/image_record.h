@@ -1,0 +1,33 @@
+// What Glance says about an image (GET /v2/images/{id}).
+//
+// Glance v2 returns a flat JSON object; custom properties (hw_disk_bus,
+// img_signature, kernel_id, ...) are top-level string keys, kept here in
+// `properties`. Nullable fields are std::optional.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace kiln::glance {
+
+struct ImageRecord {
+  std::string id;
+  std::string name;
+  std::string status;  // "active", "queued", ...
+  std::string disk_format;
+  std::string container_format;
+  std::optional<std::uint64_t> size;          // bytes of stored data
+  std::optional<std::uint64_t> virtual_size;  // may be null
+  std::string checksum;                       // md5 hex, "" when null
+  std::string os_hash_algo;                   // "" when null
+  std::string os_hash_value;                  // "" when null
+  std::map<std::string, std::string> properties;  // custom string properties
+};
+
+// Parses the JSON body of GET /v2/images/{id}. Throws kiln::Error
+// kGlanceError when it is not an image record.
+ImageRecord parse_image_record(const std::string& json_body);
+
+}  // namespace kiln::glance

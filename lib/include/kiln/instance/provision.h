@@ -1,0 +1,67 @@
+// Provisioning and deleting instances: from a boot request to a defined (and
+// running) libvirt domain, and back.
+//
+// provision() checks the request, gets the base from the image cache, builds
+// the instance directory (disk, disk.swap, disk.info, console.log,
+// libvirt.xml) under a provisioning marker, defines the domain with exactly
+// the bytes of libvirt.xml, removes the marker and starts the domain. Any
+// failure undoes what was done: the domain is undefined and the directory
+// removed; the cache is left as it is (a downloaded base stays cached).
+// delete_instance() destroys, undefines and removes; it is idempotent.
+// Thread-safe for different uuids.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "kiln/cache/image_cache.h"
+#include "kiln/instance/instance_dir.h"
+#include "kiln/virt/connection.h"
+
+namespace kiln::instance {
+
+struct BootRequest {
+  std::string uuid;
+  std::string name;  // domain name; "" means instance-<uuid>
+  std::string image_id;
+  unsigned vcpus = 1;
+  std::uint64_t memory_mb = 512;
+  std::uint64_t root_gb = 0;  // GiB; 0 means the image's virtual size
+  std::uint64_t swap_mb = 0;  // MiB; 0 means no swap disk
+  bool start = true;
+};
+
+struct Host {
+  std::filesystem::path instances_path;  // absolute
+  const cache::ImageCache& cache;
+  virt::Connection& libvirt;
+  std::string virt_type;  // "kvm", "qemu", or "" to choose from libvirt's capabilities
+};
+
+struct BootResult {
+  InstanceDir directory;
+  cache::BaseImage base;
+  std::optional<std::filesystem::path> swap_base;
+  std::uint64_t root_bytes = 0;
+  std::string domain_name;
+  std::string domain_type;
+  std::string domain_state;
+};
+
+// Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
+// kFlavorDiskTooSmall, kLibvirtError and every ImageCache::acquire error).
+BootResult provision(const BootRequest& request, const Host& host);
+
+struct DeleteResult {
+  bool domain_found = false;
+  bool directory_found = false;
+};
+
+// Destroys and undefines the domain with this uuid, if any, and removes the
+// instance directory, if any. Bases stay in the cache.
+DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
+                             virt::Connection& libvirt);
+
+}  // namespace kiln::instance

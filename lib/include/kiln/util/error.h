@@ -1,0 +1,55 @@
+// kiln::Error — the one error type of kiln.
+//
+// Every failure that reaches a caller (kilnctl, and later the RPC layer) is a
+// kiln::Error: a stable machine-readable code plus one sentence an operator
+// can act on ("image 3f… is not active (status queued)"). Codes never change
+// meaning once released; add new ones at the end. lib/ throws kiln::Error at
+// module edges; nothing else escapes a public function except std::bad_alloc.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace kiln {
+
+enum class ErrorCode {
+  kInvalidArgument,    // a request or flag value is malformed
+  kConfigInvalid,      // the configuration file has an unknown key or a bad value
+  kInvalidUuid,        // an instance id is not a canonical UUID
+  kIoError,            // a filesystem call failed
+  kSubprocessFailed,   // a helper program (qemu-img, mkswap) failed or timed out
+  kHttpError,          // the HTTP exchange failed (connect, timeout, malformed reply)
+  kGlanceError,        // Glance answered with an unexpected status
+  kImageNotFound,      // Glance has no image with that id
+  kImageNotActive,     // the image exists but its status is not "active"
+  kImageFormatRefused, // disk_format/container_format not allowed or unknown
+  kChecksumMismatch,   // downloaded bytes do not match os_hash_value / checksum
+  kDownloadIncomplete, // the download ended before the announced size
+  kConversionFailed,   // qemu-img convert failed
+  kFlavorDiskTooSmall, // root_gb is smaller than the image's virtual size
+  kInstanceExists,     // an instance directory for that uuid already exists
+  kLibvirtError,       // libvirt refused a call; its code and message are in the sentence
+  kLockFailed,         // a cross-process lock could not be taken
+};
+
+// The stable name of a code, e.g. "image_not_found". Used in JSON output and
+// later in RPC replies and metrics labels.
+std::string_view code_name(ErrorCode code);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+
+  ErrorCode code() const { return code_; }
+  std::string_view code_name() const { return kiln::code_name(code_); }
+
+ private:
+  ErrorCode code_;
+};
+
+// Throws kIoError with "<what>: <strerror(errno_value)>".
+[[noreturn]] void throw_io_error(const std::string& what, int errno_value);
+
+}  // namespace kiln

@@ -1,0 +1,56 @@
+// libvirt through its C API: one Connection per use, RAII handles.
+//
+// Every failing libvirt call throws kiln::Error kLibvirtError carrying
+// libvirt's own error code and message ("libvirt error 9 (operation failed):
+// domain 'x' already exists ..."); libvirt's default printing of errors to
+// stderr is switched off. A Connection may be used from one thread at a time;
+// libvirt itself is thread-safe, so separate Connections may run in parallel.
+#pragma once
+
+#include <libvirt/libvirt.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace kiln::virt {
+
+class Domain {
+ public:
+  explicit Domain(virDomainPtr domain);
+
+  std::string name() const;
+  std::string uuid() const;
+  // virsh's words: "running", "shut off", "paused", ...
+  std::string state() const;
+  bool is_active() const;
+  bool is_persistent() const;
+
+  void start();
+  void destroy();   // hard power-off; REQUIRES: active
+  void undefine();  // removes the persistent definition (and UEFI nvram)
+
+ private:
+  std::unique_ptr<virDomain, int (*)(virDomainPtr)> handle_;
+};
+
+class Connection {
+ public:
+  // Opens a read-write connection, e.g. "qemu:///system", "test:///default".
+  explicit Connection(const std::string& uri);
+
+  // virDomainDefineXML: the domain is persistent but not started.
+  Domain define(const std::string& xml);
+  std::optional<Domain> lookup_by_uuid(const std::string& uuid);
+
+  // "kvm" when the host's capabilities offer KVM for x86_64 guests, else "qemu".
+  std::string best_domain_type();
+
+  const std::string& uri() const { return uri_; }
+
+ private:
+  std::string uri_;
+  std::unique_ptr<virConnect, int (*)(virConnectPtr)> handle_;
+};
+
+}  // namespace kiln::virt

@@ -1,0 +1,34 @@
+#include "kiln/util/error.h"
+
+#include <cstring>
+
+namespace kiln {
+
+std::string_view code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return "invalid_argument";
+    case ErrorCode::kConfigInvalid: return "config_invalid";
+    case ErrorCode::kInvalidUuid: return "invalid_uuid";
+    case ErrorCode::kIoError: return "io_error";
+    case ErrorCode::kSubprocessFailed: return "subprocess_failed";
+    case ErrorCode::kHttpError: return "http_error";
+    case ErrorCode::kGlanceError: return "glance_error";
+    case ErrorCode::kImageNotFound: return "image_not_found";
+    case ErrorCode::kImageNotActive: return "image_not_active";
+    case ErrorCode::kImageFormatRefused: return "image_format_refused";
+    case ErrorCode::kChecksumMismatch: return "checksum_mismatch";
+    case ErrorCode::kDownloadIncomplete: return "download_incomplete";
+    case ErrorCode::kConversionFailed: return "conversion_failed";
+    case ErrorCode::kFlavorDiskTooSmall: return "flavor_disk_too_small";
+    case ErrorCode::kInstanceExists: return "instance_exists";
+    case ErrorCode::kLibvirtError: return "libvirt_error";
+    case ErrorCode::kLockFailed: return "lock_failed";
+  }
+  return "unknown";
+}
+
+void throw_io_error(const std::string& what, int errno_value) {
+  throw Error(ErrorCode::kIoError, what + ": " + std::strerror(errno_value));
+}
+
+}  // namespace kiln

@@ -1,0 +1,140 @@
+#include "kiln/util/fs.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+
+#include "kiln/util/error.h"
+
+namespace kiln {
+
+namespace fs = std::filesystem;
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int UniqueFd::release() {
+  int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+UniqueFd open_file(const fs::path& path, int flags, unsigned mode) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw_io_error("cannot open " + path.string(), errno);
+  return UniqueFd(fd);
+}
+
+void write_all(int fd, std::span<const char> data, const fs::path& path_for_errors) {
+  while (!data.empty()) {
+    ssize_t written = ::write(fd, data.data(), data.size());
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      throw_io_error("cannot write " + path_for_errors.string(), errno);
+    }
+    data = data.subspan(static_cast<std::size_t>(written));
+  }
+}
+
+void fsync_file(int fd, const fs::path& path_for_errors) {
+  if (::fsync(fd) != 0) throw_io_error("cannot fsync " + path_for_errors.string(), errno);
+}
+
+void fsync_directory(const fs::path& directory) {
+  UniqueFd fd = open_file(directory, O_RDONLY | O_DIRECTORY);
+  fsync_file(fd.get(), directory);
+}
+
+void atomic_write_file(const fs::path& path, std::string_view content, unsigned mode) {
+  TemporaryPath temporary(fs::path(path.string() + ".tmp"));
+  {
+    UniqueFd fd = open_file(temporary.path(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+    write_all(fd.get(), content, temporary.path());
+    fsync_file(fd.get(), temporary.path());
+  }
+  publish_file(temporary.path(), path);
+  temporary.keep();
+}
+
+void publish_file(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    throw_io_error("cannot rename " + from.string() + " to " + to.string(), errno);
+  }
+  fsync_directory(to.parent_path().empty() ? fs::path(".") : to.parent_path());
+}
+
+std::uint64_t file_size(const fs::path& path) {
+  std::error_code error;
+  auto size = fs::file_size(path, error);
+  if (error) throw_io_error("cannot stat " + path.string(), error.value());
+  return size;
+}
+
+std::string read_file(const fs::path& path) {
+  UniqueFd fd = open_file(path, O_RDONLY);
+  std::string content;
+  char buffer[8192];
+  for (;;) {
+    ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_io_error("cannot read " + path.string(), errno);
+    }
+    if (got == 0) break;
+    content.append(buffer, static_cast<std::size_t>(got));
+  }
+  return content;
+}
+
+bool supports_direct_io(const fs::path& directory) {
+  std::random_device random;
+  fs::path probe = directory / (".directio.test." + std::to_string(random()));
+  TemporaryPath cleanup(probe);
+  int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  UniqueFd owned(fd);
+  constexpr std::size_t kBlock = 4096;
+  std::unique_ptr<void, decltype(&std::free)> block(std::aligned_alloc(kBlock, kBlock), &std::free);
+  if (!block) return false;
+  std::memset(block.get(), 0, kBlock);
+  return ::write(fd, block.get(), kBlock) == static_cast<ssize_t>(kBlock);
+}
+
+TemporaryPath::TemporaryPath(TemporaryPath&& other) noexcept : path_(std::move(other.path_)) {
+  other.path_.clear();
+}
+
+TemporaryPath& TemporaryPath::operator=(TemporaryPath&& other) noexcept {
+  if (this != &other) {
+    std::error_code ignored;
+    if (!path_.empty()) fs::remove_all(path_, ignored);
+    path_ = std::move(other.path_);
+    other.path_.clear();
+  }
+  return *this;
+}
+
+TemporaryPath::~TemporaryPath() {
+  if (path_.empty()) return;
+  std::error_code ignored;  // best effort: a destructor must not throw
+  fs::remove_all(path_, ignored);
+}
+
+}  // namespace kiln

@@ -1,0 +1,116 @@
+#include "kiln/virt/connection.h"
+
+#include <libvirt/virterror.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <pugixml.hpp>
+
+#include "kiln/util/error.h"
+
+namespace kiln::virt {
+
+namespace {
+
+void ignore_error(void*, virErrorPtr) {}
+
+void silence_libvirt_stderr() {
+  static std::once_flag once;
+  std::call_once(once, [] { virSetErrorFunc(nullptr, ignore_error); });
+}
+
+// Throws the calling thread's last libvirt error, prefixed by `what`.
+[[noreturn]] void throw_libvirt_error(const std::string& what) {
+  virErrorPtr error = virGetLastError();
+  std::string detail = error != nullptr && error->message != nullptr
+                           ? "libvirt error " + std::to_string(error->code) + ": " + error->message
+                           : "libvirt reported no detail";
+  throw Error(ErrorCode::kLibvirtError, what + ": " + detail);
+}
+
+}  // namespace
+
+Domain::Domain(virDomainPtr domain) : handle_(domain, virDomainFree) {}
+
+std::string Domain::name() const {
+  const char* name = virDomainGetName(handle_.get());
+  return name != nullptr ? name : "";
+}
+
+std::string Domain::uuid() const {
+  char buffer[VIR_UUID_STRING_BUFLEN];
+  if (virDomainGetUUIDString(handle_.get(), buffer) != 0) throw_libvirt_error("cannot read domain uuid");
+  return buffer;
+}
+
+std::string Domain::state() const {
+  int state = 0;
+  int reason = 0;
+  if (virDomainGetState(handle_.get(), &state, &reason, 0) != 0) {
+    throw_libvirt_error("cannot read the state of domain " + name());
+  }
+  switch (state) {
+    case VIR_DOMAIN_RUNNING: return "running";
+    case VIR_DOMAIN_BLOCKED: return "idle";
+    case VIR_DOMAIN_PAUSED: return "paused";
+    case VIR_DOMAIN_SHUTDOWN: return "in shutdown";
+    case VIR_DOMAIN_SHUTOFF: return "shut off";
+    case VIR_DOMAIN_CRASHED: return "crashed";
+    case VIR_DOMAIN_PMSUSPENDED: return "pmsuspended";
+    default: return "no state";
+  }
+}
+
+bool Domain::is_active() const { return virDomainIsActive(handle_.get()) == 1; }
+bool Domain::is_persistent() const { return virDomainIsPersistent(handle_.get()) == 1; }
+
+void Domain::start() {
+  if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name());
+}
+
+void Domain::destroy() {
+  if (virDomainDestroy(handle_.get()) != 0) throw_libvirt_error("cannot destroy domain " + name());
+}
+
+void Domain::undefine() {
+  unsigned flags = VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_MANAGED_SAVE;
+  if (virDomainUndefineFlags(handle_.get(), flags) != 0) {
+    throw_libvirt_error("cannot undefine domain " + name());
+  }
+}
+
+Connection::Connection(const std::string& uri)
+    : uri_(uri), handle_(nullptr, virConnectClose) {
+  silence_libvirt_stderr();
+  handle_.reset(virConnectOpen(uri.c_str()));
+  if (!handle_) throw_libvirt_error("cannot connect to libvirt at " + uri);
+}
+
+Domain Connection::define(const std::string& xml) {
+  virDomainPtr domain = virDomainDefineXML(handle_.get(), xml.c_str());
+  if (domain == nullptr) throw_libvirt_error("libvirt refused the domain definition");
+  return Domain(domain);
+}
+
+std::optional<Domain> Connection::lookup_by_uuid(const std::string& uuid) {
+  virDomainPtr domain = virDomainLookupByUUIDString(handle_.get(), uuid.c_str());
+  if (domain != nullptr) return Domain(domain);
+  virErrorPtr error = virGetLastError();
+  if (error != nullptr && error->code == VIR_ERR_NO_DOMAIN) return std::nullopt;
+  throw_libvirt_error("cannot look up domain " + uuid);
+}
+
+std::string Connection::best_domain_type() {
+  char* capabilities = virConnectGetCapabilities(handle_.get());
+  if (capabilities == nullptr) throw_libvirt_error("cannot read the host's capabilities");
+  pugi::xml_document document;
+  document.load_string(capabilities);
+  std::free(capabilities);
+  bool kvm = document
+                 .select_node("/capabilities/guest[os_type='hvm']/arch[@name='x86_64']/"
+                              "domain[@type='kvm']")
+                 .node();
+  return kvm ? "kvm" : "qemu";
+}
+
+}  // namespace kiln::virt
