@@ -54,11 +54,15 @@ fs::path ImageCache::lock_path(const std::string& base_name) const {
   return instances_path_ / "locks" / ("kiln-" + base_name);
 }
 
-BaseLease ImageCache::acquire(const std::string& image_id) const {
+glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
   glance::ImageRecord record = glance_.get_image(image_id);
   check_usable(record);
+  return record;
+}
 
-  std::string name = base_name_for(image_id);
+BaseLease ImageCache::acquire(const glance::ImageRecord& record) const {
+  check_usable(record);
+  std::string name = base_name_for(record.id);
   fs::path base_path = base_directory() / name;
   std::error_code error;
   fs::create_directories(base_directory(), error);
@@ -67,7 +71,7 @@ BaseLease ImageCache::acquire(const std::string& image_id) const {
   FileLock lock(lock_path(name));
   std::uint64_t downloaded = 0;
   if (!fs::exists(base_path, error)) fetch(record, base_path, downloaded);
-  BaseImage base{base_path, kiln::file_size(base_path), std::move(record), downloaded};
+  BaseImage base{base_path, kiln::file_size(base_path), record, downloaded};
   return BaseLease{std::move(base), std::move(lock)};
 }
 

@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cctype>
+#include <limits>
 #include <utility>
 
 #include "kiln/util/error.h"
@@ -52,7 +53,9 @@ asio::awaitable<Response> exchange(const Url& url, const Timeouts& timeouts, std
 
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::buffer_body> parser;
-  parser.body_limit(boost::none);  // bounded by our own chunking, not by size
+  // Unlimited: memory stays bounded by our own chunking. (Beast 1.74 compares
+  // lengths against an empty optional as "exceeded", so boost::none cannot be used.)
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   co_await bhttp::async_read_header(stream, buffer, parser, asio::use_awaitable);
 
   Response response;

@@ -45,14 +45,17 @@ void check_flavor(const BootRequest& request) {
   if (request.swap_mb > kMaxSwapMb) invalid("swap_mb must be at most 1048576");
 }
 
-// Root disk size in bytes: the flavor's, never smaller than the image.
-std::uint64_t root_size(const BootRequest& request, const cache::BaseImage& base) {
-  if (request.root_gb == 0) return base.virtual_size;
+// Root disk size in bytes: the flavor's, never smaller than the image's
+// virtual size (checked against Glance's figure before downloading, and
+// against the real base afterwards).
+std::uint64_t root_size(const BootRequest& request, const std::string& image_id,
+                        std::uint64_t image_virtual_size) {
+  if (request.root_gb == 0) return image_virtual_size;
   std::uint64_t bytes = request.root_gb * kGiB;
-  if (bytes < base.virtual_size) {
+  if (bytes < image_virtual_size) {
     throw Error(ErrorCode::kFlavorDiskTooSmall,
                 "root disk of " + std::to_string(request.root_gb) + " GiB is smaller than image " +
-                    base.record.id + " (" + std::to_string(base.virtual_size) + " bytes virtual size)");
+                    image_id + " (" + std::to_string(image_virtual_size) + " bytes virtual size)");
   }
   return bytes;
 }
@@ -141,13 +144,16 @@ BootResult provision(const BootRequest& request, const Host& host) {
 
   // The base's lock is held until the overlay exists, so the base cannot be
   // pruned or replaced between the check of its size and its first user.
+  glance::ImageRecord record = host.cache.lookup(request.image_id);
+  if (record.virtual_size) root_size(request, record.id, *record.virtual_size);
+
   cache::BaseImage base;
   std::uint64_t root_bytes = 0;
   TemporaryPath directory_guard;
   {
-    cache::BaseLease lease = host.cache.acquire(request.image_id);
+    cache::BaseLease lease = host.cache.acquire(record);
     base = lease.base;
-    root_bytes = root_size(request, base);
+    root_bytes = root_size(request, record.id, base.virtual_size);
     directory_guard = create_directory(directory, request);
     disk::create_overlay(directory.disk(), base.path, root_bytes);
   }

@@ -30,11 +30,9 @@ void silence_libvirt_stderr() {
 
 }  // namespace
 
-Domain::Domain(virDomainPtr domain) : handle_(domain, virDomainFree) {}
-
-std::string Domain::name() const {
-  const char* name = virDomainGetName(handle_.get());
-  return name != nullptr ? name : "";
+Domain::Domain(virDomainPtr domain) : handle_(domain, virDomainFree) {
+  const char* name = virDomainGetName(domain);
+  name_ = name != nullptr ? name : "";
 }
 
 std::string Domain::uuid() const {
@@ -47,7 +45,7 @@ std::string Domain::state() const {
   int state = 0;
   int reason = 0;
   if (virDomainGetState(handle_.get(), &state, &reason, 0) != 0) {
-    throw_libvirt_error("cannot read the state of domain " + name());
+    throw_libvirt_error("cannot read the state of domain " + name_);
   }
   switch (state) {
     case VIR_DOMAIN_RUNNING: return "running";
@@ -65,17 +63,17 @@ bool Domain::is_active() const { return virDomainIsActive(handle_.get()) == 1; }
 bool Domain::is_persistent() const { return virDomainIsPersistent(handle_.get()) == 1; }
 
 void Domain::start() {
-  if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name());
+  if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name_);
 }
 
 void Domain::destroy() {
-  if (virDomainDestroy(handle_.get()) != 0) throw_libvirt_error("cannot destroy domain " + name());
+  if (virDomainDestroy(handle_.get()) != 0) throw_libvirt_error("cannot destroy domain " + name_);
 }
 
 void Domain::undefine() {
   unsigned flags = VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_MANAGED_SAVE;
   if (virDomainUndefineFlags(handle_.get(), flags) != 0) {
-    throw_libvirt_error("cannot undefine domain " + name());
+    throw_libvirt_error("cannot undefine domain " + name_);
   }
 }
 

@@ -43,13 +43,18 @@ class ImageCache {
   // REQUIRES: instances_path is absolute.
   ImageCache(std::filesystem::path instances_path, const glance::GlanceClient& glance);
 
-  // Returns the base for `image_id`, downloading, verifying and converting it
-  // first if it is not cached. The image record is always read from Glance
-  // and must be "active" with a known disk_format.
+  // Reads the image record from Glance and checks that it can become a base:
+  // status "active" and a disk_format kiln can convert. Fetches no data.
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
-  // kChecksumMismatch, kDownloadIncomplete, kConversionFailed, kHttpError,
-  // kGlanceError, kIoError. On failure nothing is left in _base.
-  BaseLease acquire(const std::string& image_id) const;
+  // kHttpError, kGlanceError.
+  glance::ImageRecord lookup(const std::string& image_id) const;
+
+  // Returns the base for `record` (from lookup()), downloading, verifying and
+  // converting it first if it is not cached.
+  // Throws kiln::Error: kChecksumMismatch, kDownloadIncomplete,
+  // kConversionFailed, kHttpError, kGlanceError, kIoError, kLockFailed.
+  // On failure nothing is left in _base.
+  BaseLease acquire(const glance::ImageRecord& record) const;
 
   std::filesystem::path base_directory() const { return instances_path_ / "_base"; }
   std::filesystem::path lock_path(const std::string& base_name) const;

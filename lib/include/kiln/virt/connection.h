@@ -19,7 +19,7 @@ class Domain {
  public:
   explicit Domain(virDomainPtr domain);
 
-  std::string name() const;
+  const std::string& name() const { return name_; }
   std::string uuid() const;
   // virsh's words: "running", "shut off", "paused", ...
   std::string state() const;
@@ -32,6 +32,9 @@ class Domain {
 
  private:
   std::unique_ptr<virDomain, int (*)(virDomainPtr)> handle_;
+  // Cached: every libvirt call resets the thread's last error, so error
+  // messages must not call into libvirt while they are being built.
+  std::string name_;
 };
 
 class Connection {
