@@ -21,9 +21,13 @@ struct ResourceLimits {
 };
 
 struct Command {
+  Command(std::vector<std::string> argv_, ResourceLimits limits_ = {},
+          std::chrono::milliseconds timeout_ = std::chrono::minutes(10))
+      : argv(std::move(argv_)), limits(limits_), timeout(timeout_) {}
+
   std::vector<std::string> argv;  // argv[0] is looked up on PATH
   ResourceLimits limits;
-  std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+  std::chrono::milliseconds timeout;
 };
 
 struct CommandResult {

@@ -1,0 +1,45 @@
+// The peers started by tests/peers/start, and what tests do with them:
+// upload images to the real Glance, run kilnctl, ask libvirt.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kiln/util/subprocess.h"
+
+namespace kiln::test {
+
+struct Peers {
+  std::string glance_url;
+  std::filesystem::path glance_datadir;  // Glance's file store: <datadir>/<image id>
+  std::string libvirt_uri;
+};
+
+// Reads KILN_PEERS_ENV; fails the test loudly when the peers are not running.
+const Peers& peers();
+
+// Creates an image record (POST /v2/images) and returns its id; uploads
+// `file` (PUT /file) unless it is empty, leaving the image queued.
+std::string upload_image(const std::string& name, const std::string& disk_format,
+                         const std::filesystem::path& file);
+
+// GET /v2/images/{id} through curl.
+nlohmann::json image_record(const std::string& image_id);
+
+// Runs kilnctl with the peers' endpoints, `instances_path` and --json.
+struct KilnctlResult {
+  int exit_code;
+  nlohmann::json output;  // stdout parsed as JSON
+  std::string err;
+};
+KilnctlResult kilnctl(const std::filesystem::path& instances_path, std::vector<std::string> args);
+
+// virsh -c <peers' libvirt> ...
+CommandResult virsh(std::vector<std::string> args);
+
+// A qcow2 image of `size` with recognisable data written by qemu-io.
+void make_qcow2(const std::filesystem::path& path, const std::string& size);
+
+}  // namespace kiln::test

@@ -1,0 +1,54 @@
+#include "scratch.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <set>
+#include <stdexcept>
+
+#include "kiln/util/fs.h"
+
+namespace kiln::test {
+
+namespace fs = std::filesystem;
+
+ScratchDir::ScratchDir() {
+  std::string pattern = "/tmp/kiln-test.XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+  ::chmod(path_.c_str(), 0711);
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ignored;
+  fs::remove_all(path_, ignored);
+}
+
+std::string random_uuid() {
+  std::string uuid = kiln::read_file("/proc/sys/kernel/random/uuid");
+  while (!uuid.empty() && uuid.back() == '\n') uuid.pop_back();
+  return uuid;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string tree_listing(const fs::path& root) {
+  std::set<std::string> lines;
+  std::error_code error;
+  if (!fs::exists(root, error)) return "";
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    std::string line = fs::relative(entry.path(), root).string();
+    if (entry.is_regular_file()) line += " " + std::to_string(entry.file_size());
+    if (entry.is_directory()) line += "/";
+    lines.insert(line);
+  }
+  std::string listing;
+  for (const auto& line : lines) listing += line + "\n";
+  return listing;
+}
+
+}  // namespace kiln::test

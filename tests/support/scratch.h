@@ -1,0 +1,33 @@
+// Test helpers shared by unit and integration tests.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace kiln::test {
+
+// A fresh directory under /tmp (mode 0711 so QEMU, running as libvirt-qemu,
+// can reach disks inside), removed with everything in it on destruction.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A random version-4 UUID from the kernel.
+std::string random_uuid();
+
+void write_text(const std::filesystem::path& path, const std::string& text);
+
+// Every file and directory under `root` with its size, one per line, sorted:
+// a snapshot to prove that a failed command changed nothing.
+std::string tree_listing(const std::filesystem::path& root);
+
+}  // namespace kiln::test

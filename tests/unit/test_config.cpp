@@ -1,0 +1,96 @@
+#include <catch2/catch.hpp>
+
+#include "assertions.h"
+#include "kiln/config/settings.h"
+#include "kiln/util/ini.h"
+#include "scratch.h"
+
+using kiln::ErrorCode;
+using kiln::config::load_settings;
+using kiln::config::Overrides;
+
+TEST_CASE("an INI file yields its entries with sections and line numbers") {
+  auto ini = kiln::parse_ini_text(
+      "# comment\n[DEFAULT]\ninstances_path = /srv/kiln\n\n[glance]\n; other comment\n"
+      "api_servers=http://a:9292, http://b:9292\n",
+      "kiln.conf");
+  REQUIRE(ini.entries.size() == 2);
+  REQUIRE(ini.entries[0].section == "DEFAULT");
+  REQUIRE(ini.entries[0].value == "/srv/kiln");
+  REQUIRE(ini.entries[1].key == "api_servers");
+  REQUIRE(ini.entries[1].line == 7);
+}
+
+TEST_CASE("INI syntax errors name the file and line") {
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::parse_ini_text("[glance\n", "a.conf"), ErrorCode::kConfigInvalid, "a.conf:1:");
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::parse_ini_text("key = value\n", "b.conf"), ErrorCode::kConfigInvalid,
+                              "b.conf:1: key 'key' appears before any [section]");
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::parse_ini_text("[x]\n\njust text\n", "c.conf"), ErrorCode::kConfigInvalid,
+                              "c.conf:3:");
+}
+
+TEST_CASE("defaults apply when neither file nor flags say otherwise") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "empty.conf", "");
+  Overrides overrides;
+  overrides.config_file = scratch / "empty.conf";
+  auto settings = load_settings(overrides);
+  REQUIRE(settings.instances_path == "/var/lib/kiln/instances");
+  REQUIRE(settings.libvirt_uri == "qemu:///system");
+  REQUIRE(settings.glance_api_servers.empty());
+  REQUIRE(settings.virt_type.empty());
+}
+
+TEST_CASE("a flag beats the file and the file beats the default") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "kiln.conf",
+                         "[DEFAULT]\ninstances_path = /srv/from-file\n[glance]\n"
+                         "api_servers = http://10.0.0.1:9292,http://10.0.0.2:9292\n"
+                         "[libvirt]\nconnection_uri = qemu+ssh://h/system\nvirt_type = qemu\n");
+  Overrides overrides;
+  overrides.config_file = scratch / "kiln.conf";
+  auto from_file = load_settings(overrides);
+  REQUIRE(from_file.instances_path == "/srv/from-file");
+  REQUIRE(from_file.glance_api_servers.size() == 2);
+  REQUIRE(from_file.glance_api_servers[1].host == "10.0.0.2");
+  REQUIRE(from_file.libvirt_uri == "qemu+ssh://h/system");
+  REQUIRE(from_file.virt_type == "qemu");
+
+  overrides.instances_path = "/srv/from-flag";
+  overrides.glance = "http://127.0.0.1:9999";
+  overrides.libvirt_uri = "test:///default";
+  auto from_flags = load_settings(overrides);
+  REQUIRE(from_flags.instances_path == "/srv/from-flag");
+  REQUIRE(from_flags.glance_api_servers.size() == 1);
+  REQUIRE(from_flags.glance_api_servers[0].port == "9999");
+  REQUIRE(from_flags.libvirt_uri == "test:///default");
+  REQUIRE(from_flags.virt_type == "qemu");
+}
+
+TEST_CASE("unknown keys and bad values are refused with file, line and key") {
+  kiln::test::ScratchDir scratch;
+  auto refuse = [&](const std::string& text, const std::string& fragment) {
+    kiln::test::write_text(scratch / "kiln.conf", text);
+    Overrides overrides;
+    overrides.config_file = scratch / "kiln.conf";
+    REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, fragment);
+  };
+  refuse("[DEFAULT]\ninstance_path = /x\n", "kiln.conf:2: unknown key 'instance_path' in [DEFAULT]");
+  refuse("[glance]\n\napi_servers = ftp://x\n", "kiln.conf:3: bad value for [glance] api_servers");
+  refuse("[DEFAULT]\ninstances_path = relative/dir\n", "kiln.conf:2: bad value for [DEFAULT] instances_path");
+  refuse("[libvirt]\nvirt_type = xen\n", "kiln.conf:2: bad value for [libvirt] virt_type");
+  refuse("[imagecache]\nx = 1\n", "kiln.conf:2: unknown key 'x' in [imagecache]");
+}
+
+TEST_CASE("a bad flag value names the flag") {
+  Overrides overrides;
+  overrides.config_file = "/dev/null";
+  overrides.glance = "127.0.0.1:9292";
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kInvalidArgument, "--glance");
+}
+
+TEST_CASE("a missing config file given by flag is an error") {
+  Overrides overrides;
+  overrides.config_file = "/nonexistent/kiln.conf";
+  REQUIRE_KILN_ERROR(load_settings(overrides), ErrorCode::kIoError);
+}
