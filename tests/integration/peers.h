@@ -1,4 +1,4 @@
-// The peers started by tests/peers/start, and what tests do with them:
+// The peers started by tools/peers/start, and what tests do with them:
 // upload images to the real Glance, run kilnctl, ask libvirt.
 #pragma once
 
