@@ -23,6 +23,13 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kInstanceExists: return "instance_exists";
     case ErrorCode::kLibvirtError: return "libvirt_error";
     case ErrorCode::kLockFailed: return "lock_failed";
+    case ErrorCode::kImageUnsafe: return "image_unsafe";
+    case ErrorCode::kImageFormatMismatch: return "image_format_mismatch";
+    case ErrorCode::kImageMalformed: return "image_malformed";
+    case ErrorCode::kImageTooLarge: return "image_too_large";
+    case ErrorCode::kSignatureInvalid: return "signature_invalid";
+    case ErrorCode::kInsufficientSpace: return "insufficient_space";
+    case ErrorCode::kNotFound: return "not_found";
   }
   return "unknown";
 }

@@ -31,6 +31,13 @@ enum class ErrorCode {
   kInstanceExists,     // an instance directory for that uuid already exists
   kLibvirtError,       // libvirt refused a call; its code and message are in the sentence
   kLockFailed,         // a cross-process lock could not be taken
+  kImageUnsafe,        // the inspector refused the image (backing file, data file, ...)
+  kImageFormatMismatch,// the image's content does not match its Glance disk_format
+  kImageMalformed,     // the image's headers are truncated or inconsistent
+  kImageTooLarge,      // virtual size or conversion output above the configured maximum
+  kSignatureInvalid,   // image signature missing, unverifiable or wrong
+  kInsufficientSpace,  // not enough free space for the download and conversion
+  kNotFound,           // an instance, base or file named by the caller does not exist
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and
