@@ -12,7 +12,7 @@ const Peers& peers() {
   static const Peers loaded = [] {
     std::ifstream file(KILN_PEERS_ENV);
     if (!file) {
-      FAIL("peers are not running: " KILN_PEERS_ENV " is missing (the "peers: start" test must run first)");
+      FAIL("peers are not running: " KILN_PEERS_ENV " is missing (the 'peers: start' test must run first)");
     }
     std::map<std::string, std::string> values;
     std::string line;
