@@ -1,14 +1,17 @@
 #include "kiln/cache/image_cache.h"
 
-#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
-#include <optional>
+#include <nlohmann/json.hpp>
 
+#include "fetch.h"
+#include "kiln/cache/base_info.h"
+#include "kiln/cache/maintenance.h"
 #include "kiln/image/converter.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
-#include "kiln/util/sparse_writer.h"
 
 namespace kiln::cache {
 
@@ -16,119 +19,120 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path with_suffix(const fs::path& path, const char* suffix) {
-  return fs::path(path.string() + suffix);
-}
-
-void check_usable(const glance::ImageRecord& record) {
+void check_usable(const glance::ImageRecord& record, const CachePolicy& policy) {
   if (record.status != "active") {
     throw Error(ErrorCode::kImageNotActive, "image " + record.id + " is not active (status " +
                                                 (record.status.empty() ? "unknown" : record.status) +
                                                 ")");
   }
-  if (!image::qemu_format_for(record.disk_format)) {
+  if (!policy.allowed_disk_formats.contains(record.disk_format) ||
+      !image::qemu_format_for(record.disk_format)) {
     throw Error(ErrorCode::kImageFormatRefused,
                 "image " + record.id + " has disk_format '" + record.disk_format +
-                    "', which kiln cannot turn into a raw disk");
+                    "', which this host does not accept");
+  }
+  if (!policy.allowed_container_formats.contains(record.container_format)) {
+    throw Error(ErrorCode::kImageFormatRefused,
+                "image " + record.id + " has container_format '" + record.container_format +
+                    "', which this host does not accept");
   }
 }
 
-// Compares a digest computed while streaming with the one Glance recorded.
-void check_digest(const glance::ImageRecord& record, const std::string& what,
-                  const std::string& expected, const std::string& actual) {
-  if (expected != actual) {
-    throw Error(ErrorCode::kChecksumMismatch, "image " + record.id + " failed verification: " +
-                                                  what + " is " + actual + ", Glance recorded " +
-                                                  expected + "; download discarded");
-  }
+// Failure records let those who waited on a failed download share its error.
+fs::path failure_path(const fs::path& lock_path) { return fs::path(lock_path.string() + ".failed"); }
+
+void record_failure(const fs::path& lock_path, const Error& error) {
+  nlohmann::json record = {{"code", error.code_name()}, {"message", error.what()}};
+  atomic_write_file(failure_path(lock_path), record.dump() + "\n");
+}
+
+// Throws the failure recorded after `since` (by the holder we waited for), if any.
+void rethrow_failure_since(const fs::path& lock_path, Clock::time_point since) {
+  struct stat info {};
+  if (::stat(failure_path(lock_path).c_str(), &info) != 0) return;
+  auto written = Clock::time_point(std::chrono::duration_cast<Clock::duration>(
+      std::chrono::seconds(info.st_mtim.tv_sec) + std::chrono::nanoseconds(info.st_mtim.tv_nsec)));
+  if (written < since) return;
+  auto record = nlohmann::json::parse(read_file(failure_path(lock_path)), nullptr, false);
+  if (!record.is_object() || !record["code"].is_string() || !record["message"].is_string()) return;
+  auto code = code_from_name(record["code"].get<std::string>());
+  if (code) throw Error(*code, record["message"].get<std::string>());
+}
+
+std::uint64_t available_bytes(const fs::path& directory) {
+  struct statvfs info {};
+  if (::statvfs(directory.c_str(), &info) != 0) throw_io_error("cannot statvfs " + directory.string(), errno);
+  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
 }
 
 }  // namespace
 
 std::string base_name_for(const std::string& image_id) { return hex_digest_of("sha1", image_id); }
 
-ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glance)
-    : instances_path_(std::move(instances_path)), glance_(glance) {}
+ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glance, CachePolicy policy)
+    : instances_path_(std::move(instances_path)), glance_(glance), policy_(std::move(policy)) {}
 
 fs::path ImageCache::lock_path(const std::string& base_name) const {
-  return instances_path_ / "locks" / ("kiln-" + base_name);
+  return lock_directory() / ("kiln-" + base_name);
 }
 
 glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
   glance::ImageRecord record = glance_.get_image(image_id);
-  check_usable(record);
+  check_usable(record, policy_);
   return record;
 }
 
-BaseLease ImageCache::acquire(const glance::ImageRecord& record) const {
-  check_usable(record);
+// Room for the download plus, when it must be converted, the raw result
+// (its virtual size; the download's size when Glance does not know it),
+// plus the reserve. Conservative: the raw output is sparse. Unused bases are
+// evicted (least recently used first) to make room before giving up.
+void ImageCache::ensure_space(const glance::ImageRecord& record) const {
+  std::uint64_t size = record.size.value_or(0);
+  bool converts = image::qemu_format_for(record.disk_format) != "raw";
+  std::uint64_t needed = size + (converts ? record.virtual_size.value_or(size) : 0) + policy_.reserved_bytes;
+  std::uint64_t available = available_bytes(base_directory());
+  if (available < needed) {
+    make_room(instances_path_, needed);
+    available = available_bytes(base_directory());
+  }
+  if (available < needed) {
+    throw Error(ErrorCode::kInsufficientSpace,
+                "not enough free space in " + base_directory().string() + " for image " + record.id +
+                    ": " + std::to_string(needed) + " bytes needed (download, conversion and reserve), " +
+                    std::to_string(available) + " available");
+  }
+}
+
+BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProgress& progress) const {
+  check_usable(record, policy_);
   std::string name = base_name_for(record.id);
   fs::path base_path = base_directory() / name;
   std::error_code error;
   fs::create_directories(base_directory(), error);
   if (error) throw_io_error("cannot create " + base_directory().string(), error.value());
 
+  Clock::time_point waiting_since = Clock::now();
   FileLock lock(lock_path(name));
-  std::uint64_t downloaded = 0;
-  if (!fs::exists(base_path, error)) fetch(record, base_path, downloaded);
-  BaseImage base{base_path, kiln::file_size(base_path), record, downloaded};
-  return BaseLease{std::move(base), std::move(lock)};
-}
-
-// REQUIRES: the base's lock is held, so any .part/.converted are leftovers.
-void ImageCache::fetch(const glance::ImageRecord& record, const fs::path& base_path,
-                       std::uint64_t& downloaded_bytes) const {
-  TemporaryPath part(with_suffix(base_path, ".part"));
-  TemporaryPath converted(with_suffix(base_path, ".converted"));
-  std::error_code ignored;
-  fs::remove(part.path(), ignored);
-  fs::remove(converted.path(), ignored);
-
-  std::optional<Hasher> os_hash;
-  if (!record.os_hash_value.empty()) os_hash.emplace(record.os_hash_algo.empty() ? "sha512" : record.os_hash_algo);
-  Hasher md5("md5");
-  std::string content_md5;
-  {
-    UniqueFd fd = open_file(part.path(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-    SparseWriter writer(fd.get(), part.path());
-    auto result = glance_.download(record.id, [&](std::span<const char> data) {
-      if (os_hash) os_hash->update(data);
-      md5.update(data);
-      writer.write(data);
-    });
-    writer.finish();
-    fsync_file(fd.get(), part.path());
-    downloaded_bytes = result.bytes;
-    content_md5 = result.content_md5;
-    if (record.size && *record.size != result.bytes) {
-      throw Error(ErrorCode::kDownloadIncomplete,
-                  "image " + record.id + " is " + std::to_string(*record.size) +
-                      " bytes in Glance but " + std::to_string(result.bytes) + " arrived");
+  std::optional<BaseInfo> info = load_base_info(base_path);
+  FetchOutcome outcome;
+  // A base without a valid .info cannot be trusted: fetch it again over it.
+  if (!info || !fs::exists(base_path, error)) {
+    rethrow_failure_since(lock_path(name), waiting_since);
+    try {
+      ensure_space(record);
+      outcome = fetch_base(glance_, policy_, record, base_path, progress);
+    } catch (const Error& failure) {
+      record_failure(lock_path(name), failure);
+      throw;
     }
+    fs::remove(failure_path(lock_path(name)), error);
+    info = load_base_info(base_path);
+    if (!info) throw Error(ErrorCode::kIoError, "the .info of " + base_path.string() + " vanished");
   }
-  if (os_hash) check_digest(record, os_hash->algorithm(), record.os_hash_value, os_hash->hex_digest());
-  // md5 is weak; it is checked in addition when Glance recorded it, and the
-  // Content-MD5 header is the last resort when the record has no digest at all.
-  std::string md5_hex = md5.hex_digest();
-  if (!record.checksum.empty()) {
-    check_digest(record, "md5", record.checksum, md5_hex);
-  } else if (!os_hash && !content_md5.empty()) {
-    check_digest(record, "md5 (Content-MD5)", content_md5, md5_hex);
-  }
-
-  std::string qemu_format = *image::qemu_format_for(record.disk_format);
-  if (qemu_format == "raw") {
-    publish_file(part.path(), base_path);
-    part.keep();
-    return;
-  }
-  image::convert_to_raw(part.path(), qemu_format, converted.path());
-  {
-    UniqueFd fd = open_file(converted.path(), O_RDONLY);
-    fsync_file(fd.get(), converted.path());
-  }
-  publish_file(converted.path(), base_path);
-  converted.keep();
+  info->last_used_at = Clock::now();
+  save_base_info(base_path, *info);
+  BaseImage base{base_path, kiln::file_size(base_path), record, outcome.downloaded_bytes, outcome.resumes};
+  return BaseLease{std::move(base), std::move(lock)};
 }
 
 }  // namespace kiln::cache

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "kiln/util/error.h"
@@ -45,6 +46,51 @@ std::string parse_nonempty(const std::string& value) {
   return value;
 }
 
+bool parse_bool(const std::string& value) {
+  if (value == "true" || value == "True" || value == "yes" || value == "1") return true;
+  if (value == "false" || value == "False" || value == "no" || value == "0") return false;
+  throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not true or false");
+}
+
+std::uint64_t parse_count(const std::string& value, std::uint64_t maximum) {
+  std::size_t used = 0;
+  unsigned long long number = 0;
+  try {
+    number = std::stoull(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (value.empty() || used != value.size() || value[0] == '-' || number > maximum) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "'" + value + "' is not a whole number between 0 and " + std::to_string(maximum));
+  }
+  return number;
+}
+
+std::set<std::string> parse_list(const std::string& value) {
+  std::set<std::string> items;
+  std::stringstream stream(value);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    auto first = item.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    items.insert(item.substr(first, item.find_last_not_of(" \t") - first + 1));
+  }
+  if (items.empty()) throw Error(ErrorCode::kInvalidArgument, "the list is empty");
+  return items;
+}
+
+std::string parse_readable_file(const std::string& value) {
+  std::error_code error;
+  if (!fs::is_regular_file(value, error)) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not a readable file");
+  }
+  return value;
+}
+
+constexpr std::uint64_t kDay = 86400;
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
 using Setter = std::function<void(Settings&, const std::string&)>;
 
 // Every key the file may hold: "section.key" -> how it sets Settings.
@@ -54,6 +100,34 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.instances_path = parse_absolute_path(v); }},
       {"glance.api_servers",
        [](Settings& s, const std::string& v) { s.glance_api_servers = parse_endpoints(v); }},
+      {"glance.ca_file",
+       [](Settings& s, const std::string& v) { s.glance_tls.ca_file = parse_readable_file(v); }},
+      {"glance.insecure",
+       [](Settings& s, const std::string& v) { s.glance_tls.verify = !parse_bool(v); }},
+      {"glance.auth_token",
+       [](Settings& s, const std::string& v) { s.glance_token = parse_nonempty(v); }},
+      {"glance.connect_timeout",
+       [](Settings& s, const std::string& v) { s.glance_timeouts.connect = std::chrono::seconds(parse_count(v, 3600)); }},
+      {"glance.timeout",
+       [](Settings& s, const std::string& v) { s.glance_timeouts.idle = std::chrono::seconds(parse_count(v, 3600)); }},
+      {"glance.num_retries",
+       [](Settings& s, const std::string& v) { s.cache.download_retries = static_cast<unsigned>(parse_count(v, 100)); }},
+      {"glance.retry_backoff_ms",
+       [](Settings& s, const std::string& v) { s.cache.retry_backoff = std::chrono::milliseconds(parse_count(v, 600000)); }},
+      {"glance.allowed_disk_formats",
+       [](Settings& s, const std::string& v) { s.cache.allowed_disk_formats = parse_list(v); }},
+      {"glance.allowed_container_formats",
+       [](Settings& s, const std::string& v) { s.cache.allowed_container_formats = parse_list(v); }},
+      {"glance.verify_md5_always",
+       [](Settings& s, const std::string& v) { s.cache.verify_md5_always = parse_bool(v); }},
+      {"image_cache.remove_unused_original_minimum_age_seconds",
+       [](Settings& s, const std::string& v) { s.cache.unused_minimum_age = std::chrono::seconds(parse_count(v, 3650 * kDay)); }},
+      {"image_cache.max_cache_bytes",
+       [](Settings& s, const std::string& v) { s.cache.max_cache_bytes = parse_count(v, UINT64_MAX / 2); }},
+      {"image_cache.max_cache_percent",
+       [](Settings& s, const std::string& v) { s.cache.max_cache_percent = static_cast<unsigned>(parse_count(v, 100)); }},
+      {"image_cache.reserved_space_mb",
+       [](Settings& s, const std::string& v) { s.cache.reserved_bytes = parse_count(v, 1ULL << 30) * kMiB; }},
       {"libvirt.connection_uri",
        [](Settings& s, const std::string& v) { s.libvirt_uri = parse_nonempty(v); }},
       {"libvirt.virt_type",

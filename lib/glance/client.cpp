@@ -43,11 +43,20 @@ std::string describe_status(const http::Response& response) {
 
 }  // namespace
 
-GlanceClient::GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts) {
+GlanceClient::GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts,
+                           http::TlsOptions tls, std::shared_ptr<TokenSource> tokens)
+    : tokens_(std::move(tokens)) {
   if (api_servers.empty()) {
     throw Error(ErrorCode::kInvalidArgument, "no Glance endpoint configured ([glance] api_servers or --glance)");
   }
-  for (auto& url : api_servers) endpoints_.emplace_back(std::move(url), timeouts);
+  for (auto& url : api_servers) endpoints_.emplace_back(std::move(url), timeouts, tls);
+}
+
+http::Headers GlanceClient::auth_headers() const {
+  if (!tokens_) return {};
+  std::string token = tokens_->token();
+  if (token.empty()) return {};
+  return {{"X-Auth-Token", token}};
 }
 
 template <typename Call>
@@ -67,37 +76,52 @@ auto GlanceClient::with_failover(const Call& call) const {
 ImageRecord GlanceClient::get_image(const std::string& image_id) const {
   check_image_id(image_id);
   return with_failover([&](const http::Client& endpoint) {
-    http::Response response = endpoint.get("/v2/images/" + image_id);
+    http::Response response = endpoint.get("/v2/images/" + image_id, auth_headers());
+    if (response.status == 401 && tokens_) tokens_->invalidate();
     if (response.status != 200) throw_for_status(endpoint, image_id, response);
     return parse_image_record(response.body);
   });
 }
 
-DownloadResult GlanceClient::download(const std::string& image_id, const http::BodySink& sink) const {
+DownloadResult GlanceClient::download(const std::string& image_id, std::uint64_t offset,
+                                      const http::BodySink& sink) const {
   check_image_id(image_id);
-  bool started = false;
+  http::Request request{"GET", "/v2/images/" + image_id + "/file", auth_headers(), ""};
+  if (offset > 0) request.headers["Range"] = "bytes=" + std::to_string(offset) + "-";
   return with_failover([&](const http::Client& endpoint) {
     DownloadResult result;
-    auto accept = [](const http::Response& head) { return head.status == 200; };
+    std::uint64_t skip = 0;  // bytes before `offset` when Glance ignored the Range
+    auto accept = [&](const http::Response& head) {
+      if (head.status == 200) skip = offset;
+      return head.status == 200 || (offset > 0 && head.status == 206);
+    };
+    std::uint64_t body_bytes = 0;
     auto count = [&](std::span<const char> data) {
-      started = true;
+      body_bytes += data.size();
+      std::size_t skipped = static_cast<std::size_t>(std::min<std::uint64_t>(skip, data.size()));
+      skip -= skipped;
+      data = data.subspan(skipped);
+      if (data.empty()) return;
       result.bytes += data.size();
       sink(data);
     };
     http::Response response;
     try {
-      response = endpoint.get_streamed("/v2/images/" + image_id + "/file", {}, accept, count);
+      response = endpoint.send_streamed(request, accept, count);
     } catch (const Error& error) {
-      if (!started) throw;
+      // Bytes reached the sink: the caller decides whether to resume; trying
+      // the next endpoint from zero here would repeat them.
+      if (result.bytes == 0) throw;
       throw Error(ErrorCode::kDownloadIncomplete, error.what());
     }
     if (response.status == 204) {
       throw Error(ErrorCode::kImageNotActive, "image " + image_id + " has no data in Glance (HTTP 204)");
     }
-    if (response.status != 200) throw_for_status(endpoint, image_id, response);
-    if (response.content_length && *response.content_length != result.bytes) {
+    if (response.status == 401 && tokens_) tokens_->invalidate();
+    if (response.status != 200 && response.status != 206) throw_for_status(endpoint, image_id, response);
+    if (response.content_length && *response.content_length != body_bytes) {
       throw Error(ErrorCode::kDownloadIncomplete,
-                  "download of image " + image_id + " ended after " + std::to_string(result.bytes) +
+                  "download of image " + image_id + " ended after " + std::to_string(body_bytes) +
                       " of " + std::to_string(*response.content_length) + " bytes");
     }
     result.content_md5 = response.header("content-md5");

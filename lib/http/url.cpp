@@ -34,8 +34,7 @@ Url parse_url(std::string_view text) {
   auto scheme_end = text.find("://");
   if (scheme_end == std::string_view::npos) bad_url(text, "expected scheme://host[:port]");
   url.scheme = std::string(text.substr(0, scheme_end));
-  if (url.scheme == "https") bad_url(text, "https endpoints are not supported yet; use http");
-  if (url.scheme != "http") bad_url(text, "unsupported scheme '" + url.scheme + "'");
+  if (url.scheme != "http" && url.scheme != "https") bad_url(text, "unsupported scheme '" + url.scheme + "'");
   std::string_view rest = text.substr(scheme_end + 3);
   if (rest.find_first_of("?#@") != std::string_view::npos) {
     bad_url(text, "query, fragment and user info are not allowed in an endpoint");
@@ -63,7 +62,7 @@ Url parse_url(std::string_view text) {
   }
   if (url.host.empty()) bad_url(text, "missing host");
   if (port.empty()) {
-    url.port = "80";
+    url.port = url.scheme == "https" ? "443" : "80";
   } else if (!all_digits(port) || port.size() > 5 || std::stoi(std::string(port)) > 65535 ||
              std::stoi(std::string(port)) == 0) {
     bad_url(text, "bad port '" + std::string(port) + "'");

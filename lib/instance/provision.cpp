@@ -135,7 +135,7 @@ virt::DomainSpec domain_spec(const BootRequest& request, const InstanceDir& dire
 
 }  // namespace
 
-BootResult provision(const BootRequest& request, const Host& host) {
+BootResult provision(const BootRequest& request, const Host& host, const cache::FetchProgress& progress) {
   InstanceDir directory(host.instances_path, request.uuid);
   std::string name = domain_name_for(request, directory.uuid());
   check_flavor(request);
@@ -151,7 +151,7 @@ BootResult provision(const BootRequest& request, const Host& host) {
   std::uint64_t root_bytes = 0;
   TemporaryPath directory_guard;
   {
-    cache::BaseLease lease = host.cache.acquire(record);
+    cache::BaseLease lease = host.cache.acquire(record, progress);
     base = lease.base;
     root_bytes = root_size(request, record.id, base.virtual_size);
     directory_guard = create_directory(directory, request);

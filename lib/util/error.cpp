@@ -34,6 +34,14 @@ std::string_view code_name(ErrorCode code) {
   return "unknown";
 }
 
+std::optional<ErrorCode> code_from_name(std::string_view name) {
+  for (int value = 0; value <= static_cast<int>(ErrorCode::kNotFound); ++value) {
+    auto code = static_cast<ErrorCode>(value);
+    if (code_name(code) == name) return code;
+  }
+  return std::nullopt;
+}
+
 void throw_io_error(const std::string& what, int errno_value) {
   throw Error(ErrorCode::kIoError, what + ": " + std::strerror(errno_value));
 }

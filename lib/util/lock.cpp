@@ -11,6 +11,18 @@
 namespace kiln {
 
 FileLock::FileLock(const std::filesystem::path& path) {
+  bool locked = false;
+  *this = FileLock(path, /*wait=*/true, locked);
+}
+
+std::optional<FileLock> FileLock::try_lock(const std::filesystem::path& path) {
+  bool locked = false;
+  FileLock lock(path, /*wait=*/false, locked);
+  if (!locked) return std::nullopt;
+  return lock;
+}
+
+FileLock::FileLock(const std::filesystem::path& path, bool wait, bool& locked) {
   std::error_code error;
   std::filesystem::create_directories(path.parent_path(), error);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -21,8 +33,10 @@ FileLock::FileLock(const std::filesystem::path& path) {
   fd_ = UniqueFd(fd);
   int result;
   do {
-    result = ::flock(fd, LOCK_EX);
+    result = ::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
   } while (result != 0 && errno == EINTR);
+  if (result != 0 && !wait && errno == EWOULDBLOCK) return;
+  locked = result == 0;
   if (result != 0) {
     throw Error(ErrorCode::kLockFailed, "cannot lock " + path.string() + ": " + std::strerror(errno));
   }

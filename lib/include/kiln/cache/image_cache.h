@@ -1,12 +1,16 @@
 // The _base image cache: one raw base file per Glance image.
 //
-// Layout (Nova's): <instances_path>/_base/<sha1hex(image id)> is the raw base,
-// written only as _base/<name>.part (download) and _base/<name>.converted
-// (qemu-img output), each fsync'd and renamed into place, so a base under its
-// final name is always complete and verified. <instances_path>/locks/kiln-<name>
-// is the per-base flock taken by everything that creates a base or an overlay
-// on it: concurrent acquisitions of one image, from threads or processes,
-// download it once.
+// Layout (Nova's): <instances_path>/_base/<sha1hex(image id)> is the raw base
+// and <base>.info describes it (kiln/cache/base_info.h). A base is written
+// only as <base>.part (download) and <base>.converted (qemu-img output), each
+// fsync'd, its .info written, and then renamed into place: a base under its
+// final name is always complete and verified.
+//
+// Single flight: <instances_path>/locks/kiln-<name> is the per-base flock taken
+// by everything that creates a base, creates an overlay on it or deletes it.
+// Concurrent acquisitions of one image, from threads or processes, download it
+// once; those that waited for a download that failed get the same error
+// without downloading again (locks/kiln-<name>.failed records it).
 //
 // Thread-safe: an ImageCache holds no mutable state; the filesystem and the
 // locks are the state.
@@ -14,8 +18,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 
+#include "kiln/cache/cache_policy.h"
 #include "kiln/glance/client.h"
 #include "kiln/util/lock.h"
 
@@ -29,6 +36,7 @@ struct BaseImage {
   std::uint64_t virtual_size = 0;      // bytes the guest sees (file size of a raw base)
   glance::ImageRecord record;          // what Glance said about the image
   std::uint64_t downloaded_bytes = 0;  // 0 when the base was already cached
+  unsigned resumes = 0;                // downloads resumed after a broken connection
 };
 
 // A base together with its lock: while a lease is alive nobody else creates,
@@ -38,33 +46,39 @@ struct BaseLease {
   FileLock lock;
 };
 
+// Called from the downloading thread with bytes so far and the total if known.
+using FetchProgress = std::function<void(std::uint64_t done, std::optional<std::uint64_t> total)>;
+
 class ImageCache {
  public:
   // REQUIRES: instances_path is absolute.
-  ImageCache(std::filesystem::path instances_path, const glance::GlanceClient& glance);
+  ImageCache(std::filesystem::path instances_path, const glance::GlanceClient& glance,
+             CachePolicy policy = {});
 
-  // Reads the image record from Glance and checks that it can become a base:
-  // status "active" and a disk_format kiln can convert. Fetches no data.
+  // Reads the image record from Glance and checks that it may become a base:
+  // status "active", disk_format and container_format allowed. Fetches no data.
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
   // kHttpError, kGlanceError.
   glance::ImageRecord lookup(const std::string& image_id) const;
 
   // Returns the base for `record` (from lookup()), downloading, verifying and
-  // converting it first if it is not cached.
-  // Throws kiln::Error: kChecksumMismatch, kDownloadIncomplete,
-  // kConversionFailed, kHttpError, kGlanceError, kIoError, kLockFailed.
-  // On failure nothing is left in _base.
-  BaseLease acquire(const glance::ImageRecord& record) const;
+  // converting it first if it is not cached, and records the use.
+  // Throws kiln::Error: kInsufficientSpace, kChecksumMismatch,
+  // kDownloadIncomplete, kConversionFailed, kHttpError, kGlanceError,
+  // kIoError, kLockFailed. On failure nothing is left in _base.
+  BaseLease acquire(const glance::ImageRecord& record, const FetchProgress& progress = nullptr) const;
 
   std::filesystem::path base_directory() const { return instances_path_ / "_base"; }
+  std::filesystem::path lock_directory() const { return instances_path_ / "locks"; }
   std::filesystem::path lock_path(const std::string& base_name) const;
+  const CachePolicy& policy() const { return policy_; }
 
  private:
-  void fetch(const glance::ImageRecord& record, const std::filesystem::path& base_path,
-             std::uint64_t& downloaded_bytes) const;
+  void ensure_space(const glance::ImageRecord& record) const;
 
   std::filesystem::path instances_path_;
   const glance::GlanceClient& glance_;
+  CachePolicy policy_;
 };
 
 }  // namespace kiln::cache

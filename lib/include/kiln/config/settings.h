@@ -1,12 +1,8 @@
 // kiln's settings: defaults, then the INI file, then command-line flags.
 //
-// The file is nova.conf-style (see kiln/util/ini.h). Keys known today:
-//   [DEFAULT] instances_path   absolute path (default /var/lib/kiln/instances)
-//   [glance]  api_servers      comma-separated endpoint roots, e.g. http://10.0.0.5:9292
-//   [libvirt] connection_uri   default qemu:///system
-//   [libvirt] virt_type        kvm | qemu (default: kvm when the host offers it, else qemu)
-// An unknown section or key, or a bad value, is refused with the file, line
-// and key, so a typo never silently falls back to a default.
+// The file is nova.conf-style (see kiln/util/ini.h); systemd/kiln.conf.sample
+// documents every key. An unknown section or key, or a bad value, is refused
+// with the file, line and key, so a typo never silently falls back to a default.
 #pragma once
 
 #include <filesystem>
@@ -14,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/cache/cache_policy.h"
+#include "kiln/http/client.h"
 #include "kiln/http/url.h"
 
 namespace kiln::config {
@@ -24,7 +22,14 @@ inline constexpr const char* kDefaultLibvirtUri = "qemu:///system";
 
 struct Settings {
   std::filesystem::path instances_path = kDefaultInstancesPath;
+  // [glance]
   std::vector<http::Url> glance_api_servers;
+  http::Timeouts glance_timeouts;
+  http::TlsOptions glance_tls;
+  std::string glance_token;  // static X-Auth-Token, "" = none
+  // [image_cache] and the fetch/verify parts of [glance]
+  cache::CachePolicy cache;
+  // [libvirt]
   std::string libvirt_uri = kDefaultLibvirtUri;
   std::string virt_type;  // "" = choose from libvirt's capabilities
 };

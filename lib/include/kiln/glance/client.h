@@ -7,6 +7,7 @@
 // a broken download is the cache's job). Thread-safe: calls share nothing.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,29 +17,46 @@
 namespace kiln::glance {
 
 struct DownloadResult {
-  std::uint64_t bytes = 0;
-  std::string content_md5;  // Glance's hex MD5 of the whole image, "" if absent
+  std::uint64_t bytes = 0;     // bytes given to the sink by this call
+  std::string content_md5;     // Glance's hex MD5 of the whole image, "" if absent
+};
+
+// Supplies the X-Auth-Token for each request ("" = send none). Implementations
+// renew tokens before they expire and are thread-safe.
+class TokenSource {
+ public:
+  virtual ~TokenSource() = default;
+  virtual std::string token() = 0;
+  // The last token was refused (401): fetch a new one on the next token().
+  virtual void invalidate() = 0;
 };
 
 class GlanceClient {
  public:
   // REQUIRES: api_servers is not empty.
-  explicit GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts = {});
+  explicit GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts = {},
+                        http::TlsOptions tls = {}, std::shared_ptr<TokenSource> tokens = nullptr);
 
   // Throws kiln::Error: kInvalidArgument (image id not a UUID), kImageNotFound
   // (404), kGlanceError (other status), kHttpError (no endpoint reachable).
   ImageRecord get_image(const std::string& image_id) const;
 
-  // Streams GET /v2/images/{id}/file into `sink`. Throws as get_image, plus
+  // Streams GET /v2/images/{id}/file into `sink`, from byte `offset` on (a
+  // Range request) when offset > 0; if Glance ignores the Range and sends the
+  // whole image, the bytes before `offset` are dropped, so the sink always
+  // sees the image from `offset`. Throws as get_image, plus
   // kImageNotActive when Glance has no data (204) and kDownloadIncomplete
-  // when the body ends early.
-  DownloadResult download(const std::string& image_id, const http::BodySink& sink) const;
+  // when the body ends early (after some bytes reached the sink).
+  DownloadResult download(const std::string& image_id, std::uint64_t offset,
+                          const http::BodySink& sink) const;
 
  private:
   template <typename Call>
   auto with_failover(const Call& call) const;
+  http::Headers auth_headers() const;
 
   std::vector<http::Client> endpoints_;
+  std::shared_ptr<TokenSource> tokens_;
 };
 
 }  // namespace kiln::glance

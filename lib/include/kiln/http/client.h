@@ -1,12 +1,15 @@
-// A small HTTP/1.1 client on Boost.Beast for talking to Glance.
+// A small HTTP/1.1 client on Boost.Beast for talking to Glance and Keystone.
 //
 // One request per call, one connection per request (Glance closes idle
 // connections anyway, and a fresh connection is what a resumed download
-// wants). Every network step has a deadline: connecting, sending, and each
-// read of the body (an idle timeout, so a large download may take as long as
-// it needs while a stalled one fails). Bodies can be streamed through a sink
-// in bounded chunks, so memory does not grow with the size of an image.
-// Thread-safe: calls share nothing.
+// wants). https endpoints verify the server's certificate chain (system CAs
+// or a configured CA file) and its host name or IP address; verification can
+// only be turned off explicitly. Every network step has a deadline:
+// connecting (TLS handshake included), sending, and each read (an idle
+// timeout, so a large download may take as long as it needs while a stalled
+// one fails). Bodies can be streamed through a sink in bounded chunks, so
+// memory does not grow with the size of an image. Thread-safe: calls share
+// nothing.
 #pragma once
 
 #include <chrono>
@@ -26,11 +29,23 @@ struct Timeouts {
   std::chrono::milliseconds idle{std::chrono::seconds(30)};  // per send, header or body read
 };
 
+struct TlsOptions {
+  std::string ca_file;  // "" = the system's trusted CAs
+  bool verify = true;   // false only when an operator says so ([glance] insecure)
+};
+
 using Headers = std::map<std::string, std::string>;  // request header name -> value
+
+struct Request {
+  std::string method = "GET";
+  std::string path;  // appended to the endpoint's base path
+  Headers headers;
+  std::string body;  // sent with Content-Length when not empty
+};
 
 struct Response {
   unsigned status = 0;
-  Headers headers;  // names lowercased
+  Headers headers;   // names lowercased
   std::string body;  // empty when the body went to a sink
   std::optional<std::uint64_t> content_length;
 
@@ -47,23 +62,25 @@ using SinkSelector = std::function<bool(const Response& head)>;
 
 class Client {
  public:
-  explicit Client(Url endpoint, Timeouts timeouts = {});
+  explicit Client(Url endpoint, Timeouts timeouts = {}, TlsOptions tls = {});
 
-  // GET endpoint.base_path + path. The body is collected (bounded to 1 MiB).
-  // Throws kiln::Error kHttpError on connection failure, timeout or a
-  // malformed reply; any HTTP status is returned, not thrown.
+  // Sends `request`; the response body is collected (bounded to 1 MiB).
+  // Throws kiln::Error kHttpError on connection failure, TLS failure, timeout
+  // or a malformed reply; any HTTP status is returned, not thrown.
+  Response send(const Request& request) const;
   Response get(const std::string& path, const Headers& headers = {}) const;
 
-  // GET whose body goes to `sink` when `selector` accepts the head.
+  // As send(), but the body goes to `sink` when `selector` accepts the head.
   // Throws kHttpError if the body ends before Content-Length.
-  Response get_streamed(const std::string& path, const Headers& headers,
-                        const SinkSelector& selector, const BodySink& sink) const;
+  Response send_streamed(const Request& request, const SinkSelector& selector,
+                         const BodySink& sink) const;
 
   const Url& endpoint() const { return endpoint_; }
 
  private:
   Url endpoint_;
   Timeouts timeouts_;
+  TlsOptions tls_;
 };
 
 }  // namespace kiln::http

@@ -11,9 +11,9 @@
 namespace kiln::http {
 
 struct Url {
-  std::string scheme;     // "http" (https is refused until TLS lands)
+  std::string scheme;     // "http" or "https"
   std::string host;       // without brackets
-  std::string port;       // always set: default 80
+  std::string port;       // always set: default 80 (http) or 443 (https)
   std::string base_path;  // "" or "/prefix" without trailing slash
 
   // "host:port" as sent in the Host header.

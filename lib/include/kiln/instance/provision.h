@@ -52,7 +52,9 @@ struct BootResult {
 
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
 // kFlavorDiskTooSmall, kLibvirtError and every ImageCache::acquire error).
-BootResult provision(const BootRequest& request, const Host& host);
+// `progress` (may be null) sees the download, if one is needed.
+BootResult provision(const BootRequest& request, const Host& host,
+                     const cache::FetchProgress& progress = nullptr);
 
 struct DeleteResult {
   bool domain_found = false;

@@ -7,6 +7,7 @@
 // module edges; nothing else escapes a public function except std::bad_alloc.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -43,6 +44,9 @@ enum class ErrorCode {
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and
 // later in RPC replies and metrics labels.
 std::string_view code_name(ErrorCode code);
+
+// The code with that stable name, or nullopt.
+std::optional<ErrorCode> code_from_name(std::string_view name);
 
 class Error : public std::runtime_error {
  public:

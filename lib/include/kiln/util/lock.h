@@ -8,6 +8,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 
 #include "kiln/util/fs.h"
 
@@ -18,11 +19,16 @@ class FileLock {
   // Creates `path` (and its directory) if needed and blocks until locked.
   // Throws kiln::Error kLockFailed if the file cannot be opened or locked.
   explicit FileLock(const std::filesystem::path& path);
+
+  // Takes the lock only if it is free right now; nullopt when someone holds it.
+  static std::optional<FileLock> try_lock(const std::filesystem::path& path);
   FileLock(FileLock&&) noexcept = default;
   FileLock& operator=(FileLock&&) noexcept = default;
   ~FileLock() = default;  // closing the descriptor releases the lock
 
  private:
+  FileLock(const std::filesystem::path& path, bool wait, bool& locked);
+
   UniqueFd fd_;
 };
 

@@ -1,0 +1,41 @@
+// What the image cache may fetch, how it verifies, and how much it may keep.
+//
+// Every field is a setting of the [glance] or [image_cache] config sections
+// (see kiln/config/settings.h); defaults are what an operator would expect
+// from Nova, plus the limits Nova lacks (a size budget, a free-space reserve).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+
+namespace kiln::cache {
+
+struct CachePolicy {
+  // Refused before any byte is fetched when not listed.
+  std::set<std::string> allowed_disk_formats{"raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx",
+                                             "iso", "ami", "aki", "ari"};
+  std::set<std::string> allowed_container_formats{"bare", "ami", "aki", "ari"};
+  // md5 is checked only when Glance gives no os_hash_value (as
+  // python-glanceclient does), unless this is set.
+  bool verify_md5_always = false;
+
+  // Download retries (with Range resume) after a dropped or stalled
+  // connection, and the first backoff, doubled each time.
+  unsigned download_retries = 3;
+  std::chrono::milliseconds retry_backoff{std::chrono::seconds(1)};
+
+  // Left free on the filesystem after the download and conversion.
+  std::uint64_t reserved_bytes = 1ULL << 30;
+
+  // Aging (Nova's remove_unused_original_minimum_age_seconds): an unused base
+  // may go once its last use is older than this. Swap bases likewise.
+  std::chrono::seconds unused_minimum_age{86400};
+  // Size budget for _base (0 = none): least recently used unused bases go
+  // first until the cache fits. The smaller of the two limits applies.
+  std::uint64_t max_cache_bytes = 0;
+  unsigned max_cache_percent = 0;  // of the filesystem's size
+};
+
+}  // namespace kiln::cache

@@ -1,0 +1,169 @@
+// kilnctl cache ls / fetch / verify / prune / repair. Until kilnd exists to
+// do it at start, every cache command first repairs what a crash left behind.
+#include <iomanip>
+#include <sstream>
+
+#include "commands.h"
+#include "kiln/cache/maintenance.h"
+#include "progress.h"
+
+namespace kilnctl {
+
+namespace {
+
+using nlohmann::json;
+namespace cache = kiln::cache;
+
+std::string age_text(cache::Clock::time_point when) {
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(cache::Clock::now() - when).count();
+  if (seconds < 120) return std::to_string(seconds) + " s ago";
+  if (seconds < 7200) return std::to_string(seconds / 60) + " min ago";
+  if (seconds < 172800) return std::to_string(seconds / 3600) + " h ago";
+  return std::to_string(seconds / 86400) + " d ago";
+}
+
+json entry_json(const cache::CacheEntry& entry) {
+  json out = {{"name", entry.name}, {"path", entry.path.string()}, {"kind", cache::kind_name(entry.kind)},
+              {"physical_bytes", entry.physical_bytes}, {"virtual_bytes", entry.virtual_bytes},
+              {"in_use", entry.users.size()}, {"last_used_at", cache::format_time(entry.last_used)},
+              {"state", entry.kind == cache::BaseKind::kImage && !entry.info ? "no-info" : "ok"}};
+  if (entry.info) {
+    out["image_id"] = entry.info->image_id;
+    out["image_name"] = entry.info->name;
+    out["disk_format"] = entry.info->disk_format;
+    out["fetched_at"] = cache::format_time(entry.info->fetched_at);
+  }
+  json users = json::array();
+  for (const auto& user : entry.users) users.push_back(user.string());
+  out["users"] = users;
+  return out;
+}
+
+std::string entries_text(const std::vector<cache::CacheEntry>& entries) {
+  std::ostringstream out;
+  out << std::left << std::setw(38) << "IMAGE / BASE" << std::setw(20) << "NAME" << std::setw(11) << "PHYSICAL"
+      << std::setw(11) << "VIRTUAL" << std::setw(7) << "USERS" << std::setw(14) << "LAST USED" << "STATE\n";
+  std::uint64_t physical = 0;
+  for (const auto& entry : entries) {
+    std::string id = entry.info ? entry.info->image_id : entry.name;
+    std::string name = entry.info ? entry.info->name : cache::kind_name(entry.kind);
+    out << std::setw(38) << id << std::setw(20) << name.substr(0, 19) << std::setw(11)
+        << human_bytes(entry.physical_bytes) << std::setw(11) << human_bytes(entry.virtual_bytes) << std::setw(7)
+        << entry.users.size() << std::setw(14) << age_text(entry.last_used)
+        << (entry.kind == cache::BaseKind::kImage && !entry.info ? "no-info" : "ok") << "\n";
+    physical += entry.physical_bytes;
+  }
+  out << entries.size() << " base(s), " << human_bytes(physical) << " on disk\n";
+  return out.str();
+}
+
+json decisions_json(const std::vector<cache::PruneDecision>& decisions) {
+  json out = json::array();
+  for (const auto& d : decisions) {
+    out.push_back({{"name", d.name}, {"path", d.path.string()}, {"physical_bytes", d.physical_bytes},
+                   {"reason", d.reason}, {"removed", d.removed}});
+  }
+  return out;
+}
+
+void repair_quietly(Context& context) { cache::repair_cache(context.instances_path()); }
+
+void add_ls(CLI::App& group, Registry& registry) {
+  CLI::App* command = group.add_subcommand("ls", "one row per base: image, sizes, users, last use, state");
+  registry.emplace_back(command, [](Context& context) {
+    repair_quietly(context);
+    auto entries = cache::list_cache(context.instances_path());
+    json out = json::array();
+    for (const auto& entry : entries) out.push_back(entry_json(entry));
+    context.print(out, entries_text(entries));
+    return 0;
+  });
+}
+
+void add_fetch(CLI::App& group, Registry& registry) {
+  auto image_id = std::make_shared<std::string>();
+  CLI::App* command = group.add_subcommand("fetch", "pre-cache an image: the same path as a boot");
+  command->add_option("image", *image_id, "Glance image id")->required();
+  registry.emplace_back(command, [image_id](Context& context) {
+    repair_quietly(context);
+    auto record = context.cache().lookup(*image_id);
+    auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
+    finish_progress();
+    const auto& base = lease.base;
+    context.print({{"image_id", record.id}, {"path", base.path.string()}, {"virtual_size", base.virtual_size},
+                   {"downloaded_bytes", base.downloaded_bytes}, {"resumes", base.resumes}},
+                  "image " + record.id + " (" + record.name + "): " + base.path.string() + ", " +
+                      (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
+                                                 : std::string("already cached")) + "\n");
+    return 0;
+  });
+}
+
+void add_verify(CLI::App& group, Registry& registry) {
+  CLI::App* command = group.add_subcommand("verify", "re-hash every image base against its .info");
+  registry.emplace_back(command, [](Context& context) {
+    repair_quietly(context);
+    auto results = cache::verify_cache(context.instances_path());
+    json out = json::array();
+    std::ostringstream text;
+    bool rotted = false;
+    for (const auto& r : results) {
+      out.push_back({{"name", r.name}, {"state", r.state}, {"expected_sha256", r.expected_sha256},
+                     {"actual_sha256", r.actual_sha256}});
+      text << r.name << "  " << r.state << "\n";
+      rotted = rotted || r.state == "rotted";
+    }
+    text << results.size() << " image base(s) checked" << (rotted ? ", some ROTTED" : "") << "\n";
+    context.print(out, text.str());
+    return rotted ? 3 : 0;
+  });
+}
+
+void add_prune(CLI::App& group, Registry& registry) {
+  auto dry_run = std::make_shared<bool>(false);
+  CLI::App* command = group.add_subcommand("prune", "remove unused bases past their age or over the budget");
+  command->add_flag("--dry-run", *dry_run, "say what would go, remove nothing");
+  registry.emplace_back(command, [dry_run](Context& context) {
+    repair_quietly(context);
+    auto decisions = cache::prune_cache(context.instances_path(), context.settings().cache,
+                                        cache::Clock::now(), *dry_run);
+    std::ostringstream text;
+    for (const auto& d : decisions) {
+      text << (d.removed ? "removed " : *dry_run ? "would remove " : "kept (busy or in use) ") << d.name << " ("
+           << human_bytes(d.physical_bytes) << "): " << d.reason << "\n";
+    }
+    if (decisions.empty()) text << "nothing to prune\n";
+    context.print(decisions_json(decisions), text.str());
+    return 0;
+  });
+}
+
+void add_repair(CLI::App& group, Registry& registry) {
+  CLI::App* command = group.add_subcommand("repair", "remove what a crash left behind");
+  registry.emplace_back(command, [](Context& context) {
+    auto actions = cache::repair_cache(context.instances_path());
+    json out = json::array();
+    std::ostringstream text;
+    for (const auto& a : actions) {
+      out.push_back({{"path", a.path.string()}, {"action", a.action}});
+      text << a.action << ": " << a.path.string() << "\n";
+    }
+    if (actions.empty()) text << "nothing to repair\n";
+    context.print(out, text.str());
+    return 0;
+  });
+}
+
+}  // namespace
+
+void add_cache_commands(CLI::App& app, Registry& registry) {
+  CLI::App* group = app.add_subcommand("cache", "the _base image cache");
+  group->require_subcommand(1);
+  add_ls(*group, registry);
+  add_fetch(*group, registry);
+  add_verify(*group, registry);
+  add_prune(*group, registry);
+  add_repair(*group, registry);
+}
+
+}  // namespace kilnctl

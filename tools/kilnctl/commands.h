@@ -1,0 +1,18 @@
+// The kilnctl subcommands. Each add_* registers its flags on the app and
+// returns the function that runs it once the flags are parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+#include "context.h"
+
+namespace kilnctl {
+
+using Runner = std::function<int(Context&)>;
+using Registry = std::vector<std::pair<CLI::App*, Runner>>;
+
+void add_instance_commands(CLI::App& app, Registry& registry);
+void add_cache_commands(CLI::App& app, Registry& registry);
+
+}  // namespace kilnctl

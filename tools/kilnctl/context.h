@@ -1,0 +1,44 @@
+// What every kilnctl command works with: the settings, and the lib/ objects
+// built from them on first use (a command that needs no Glance never
+// validates Glance settings).
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "kiln/cache/image_cache.h"
+#include "kiln/config/settings.h"
+#include "kiln/glance/client.h"
+#include "kiln/virt/connection.h"
+
+namespace kilnctl {
+
+class Context {
+ public:
+  Context(kiln::config::Settings settings, bool json_output)
+      : settings_(std::move(settings)), json_output_(json_output) {}
+
+  const kiln::config::Settings& settings() const { return settings_; }
+  bool json_output() const { return json_output_; }
+  const std::filesystem::path& instances_path() const { return settings_.instances_path; }
+
+  const kiln::glance::GlanceClient& glance();
+  const kiln::cache::ImageCache& cache();
+  kiln::virt::Connection& libvirt();
+
+  // Prints `json` with --json, else `text` (which ends with a newline).
+  void print(const nlohmann::json& json, const std::string& text) const;
+
+ private:
+  kiln::config::Settings settings_;
+  bool json_output_;
+  std::unique_ptr<kiln::glance::GlanceClient> glance_;
+  std::unique_ptr<kiln::cache::ImageCache> cache_;
+  std::unique_ptr<kiln::virt::Connection> libvirt_;
+};
+
+// "1.5 GiB"
+std::string human_bytes(std::uint64_t bytes);
+
+}  // namespace kilnctl

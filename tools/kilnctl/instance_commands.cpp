@@ -1,0 +1,98 @@
+// kilnctl boot / delete.
+#include <sstream>
+
+#include "commands.h"
+#include "kiln/instance/provision.h"
+#include "progress.h"
+
+namespace kilnctl {
+
+namespace {
+
+using nlohmann::json;
+
+json boot_json(const kiln::instance::BootResult& result) {
+  const auto& dir = result.directory;
+  json out = {
+      {"uuid", dir.uuid()},
+      {"instance_dir", dir.path().string()},
+      {"domain", {{"name", result.domain_name}, {"type", result.domain_type}, {"state", result.domain_state}}},
+      {"disk", {{"path", dir.disk().string()}, {"format", "qcow2"}, {"virtual_size", result.root_bytes},
+                {"backing_file", result.base.path.string()}}},
+      {"base", {{"path", result.base.path.string()}, {"image_id", result.base.record.id},
+                {"image_name", result.base.record.name}, {"disk_format", result.base.record.disk_format},
+                {"virtual_size", result.base.virtual_size}, {"downloaded_bytes", result.base.downloaded_bytes},
+                {"resumes", result.base.resumes}}},
+      {"disk_info", dir.disk_info().string()},
+      {"console_log", dir.console_log().string()},
+      {"libvirt_xml", dir.libvirt_xml().string()},
+  };
+  if (result.swap_base) {
+    out["swap"] = {{"path", dir.swap_disk().string()}, {"backing_file", result.swap_base->string()}};
+  }
+  return out;
+}
+
+std::string boot_text(const kiln::instance::BootResult& result) {
+  const auto& dir = result.directory;
+  const auto& base = result.base;
+  std::ostringstream out;
+  out << "instance " << dir.uuid() << ": domain " << result.domain_name << " (" << result.domain_type << ") "
+      << result.domain_state << "\n"
+      << "  directory    " << dir.path().string() << "\n"
+      << "  disk         qcow2, " << human_bytes(result.root_bytes) << " virtual, backed by "
+      << base.path.string() << "\n";
+  if (result.swap_base) out << "  disk.swap    qcow2, backed by " << result.swap_base->string() << "\n";
+  out << "  base         image " << base.record.id << " (" << base.record.name << ", " << base.record.disk_format
+      << " -> raw, " << human_bytes(base.virtual_size) << " virtual), "
+      << (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
+                                    : std::string("already cached, nothing downloaded"))
+      << "\n"
+      << "  also         disk.info, console.log, libvirt.xml\n";
+  return out.str();
+}
+
+}  // namespace
+
+void add_instance_commands(CLI::App& app, Registry& registry) {
+  struct BootOptions {
+    kiln::instance::BootRequest request;
+    bool no_start = false;
+  };
+  auto boot = std::make_shared<BootOptions>();
+  CLI::App* command = app.add_subcommand("boot", "download (if needed) an image and boot an instance from it");
+  command->add_option("--image", boot->request.image_id, "Glance image id")->required();
+  command->add_option("--uuid", boot->request.uuid, "instance uuid")->required();
+  command->add_option("--name", boot->request.name, "domain name (default instance-<uuid>)");
+  command->add_option("--vcpus", boot->request.vcpus, "virtual CPUs")->required();
+  command->add_option("--memory-mb", boot->request.memory_mb, "memory in MiB")->required();
+  command->add_option("--root-gb", boot->request.root_gb, "root disk in GiB (0: the image's size)")->required();
+  command->add_option("--swap-mb", boot->request.swap_mb, "swap disk in MiB (0: none)")->required();
+  command->add_flag("--no-start", boot->no_start, "define the domain but do not start it");
+  registry.emplace_back(command, [boot](Context& context) {
+    boot->request.start = !boot->no_start;
+    kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
+                              context.settings().virt_type};
+    auto result = kiln::instance::provision(boot->request, host,
+                                            context.json_output() ? nullptr : progress_reporter("download"));
+    finish_progress();
+    context.print(boot_json(result), boot_text(result));
+    return 0;
+  });
+
+  auto uuid = std::make_shared<std::string>();
+  CLI::App* remove = app.add_subcommand("delete", "destroy and undefine an instance and remove its directory");
+  remove->add_option("uuid", *uuid, "instance uuid")->required();
+  registry.emplace_back(remove, [uuid](Context& context) {
+    auto result = kiln::instance::delete_instance(*uuid, context.instances_path(), context.libvirt());
+    std::string text = "instance " + *uuid + ": " +
+                       (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +
+                       " (base images stay in the cache)\n";
+    context.print(json{{"uuid", *uuid}, {"domain_found", result.domain_found},
+                       {"directory_found", result.directory_found}},
+                  text);
+    return 0;
+  });
+}
+
+}  // namespace kilnctl

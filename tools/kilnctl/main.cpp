@@ -1,0 +1,72 @@
+// kilnctl: the operator's command line. It parses flags, loads settings,
+// calls lib/ and prints; every decision lives in lib/ so that each command
+// can become an RPC operation of kilnd unchanged.
+//
+// Exit codes: 0 success, 1 a kiln error (its stable code is printed, and in
+// the JSON on stdout with --json), 2 a usage error, 3 cache verify found rot.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "commands.h"
+#include "kiln/util/error.h"
+
+namespace {
+
+struct GlobalOptions {
+  kiln::config::Overrides overrides;
+  bool json_output = false;
+};
+
+void add_global_options(CLI::App& app, GlobalOptions& options) {
+  app.add_option("--config", options.overrides.config_file, "INI file (default /etc/kiln/kiln.conf if present)");
+  app.add_option("--instances-path", options.overrides.instances_path, "instances directory (default /var/lib/kiln/instances)");
+  app.add_option("--glance", options.overrides.glance, "Glance endpoint root(s), e.g. http://127.0.0.1:9292");
+  app.add_option("--libvirt-uri", options.overrides.libvirt_uri, "libvirt URI (default qemu:///system)");
+  app.add_flag("--json", options.json_output, "print JSON");
+}
+
+// Global options are accepted after the subcommand too (kilnctl cache ls --json).
+void let_global_options_fall_through(CLI::App& app) {
+  for (CLI::App* command : app.get_subcommands({})) {
+    command->fallthrough();
+    let_global_options_fall_through(*command);
+  }
+}
+
+int report(const kiln::Error& error, bool json_output) {
+  std::cerr << "kilnctl: error [" << error.code_name() << "]: " << error.what() << "\n";
+  if (json_output) {
+    nlohmann::json out = {{"error", {{"code", error.code_name()}, {"message", error.what()}}}};
+    std::cout << out.dump(2) << "\n";
+  }
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kilnctl: boot instances from Glance images and explain the host's storage"};
+  app.require_subcommand(1);
+  GlobalOptions global;
+  add_global_options(app, global);
+  kilnctl::Registry registry;
+  kilnctl::add_instance_commands(app, registry);
+  kilnctl::add_cache_commands(app, registry);
+  let_global_options_fall_through(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error) == 0 ? 0 : 2;
+  }
+
+  try {
+    kilnctl::Context context(kiln::config::load_settings(global.overrides), global.json_output);
+    for (auto& [command, run] : registry) {
+      if (command->parsed()) return run(context);
+    }
+    return 2;
+  } catch (const kiln::Error& error) {
+    return report(error, global.json_output);
+  }
+}
