@@ -80,3 +80,70 @@ void make_qcow2(const std::filesystem::path& path, const std::string& size) {
 }
 
 }  // namespace kiln::test
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace kiln::test {
+
+FaultProxy::FaultProxy(std::vector<std::string> fault_args) {
+  char pattern[] = "/tmp/kiln-proxy.XXXXXX";
+  int log_fd = ::mkstemp(pattern);
+  REQUIRE(log_fd >= 0);
+  ::close(log_fd);
+  log_ = pattern;
+  std::string glance = peers().glance_url;
+  std::string upstream_port = glance.substr(glance.rfind(':') + 1);
+  std::vector<std::string> argv = {"python3", KILN_SOURCE_DIR "/tests/support/fault_proxy.py", upstream_port,
+                                   log_.string()};
+  argv.insert(argv.end(), fault_args.begin(), fault_args.end());
+  std::vector<char*> pointers;
+  for (auto& arg : argv) pointers.push_back(arg.data());
+  pointers.push_back(nullptr);
+
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  pid_ = ::fork();
+  REQUIRE(pid_ >= 0);
+  if (pid_ == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::execvp(pointers[0], pointers.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string line;
+  char c;
+  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  ::close(out[0]);
+  INFO("fault proxy said: " << line);
+  REQUIRE_FALSE(line.empty());
+  port_ = std::stoi(line);
+}
+
+FaultProxy::~FaultProxy() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  std::error_code ignored;
+  std::filesystem::remove(log_, ignored);
+}
+
+std::vector<std::string> FaultProxy::requests() const {
+  std::vector<std::string> lines;
+  std::ifstream file(log_);
+  for (std::string line; std::getline(file, line);) lines.push_back(line);
+  return lines;
+}
+
+int FaultProxy::downloads() const {
+  int count = 0;
+  for (const auto& line : requests()) {
+    if (line.rfind("GET /v2/images/", 0) == 0 && line.find("/file ") != std::string::npos) ++count;
+  }
+  return count;
+}
+
+}  // namespace kiln::test

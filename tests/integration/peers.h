@@ -43,3 +43,29 @@ CommandResult virsh(std::vector<std::string> args);
 void make_qcow2(const std::filesystem::path& path, const std::string& size);
 
 }  // namespace kiln::test
+
+namespace kiln::test {
+
+// tests/support/fault_proxy.py in front of the peers' Glance: counts the
+// requests it forwards and can cut or stall the first download responses.
+class FaultProxy {
+ public:
+  // `fault_args`: e.g. {"--cut", "1048576"}; empty for a plain counting proxy.
+  explicit FaultProxy(std::vector<std::string> fault_args = {});
+  ~FaultProxy();
+  FaultProxy(const FaultProxy&) = delete;
+  FaultProxy& operator=(const FaultProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // Request lines forwarded so far, with their Range header if any.
+  std::vector<std::string> requests() const;
+  // How many of them were GET .../file (downloads).
+  int downloads() const;
+
+ private:
+  int pid_ = -1;
+  int port_ = 0;
+  std::filesystem::path log_;
+};
+
+}  // namespace kiln::test

@@ -1,0 +1,315 @@
+// The image cache against the real Glance (behind a fault proxy where a fault
+// is needed) and the real filesystem: single flight, resume, verification,
+// free space, identification, repair and pruning.
+#include <sys/mount.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "kiln/cache/base_info.h"
+#include "kiln/cache/image_cache.h"
+#include "kiln/cache/maintenance.h"
+#include "kiln/util/fs.h"
+#include "kiln/util/lock.h"
+#include "peers.h"
+#include "scratch.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+// A raw image of `mib` MiB: random data in the first and last MiB, zeros between.
+fs::path make_raw(const fs::path& directory, const std::string& name, int mib) {
+  fs::path path = directory / name;
+  kiln::run_checked({{"sh", "-c",
+                      "head -c 1048576 /dev/urandom > " + path.string() + " && truncate -s " +
+                          std::to_string(mib - 1) + "M " + path.string() +
+                          " && head -c 1048576 /dev/urandom >> " + path.string()}});
+  return path;
+}
+
+// kilnctl with a config file and a Glance URL of the test's choosing.
+kiln::test::KilnctlResult cache_command(const fs::path& instances, const std::string& glance,
+                                        const std::string& config_text, std::vector<std::string> args) {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "kiln.conf", config_text);
+  std::vector<std::string> argv = {KILN_KILNCTL, "--json", "--config", (scratch / "kiln.conf").string(),
+                                   "--glance", glance, "--libvirt-uri", kiln::test::peers().libvirt_uri,
+                                   "--instances-path", instances.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto result = kiln::run({argv});
+  INFO(kiln::describe(argv) << "\nstdout: " << result.out << "\nstderr: " << result.err);
+  auto output = json::parse(result.out, nullptr, false);
+  REQUIRE_FALSE(output.is_discarded());
+  return {result.exit_code, output, result.err};
+}
+
+const std::string kSmallReserve = "[image_cache]\nreserved_space_mb = 0\n[glance]\nretry_backoff_ms = 50\n";
+
+// Rewrites a base's last use in its .info, as if it was last used `age` ago.
+void age_base(const fs::path& base, std::chrono::seconds age) {
+  auto info = kiln::cache::load_base_info(base);
+  REQUIRE(info);
+  info->last_used_at = kiln::cache::Clock::now() - age;
+  kiln::cache::save_base_info(base, *info);
+}
+
+fs::path base_of(const fs::path& instances, const std::string& image_id) {
+  return instances / "_base" / kiln::cache::base_name_for(image_id);
+}
+
+}  // namespace
+
+TEST_CASE("16 threads and 3 processes acquiring one uncached image download it once") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 48);
+  std::string image_id = kiln::test::upload_image("popular", "raw", image);
+  kiln::test::FaultProxy proxy;
+  fs::path instances = scratch / "instances";
+
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::CachePolicy policy;
+  policy.reserved_bytes = 0;
+  kiln::cache::ImageCache cache(instances, glance, policy);
+  auto record = cache.lookup(image_id);
+
+  std::vector<std::future<kiln::test::KilnctlResult>> processes;
+  for (int i = 0; i < 3; ++i) {
+    processes.push_back(std::async(std::launch::async, [&] {
+      return cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
+    }));
+  }
+  std::vector<std::future<std::uint64_t>> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.push_back(std::async(std::launch::async, [&] { return cache.acquire(record).base.downloaded_bytes; }));
+  }
+  std::uint64_t downloaded = 0;
+  for (auto& thread : threads) downloaded += thread.get();
+  for (auto& process : processes) {
+    auto result = process.get();
+    REQUIRE(result.exit_code == 0);
+    downloaded += result.output["downloaded_bytes"].get<std::uint64_t>();
+  }
+  REQUIRE(proxy.downloads() == 1);
+  REQUIRE(downloaded == kiln::file_size(image));
+  REQUIRE(kiln::read_file(base_of(instances, image_id)) == kiln::read_file(image));
+}
+
+TEST_CASE("a connection cut mid-download resumes with a Range request and the base is whole") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 8);
+  std::string image_id = kiln::test::upload_image("cut", "raw", image);
+  kiln::test::FaultProxy proxy({"--cut", std::to_string(3 * kMiB + 12345), "--times", "2"});
+
+  auto result = cache_command(scratch / "instances", proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output["resumes"] == 2);
+  REQUIRE(proxy.downloads() == 3);
+  auto requests = proxy.requests();
+  REQUIRE(requests.back().find("Range: bytes=") != std::string::npos);
+  REQUIRE(kiln::read_file(base_of(scratch / "instances", image_id)) == kiln::read_file(image));
+}
+
+TEST_CASE("a stalled download times out and resumes") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 4);
+  std::string image_id = kiln::test::upload_image("stalled", "raw", image);
+  kiln::test::FaultProxy proxy({"--stall", std::to_string(kMiB), "--times", "1"});
+
+  auto result = cache_command(scratch / "instances", proxy.url(), kSmallReserve + "timeout = 1\n",
+                              {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output["resumes"] == 1);
+  REQUIRE(kiln::read_file(base_of(scratch / "instances", image_id)) == kiln::read_file(image));
+}
+
+TEST_CASE("a download that keeps failing gives up after the retries and leaves nothing") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 4);
+  std::string image_id = kiln::test::upload_image("hopeless", "raw", image);
+  kiln::test::FaultProxy proxy({"--cut", std::to_string(kMiB), "--times", "100"});
+
+  auto result = cache_command(scratch / "instances", proxy.url(), kSmallReserve + "num_retries = 2\n",
+                              {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.output["error"]["code"] == "download_incomplete");
+  REQUIRE(proxy.downloads() == 3);
+  REQUIRE(kiln::test::tree_listing(scratch / "instances" / "_base").empty());
+}
+
+TEST_CASE("too little free space fails before any byte is fetched") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 24);
+  std::string image_id = kiln::test::upload_image("too big", "raw", image);
+  fs::path instances = scratch / "instances";
+  fs::create_directories(instances);
+  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=16m") == 0);
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{instances};
+  kiln::test::FaultProxy proxy;
+
+  auto result = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.output["error"]["code"] == "insufficient_space");
+  REQUIRE(proxy.downloads() == 0);
+  REQUIRE(kiln::test::tree_listing(instances / "_base").empty());
+}
+
+TEST_CASE("an unused base is evicted to make room for a new one") {
+  kiln::test::ScratchDir scratch;
+  std::string old_id = kiln::test::upload_image("old", "raw", make_raw(scratch.path(), "old.raw", 20));
+  std::string new_id = kiln::test::upload_image("new", "raw", make_raw(scratch.path(), "new.raw", 20));
+  fs::path instances = scratch / "instances";
+  fs::create_directories(instances);
+  // Sparse bases: 20 MiB images hold 2 MiB of data; the check counts apparent sizes.
+  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=30m") == 0);
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{instances};
+  std::string glance = kiln::test::peers().glance_url;
+
+  REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", old_id}).exit_code == 0);
+  // 20 MiB free would not do with the reserve: the old, unused base must go.
+  auto result = cache_command(instances, glance, "[image_cache]\nreserved_space_mb = 8\n", {"cache", "fetch", new_id});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  REQUIRE_FALSE(fs::exists(base_of(instances, old_id)));
+  REQUIRE(fs::exists(base_of(instances, new_id)));
+}
+
+TEST_CASE("every base has a .info that says what it is, and cache ls shows it") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::make_qcow2(scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("described", "qcow2", scratch / "image.qcow2");
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", image_id}).exit_code == 0);
+
+  fs::path base = base_of(instances, image_id);
+  auto info = json::parse(kiln::read_file(kiln::cache::info_path_for(base)));
+  auto record = kiln::test::image_record(image_id);
+  REQUIRE(info["image_id"] == image_id);
+  REQUIRE(info["name"] == "described");
+  REQUIRE(info["disk_format"] == "qcow2");
+  REQUIRE(info["source_size"] == record["size"]);
+  REQUIRE(info["virtual_size"] == 64 * kMiB);
+  REQUIRE(info["os_hash_value"] == record["os_hash_value"]);
+  REQUIRE(info["checksum"] == record["checksum"]);
+  REQUIRE(info["base_sha256"] == kiln::run_checked({{"sh", "-c", "sha256sum " + base.string() + " | cut -c1-64"}}).substr(0, 64));
+
+  auto listing = cache_command(instances, glance, kSmallReserve, {"cache", "ls"});
+  REQUIRE(listing.exit_code == 0);
+  REQUIRE(listing.output.size() == 1);
+  REQUIRE(listing.output[0]["image_id"] == image_id);
+  REQUIRE(listing.output[0]["in_use"] == 0);
+  REQUIRE(listing.output[0]["state"] == "ok");
+  REQUIRE(listing.output[0]["virtual_bytes"] == 64 * kMiB);
+}
+
+TEST_CASE("cache verify finds a base that rotted") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("rots", "raw", make_raw(scratch.path(), "image.raw", 4));
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", image_id}).exit_code == 0);
+  REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "verify"}).output[0]["state"] == "ok");
+
+  kiln::run_checked({{"sh", "-c", "printf 'X' | dd of=" + base_of(instances, image_id).string() +
+                                      " bs=1 seek=100 conv=notrunc status=none"}});
+  auto result = cache_command(instances, glance, kSmallReserve, {"cache", "verify"});
+  REQUIRE(result.exit_code == 3);
+  REQUIRE(result.output[0]["state"] == "rotted");
+}
+
+TEST_CASE("cache repair removes what a crash left and nothing that is in use") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("repaired", "raw", make_raw(scratch.path(), "image.raw", 4));
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", image_id}).exit_code == 0);
+  fs::path base_directory = instances / "_base";
+  std::string stale = std::string(40, 'a');
+  kiln::test::write_text(base_directory / (stale + ".part"), "half a download");
+  kiln::test::write_text(base_directory / (stale + ".converted"), "half a conversion");
+  kiln::test::write_text(base_directory / (std::string(40, 'b') + ".info"), "{}");
+  kiln::test::write_text(base_directory / std::string(40, 'c'), "a base nobody can vouch for");
+  // A download in progress: its lock is held, so its .part stays.
+  std::string busy = std::string(40, 'd');
+  kiln::test::write_text(base_directory / (busy + ".part"), "being written");
+  kiln::FileLock held(instances / "locks" / ("kiln-" + busy));
+
+  auto result = cache_command(instances, glance, kSmallReserve, {"cache", "repair"});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output.size() == 4);
+  std::string listing = kiln::test::tree_listing(base_directory);
+  std::string name = kiln::cache::base_name_for(image_id);
+  REQUIRE(listing.find(busy + ".part") != std::string::npos);
+  REQUIRE(listing.find(stale) == std::string::npos);
+  REQUIRE(listing.find(std::string(40, 'b')) == std::string::npos);
+  REQUIRE(listing.find(std::string(40, 'c')) == std::string::npos);
+  REQUIRE(listing.find(name + " ") != std::string::npos);
+  REQUIRE(listing.find(name + ".info") != std::string::npos);
+}
+
+TEST_CASE("prune removes old unused bases and keeps those in use, recent or locked") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  std::map<std::string, std::string> ids;
+  for (std::string name : {"old-unused", "old-in-use", "recent", "old-locked"}) {
+    ids[name] = kiln::test::upload_image(name, "raw", make_raw(scratch.path(), name + ".raw", 4));
+    REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", ids[name]}).exit_code == 0);
+  }
+  std::string uuid = kiln::test::random_uuid();
+  auto boot = cache_command(instances, glance, kSmallReserve,
+                            {"boot", "--image", ids["old-in-use"], "--uuid", uuid, "--vcpus", "1", "--memory-mb",
+                             "64", "--root-gb", "0", "--swap-mb", "0", "--no-start"});
+  REQUIRE(boot.exit_code == 0);
+  for (std::string name : {"old-unused", "old-in-use", "old-locked"}) {
+    age_base(base_of(instances, ids[name]), std::chrono::hours(48));
+  }
+  kiln::FileLock boot_in_progress(instances / "locks" / ("kiln-" + kiln::cache::base_name_for(ids["old-locked"])));
+
+  auto dry = cache_command(instances, glance, kSmallReserve, {"cache", "prune", "--dry-run"});
+  REQUIRE(dry.output.size() == 2);  // old-unused and old-locked are candidates
+  REQUIRE(fs::exists(base_of(instances, ids["old-unused"])));
+
+  auto pruned = cache_command(instances, glance, kSmallReserve, {"cache", "prune"});
+  REQUIRE(pruned.exit_code == 0);
+  REQUIRE_FALSE(fs::exists(base_of(instances, ids["old-unused"])));
+  REQUIRE_FALSE(fs::exists(kiln::cache::info_path_for(base_of(instances, ids["old-unused"]))));
+  REQUIRE(fs::exists(base_of(instances, ids["old-in-use"])));
+  REQUIRE(fs::exists(base_of(instances, ids["recent"])));
+  REQUIRE(fs::exists(base_of(instances, ids["old-locked"])));
+  cache_command(instances, glance, kSmallReserve, {"delete", uuid});
+}
+
+TEST_CASE("a size budget evicts the least recently used unused bases first") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(kiln::test::upload_image("budget-" + std::to_string(i), "raw",
+                                           make_raw(scratch.path(), std::to_string(i) + ".raw", 4)));
+    REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", ids.back()}).exit_code == 0);
+  }
+  // Each base holds 2 MiB of data; last uses 3 h, 2 h, 1 h ago. Budget: room for two.
+  for (int i = 0; i < 3; ++i) age_base(base_of(instances, ids[i]), std::chrono::hours(3 - i));
+  auto result = cache_command(instances, glance, kSmallReserve + "[image_cache]\nmax_cache_bytes = 4194304\n",
+                              {"cache", "prune"});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output.size() == 1);
+  REQUIRE(result.output[0]["reason"].get<std::string>().find("budget") != std::string::npos);
+  REQUIRE_FALSE(fs::exists(base_of(instances, ids[0])));
+  REQUIRE(fs::exists(base_of(instances, ids[1])));
+  REQUIRE(fs::exists(base_of(instances, ids[2])));
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""A loopback TCP proxy in front of the real Glance, for faults Glance cannot
+produce by itself: it records every request line it forwards, and can cut or
+stall the first N responses to image downloads after a number of bytes.
+
+Usage: fault_proxy.py UPSTREAM_PORT LOG_FILE [--cut BYTES] [--stall BYTES] [--times N]
+Prints the port it listens on as the first line of stdout, then serves until killed.
+LOG_FILE gets one line per request: the request line and its Range header.
+"""
+import argparse
+import socket
+import sys
+import threading
+
+parser = argparse.ArgumentParser()
+parser.add_argument("upstream_port", type=int)
+parser.add_argument("log_file")
+parser.add_argument("--cut", type=int, default=None, help="close after this many response bytes")
+parser.add_argument("--stall", type=int, default=None, help="stop forwarding after this many response bytes")
+parser.add_argument("--times", type=int, default=1, help="how many /file downloads get the fault")
+args = parser.parse_args()
+
+lock = threading.Lock()
+faults_left = args.times
+
+
+def log(line):
+    with lock, open(args.log_file, "a") as f:
+        f.write(line + "\n")
+
+
+def read_request_head(client):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(65536)
+        if not chunk:
+            return None, data
+        data += chunk
+    return data.split(b"\r\n\r\n", 1)[0].decode("latin-1"), data
+
+
+def take_fault(request_line):
+    global faults_left
+    if " /v2/images/" not in request_line or "/file " not in request_line:
+        return None
+    with lock:
+        if faults_left <= 0:
+            return None
+        faults_left -= 1
+    return ("cut", args.cut) if args.cut is not None else ("stall", args.stall) if args.stall is not None else None
+
+
+def serve(client):
+    upstream = socket.create_connection(("127.0.0.1", args.upstream_port))
+    head, data = read_request_head(client)
+    if head is None:
+        client.close()
+        upstream.close()
+        return
+    lines = head.split("\r\n")
+    ranges = [l for l in lines[1:] if l.lower().startswith("range:")]
+    log(lines[0] + ("  " + ranges[0] if ranges else ""))
+    fault = take_fault(lines[0])
+    upstream.sendall(data)
+
+    def forward_requests():
+        try:
+            while True:
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+
+    threading.Thread(target=forward_requests, daemon=True).start()
+    sent = 0
+    try:
+        while True:
+            chunk = upstream.recv(65536)
+            if not chunk:
+                break
+            if fault is not None and sent + len(chunk) >= fault[1]:
+                client.sendall(chunk[: fault[1] - sent])
+                if fault[0] == "stall":
+                    threading.Event().wait(3600)  # hold the connection open, silent
+                break
+            client.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    for s in (client, upstream):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 0))
+listener.listen(64)
+print(listener.getsockname()[1], flush=True)
+while True:
+    connection, _ = listener.accept()
+    threading.Thread(target=serve, args=(connection,), daemon=True).start()
