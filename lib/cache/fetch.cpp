@@ -9,6 +9,7 @@
 
 #include "kiln/cache/base_info.h"
 #include "kiln/image/converter.h"
+#include "kiln/image/inspector.h"
 #include "kiln/util/chunk_pipeline.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
@@ -131,6 +132,18 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   return result;
 }
 
+// Glance may not have known the virtual size; the inspector does.
+void check_room_for_conversion(const glance::ImageRecord& record, const image::Inspection& inspection,
+                               const fs::path& directory, const CachePolicy& policy) {
+  std::uint64_t needed = inspection.virtual_size + policy.reserved_bytes;
+  std::uint64_t available = available_bytes(directory);
+  if (available < needed) {
+    throw Error(ErrorCode::kInsufficientSpace,
+                "not enough free space in " + directory.string() + " to convert image " + record.id + ": " +
+                    std::to_string(needed) + " bytes needed, " + std::to_string(available) + " available");
+  }
+}
+
 BaseInfo describe(const glance::ImageRecord& record, std::uint64_t virtual_size,
                   const std::string& base_sha256) {
   BaseInfo info;
@@ -176,13 +189,18 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   Verifier verifier(record, policy, raw);
   Download downloaded = download(glance, policy, record, part.path(), verifier, progress);
   FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes};
+  // The bytes are Glance's; now make sure they are what they claim to be and
+  // name no other file, before any qemu tool opens them.
+  image::Inspection inspection = image::inspect_file(part.path(), policy.inspector);
+  image::require_safe(inspection, record.disk_format, record.id);
 
   if (raw) {
     publish_base(record, part.path(), outcome.base_sha256, base_path);
     part.keep();
     return outcome;
   }
-  image::convert_to_raw(part.path(), qemu_format, converted.path());
+  check_room_for_conversion(record, inspection, base_path.parent_path(), policy);
+  image::convert_to_raw(part.path(), qemu_format, converted.path(), policy.conversion);
   fsync_path(converted.path());
   outcome.base_sha256 = hex_digest_of_file("sha256", converted.path().string());
   publish_base(record, converted.path(), outcome.base_sha256, base_path);

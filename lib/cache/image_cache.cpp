@@ -1,7 +1,6 @@
 #include "kiln/cache/image_cache.h"
 
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 
 #include <nlohmann/json.hpp>
 
@@ -57,12 +56,6 @@ void rethrow_failure_since(const fs::path& lock_path, Clock::time_point since) {
   if (!record.is_object() || !record["code"].is_string() || !record["message"].is_string()) return;
   auto code = code_from_name(record["code"].get<std::string>());
   if (code) throw Error(*code, record["message"].get<std::string>());
-}
-
-std::uint64_t available_bytes(const fs::path& directory) {
-  struct statvfs info {};
-  if (::statvfs(directory.c_str(), &info) != 0) throw_io_error("cannot statvfs " + directory.string(), errno);
-  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
 }
 
 }  // namespace

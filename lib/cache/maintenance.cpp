@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <functional>
+#include <pugixml.hpp>
 
 #include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
@@ -110,12 +111,27 @@ std::string kind_name(BaseKind kind) {
   return "unknown";
 }
 
+// Files an instance's domain opens directly from _base: ISO cdroms and
+// kernel/initrd images, named in its libvirt.xml.
+void add_direct_users(const fs::path& directory, std::map<fs::path, std::vector<fs::path>>& users) {
+  fs::path definition = directory / "libvirt.xml";
+  pugi::xml_document document;
+  if (!document.load_file(definition.c_str())) return;
+  for (const char* xpath : {"/domain/devices/disk/source/@file", "/domain/os/kernel", "/domain/os/initrd"}) {
+    for (const auto& found : document.select_nodes(xpath)) {
+      std::string path = found.attribute() ? found.attribute().value() : found.node().text().get();
+      if (!path.empty()) users[fs::path(path).lexically_normal()].push_back(definition);
+    }
+  }
+}
+
 std::map<fs::path, std::vector<fs::path>> scan_users(const fs::path& instances_path) {
   std::map<fs::path, std::vector<fs::path>> users;
   std::error_code error;
   for (const auto& directory : fs::directory_iterator(instances_path, error)) {
     std::string name = directory.path().filename().string();
     if (name == "_base" || name == "locks" || !directory.is_directory(error)) continue;
+    add_direct_users(directory.path(), users);
     for (const auto& file : fs::directory_iterator(directory.path(), error)) {
       if (!file.is_regular_file(error)) continue;
       try {

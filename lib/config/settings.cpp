@@ -91,6 +91,11 @@ std::string parse_readable_file(const std::string& value) {
 constexpr std::uint64_t kDay = 86400;
 constexpr std::uint64_t kMiB = 1024 * 1024;
 
+glance::KeystoneCredentials& keystone(Settings& settings) {
+  if (!settings.keystone) settings.keystone.emplace();
+  return *settings.keystone;
+}
+
 using Setter = std::function<void(Settings&, const std::string&)>;
 
 // Every key the file may hold: "section.key" -> how it sets Settings.
@@ -128,6 +133,45 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.cache.max_cache_percent = static_cast<unsigned>(parse_count(v, 100)); }},
       {"image_cache.reserved_space_mb",
        [](Settings& s, const std::string& v) { s.cache.reserved_bytes = parse_count(v, 1ULL << 30) * kMiB; }},
+      {"image_safety.vmdk_allowed_types",
+       [](Settings& s, const std::string& v) {
+         auto types = parse_list(v);
+         s.cache.inspector.vmdk_allowed_create_types.assign(types.begin(), types.end());
+       }},
+      {"image_safety.max_virtual_size_gb",
+       [](Settings& s, const std::string& v) { s.cache.inspector.max_virtual_size = parse_count(v, 1ULL << 31) << 30; }},
+      {"image_safety.qemu_img_address_space_mb",
+       [](Settings& s, const std::string& v) {
+         auto mb = parse_count(v, 1ULL << 30);
+         s.cache.conversion.resources.address_space_bytes =
+             mb == 0 ? std::nullopt : std::optional<std::uint64_t>(mb * kMiB);
+       }},
+      {"image_safety.qemu_img_cpu_time_seconds",
+       [](Settings& s, const std::string& v) {
+         auto seconds = parse_count(v, 1ULL << 31);
+         s.cache.conversion.resources.cpu_seconds = seconds == 0 ? std::nullopt : std::optional<std::uint64_t>(seconds);
+       }},
+      {"image_safety.conversion_timeout_seconds",
+       [](Settings& s, const std::string& v) { s.cache.conversion.timeout = std::chrono::seconds(parse_count(v, 86400)); }},
+      {"keystone.auth_url",
+       [](Settings& s, const std::string& v) { keystone(s).auth_url = http::parse_url(v); }},
+      {"keystone.auth_type", [](Settings& s, const std::string& v) { keystone(s).auth_type = parse_nonempty(v); }},
+      {"keystone.username", [](Settings& s, const std::string& v) { keystone(s).username = parse_nonempty(v); }},
+      {"keystone.password", [](Settings& s, const std::string& v) { keystone(s).password = parse_nonempty(v); }},
+      {"keystone.user_domain_name",
+       [](Settings& s, const std::string& v) { keystone(s).user_domain_name = parse_nonempty(v); }},
+      {"keystone.project_name", [](Settings& s, const std::string& v) { keystone(s).project_name = parse_nonempty(v); }},
+      {"keystone.project_domain_name",
+       [](Settings& s, const std::string& v) { keystone(s).project_domain_name = parse_nonempty(v); }},
+      {"keystone.application_credential_id",
+       [](Settings& s, const std::string& v) { keystone(s).application_credential_id = parse_nonempty(v); }},
+      {"keystone.application_credential_secret",
+       [](Settings& s, const std::string& v) { keystone(s).application_credential_secret = parse_nonempty(v); }},
+      {"keystone.interface", [](Settings& s, const std::string& v) { keystone(s).interface = parse_nonempty(v); }},
+      {"keystone.region_name", [](Settings& s, const std::string& v) { keystone(s).region_name = parse_nonempty(v); }},
+      {"keystone.cafile",
+       [](Settings& s, const std::string& v) { s.keystone_tls.ca_file = parse_readable_file(v); }},
+      {"keystone.insecure", [](Settings& s, const std::string& v) { s.keystone_tls.verify = !parse_bool(v); }},
       {"libvirt.connection_uri",
        [](Settings& s, const std::string& v) { s.libvirt_uri = parse_nonempty(v); }},
       {"libvirt.virt_type",
@@ -181,6 +225,9 @@ Settings load_settings(const Overrides& overrides) {
     });
   }
   if (overrides.glance) settings.glance_api_servers = parse_flag("--glance", *overrides.glance, parse_endpoints);
+  if (settings.keystone && settings.keystone->auth_url.host.empty()) {
+    throw Error(ErrorCode::kConfigInvalid, "[keystone] needs auth_url when any of its keys is set");
+  }
   if (overrides.libvirt_uri) settings.libvirt_uri = parse_flag("--libvirt-uri", *overrides.libvirt_uri, parse_nonempty);
   return settings;
 }

@@ -7,11 +7,15 @@
 #include <nlohmann/json.hpp>
 
 #include "kiln/disk/disk_info.h"
+#include "kiln/disk/ephemeral.h"
 #include "kiln/disk/overlay.h"
 #include "kiln/disk/swap.h"
+#include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/subprocess.h"
 #include "kiln/virt/domain_xml.h"
+#include "kiln/virt/image_properties.h"
 
 namespace kiln::instance {
 
@@ -20,7 +24,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
-constexpr std::uint64_t kMiB = 1024ULL * 1024;
 // Far above any real flavor; keeps size arithmetic from overflowing.
 constexpr std::uint64_t kMaxRootGb = 1024 * 1024;
 constexpr std::uint64_t kMaxSwapMb = 1024 * 1024;
@@ -43,6 +46,8 @@ void check_flavor(const BootRequest& request) {
   if (request.memory_mb == 0 || request.memory_mb > kMaxMemoryMb) invalid("memory_mb must be between 1 and 67108864");
   if (request.root_gb > kMaxRootGb) invalid("root_gb must be at most 1048576");
   if (request.swap_mb > kMaxSwapMb) invalid("swap_mb must be at most 1048576");
+  if (request.ephemeral_gb > disk::kMaxEphemeralGb) invalid("ephemeral_gb is too large");
+  for (const auto& nic : request.nics) virt::check_network_interface(nic);
 }
 
 // Root disk size in bytes: the flavor's, never smaller than the image's
@@ -72,6 +77,49 @@ void check_absent(const InstanceDir& directory, virt::Connection& libvirt) {
   }
 }
 
+// Everything Glance must say before any byte is fetched: the image and the
+// kernel/ramdisk images it names.
+struct Images {
+  glance::ImageRecord root;
+  std::optional<glance::ImageRecord> kernel;
+  std::optional<glance::ImageRecord> ramdisk;
+  bool is_iso() const { return root.disk_format == "iso"; }
+};
+
+Images look_up_images(const BootRequest& request, const cache::ImageCache& cache) {
+  Images images{cache.lookup(request.image_id), std::nullopt, std::nullopt};
+  const auto& properties = images.root.properties;
+  if (auto it = properties.find("kernel_id"); it != properties.end()) images.kernel = cache.lookup(it->second);
+  if (auto it = properties.find("ramdisk_id"); it != properties.end()) images.ramdisk = cache.lookup(it->second);
+  if (images.is_iso() && request.root_gb == 0) {
+    invalid("image " + images.root.id + " is an ISO: the flavor needs root_gb > 0 for the blank root disk");
+  }
+  if (!images.is_iso() && images.root.virtual_size) {
+    root_size(request, images.root.id, *images.root.virtual_size);
+  }
+  return images;
+}
+
+// The guest as far as it is known before anything is built; image
+// properties are checked here, so a bad one refuses the boot up front.
+virt::DomainSpec initial_spec(const BootRequest& request, const InstanceDir& directory,
+                              const std::string& name, const std::string& domain_type,
+                              const Images& images) {
+  virt::DomainSpec spec;
+  spec.domain_type = domain_type;
+  spec.name = name;
+  spec.uuid = directory.uuid();
+  spec.memory_mb = request.memory_mb;
+  spec.vcpus = request.vcpus;
+  spec.interfaces = request.nics;
+  spec.console_log = directory.console_log().string();
+  spec.image_id = images.root.id;
+  spec.display_name = request.name.empty() ? name : request.name;
+  virt::apply_image_properties(images.root.properties, spec);
+  if (spec.firmware == "uefi") spec.nvram_path = directory.nvram().string();
+  return spec;
+}
+
 // Creates the instance directory with its marker; the returned guard removes
 // both unless the boot succeeds.
 TemporaryPath create_directory(const InstanceDir& directory, const BootRequest& request) {
@@ -84,10 +132,81 @@ TemporaryPath create_directory(const InstanceDir& directory, const BootRequest& 
   TemporaryPath guard(directory.path());
   nlohmann::json marker = {{"image_id", request.image_id}, {"name", request.name},
                            {"vcpus", request.vcpus}, {"memory_mb", request.memory_mb},
-                           {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb}};
+                           {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb},
+                           {"ephemeral_gb", request.ephemeral_gb}};
   atomic_write_file(directory.provisioning_marker(), marker.dump() + "\n");
   fsync_directory(directory.path().parent_path());
   return guard;
+}
+
+// A base is inspected again before every use: safety rules may have been
+// added since it was fetched, and the file may have been tampered with. A
+// converted base must now be raw; ISO and kernel images keep their format.
+void require_safe_base(const cache::BaseImage& base, const cache::CachePolicy& policy) {
+  const std::string& disk_format = base.record.disk_format;
+  bool kept_as_is = disk_format == "iso" || disk_format == "aki" || disk_format == "ari" || disk_format == "ami";
+  image::require_safe(image::inspect_file(base.path, policy.inspector), kept_as_is ? disk_format : "raw",
+                      base.record.id + " (cached base " + base.path.filename().string() + ")");
+}
+
+// Root disk: an overlay on the image's base, or for an ISO a blank disk with
+// the ISO's base attached as a cdrom. The base's lock is held until the
+// overlay exists, so it cannot be pruned or replaced in between.
+cache::BaseImage build_root(const BootRequest& request, const Host& host, const Images& images,
+                            const InstanceDir& directory, const cache::FetchProgress& progress,
+                            virt::DomainSpec& spec, std::uint64_t& root_bytes) {
+  cache::BaseLease lease = host.cache.acquire(images.root, progress);
+  require_safe_base(lease.base, host.cache.policy());
+  if (images.is_iso()) {
+    root_bytes = request.root_gb * kGiB;
+    run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", directory.disk().string(),
+                  std::to_string(root_bytes)},
+                 {},
+                 std::chrono::seconds(60)});
+    spec.cdrom_images.push_back(lease.base.path.string());
+    spec.boot_from_cdrom = true;
+  } else {
+    root_bytes = root_size(request, images.root.id, lease.base.virtual_size);
+    disk::create_overlay(directory.disk(), lease.base.path, root_bytes);
+  }
+  spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2"};
+  return lease.base;
+}
+
+// kernel_id / ramdisk_id images: raw files in _base, booted directly.
+void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec) {
+  if (!images.kernel) return;
+  cache::BaseLease kernel = host.cache.acquire(*images.kernel);
+  require_safe_base(kernel.base, host.cache.policy());
+  spec.kernel_path = kernel.base.path.string();
+  if (!images.ramdisk) return;
+  cache::BaseLease ramdisk = host.cache.acquire(*images.ramdisk);
+  require_safe_base(ramdisk.base, host.cache.policy());
+  spec.initrd_path = ramdisk.base.path.string();
+}
+
+std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& host,
+                                        const InstanceDir& directory, virt::DomainSpec& spec,
+                                        disk::DiskInfo& disk_info) {
+  if (request.ephemeral_gb == 0) return std::nullopt;
+  disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
+                                                         request.ephemeral_gb,
+                                                         disk::ephemeral_filesystem_for(spec.os_type));
+  disk::create_overlay(directory.ephemeral_disk(), base.path, base.size_bytes);
+  disk_info.add(directory.ephemeral_disk(), "qcow2");
+  spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2"};
+  return base.path;
+}
+
+std::optional<fs::path> build_swap(const BootRequest& request, const Host& host, const InstanceDir& directory,
+                                   virt::DomainSpec& spec, disk::DiskInfo& disk_info) {
+  if (request.swap_mb == 0) return std::nullopt;
+  disk::SwapBase base = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
+                                               request.swap_mb);
+  disk::create_overlay(directory.swap_disk(), base.path, base.size_bytes);
+  disk_info.add(directory.swap_disk(), "qcow2");
+  spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2"};
+  return base.path;
 }
 
 void create_console_log(const InstanceDir& directory) {
@@ -115,24 +234,6 @@ class DomainRollback {
   virt::Domain* domain_;
 };
 
-virt::DomainSpec domain_spec(const BootRequest& request, const InstanceDir& directory,
-                             const std::string& name, const std::string& domain_type,
-                             bool with_swap) {
-  std::string cache_mode = supports_direct_io(directory.path()) ? "none" : "writeback";
-  virt::DomainSpec spec;
-  spec.domain_type = domain_type;
-  spec.name = name;
-  spec.uuid = directory.uuid();
-  spec.memory_mb = request.memory_mb;
-  spec.vcpus = request.vcpus;
-  spec.disks.push_back({directory.disk().string(), "qcow2", "vda", "virtio", cache_mode});
-  if (with_swap) spec.disks.push_back({directory.swap_disk().string(), "qcow2", "vdb", "virtio", cache_mode});
-  spec.console_log = directory.console_log().string();
-  spec.image_id = request.image_id;
-  spec.display_name = request.name.empty() ? name : request.name;
-  return spec;
-}
-
 }  // namespace
 
 BootResult provision(const BootRequest& request, const Host& host, const cache::FetchProgress& progress) {
@@ -141,38 +242,26 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   check_flavor(request);
   check_absent(directory, host.libvirt);
   std::string domain_type = host.virt_type.empty() ? host.libvirt.best_domain_type() : host.virt_type;
+  Images images = look_up_images(request, host.cache);
+  virt::DomainSpec spec = initial_spec(request, directory, name, domain_type, images);
 
-  // The base's lock is held until the overlay exists, so the base cannot be
-  // pruned or replaced between the check of its size and its first user.
-  glance::ImageRecord record = host.cache.lookup(request.image_id);
-  if (record.virtual_size) root_size(request, record.id, *record.virtual_size);
+  std::error_code error;
+  fs::create_directories(host.instances_path, error);
+  if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
+  spec.cache_mode = supports_direct_io(host.instances_path) ? "none" : "writeback";
 
-  cache::BaseImage base;
-  std::uint64_t root_bytes = 0;
-  TemporaryPath directory_guard;
-  {
-    cache::BaseLease lease = host.cache.acquire(record, progress);
-    base = lease.base;
-    root_bytes = root_size(request, record.id, base.virtual_size);
-    directory_guard = create_directory(directory, request);
-    disk::create_overlay(directory.disk(), base.path, root_bytes);
-  }
-  BootResult result{directory, base, std::nullopt, root_bytes, name, domain_type, ""};
-
+  TemporaryPath directory_guard = create_directory(directory, request);
+  BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
+  result.base = build_root(request, host, images, directory, progress, spec, result.root_bytes);
+  fetch_kernel(host, images, spec);
   disk::DiskInfo disk_info;
   disk_info.add(directory.disk(), "qcow2");
-  if (request.swap_mb > 0) {
-    disk::SwapBase swap = disk::ensure_swap_base(host.cache.base_directory(),
-                                                 host.instances_path / "locks", request.swap_mb);
-    disk::create_overlay(directory.swap_disk(), swap.path, swap.size_bytes);
-    disk_info.add(directory.swap_disk(), "qcow2");
-    result.swap_base = swap.path;
-  }
+  result.ephemeral_base = build_ephemeral(request, host, directory, spec, disk_info);
+  result.swap_base = build_swap(request, host, directory, spec, disk_info);
   disk_info.save(directory.disk_info());
   create_console_log(directory);
 
-  std::string xml = virt::build_domain_xml(
-      domain_spec(request, directory, name, domain_type, request.swap_mb > 0));
+  std::string xml = virt::build_domain_xml(spec);
   atomic_write_file(directory.libvirt_xml(), xml);
   virt::Domain domain = host.libvirt.define(xml);
   DomainRollback rollback(domain);

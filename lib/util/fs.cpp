@@ -1,6 +1,7 @@
 #include "kiln/util/fs.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -85,6 +86,12 @@ std::uint64_t file_size(const fs::path& path) {
   auto size = fs::file_size(path, error);
   if (error) throw_io_error("cannot stat " + path.string(), error.value());
   return size;
+}
+
+std::uint64_t available_bytes(const fs::path& directory) {
+  struct statvfs info {};
+  if (::statvfs(directory.c_str(), &info) != 0) throw_io_error("cannot statvfs " + directory.string(), errno);
+  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
 }
 
 std::string read_file(const fs::path& path) {

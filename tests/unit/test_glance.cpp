@@ -3,6 +3,7 @@
 #include "assertions.h"
 #include "kiln/glance/client.h"
 #include "kiln/glance/image_record.h"
+#include "kiln/glance/keystone.h"
 #include "kiln/image/converter.h"
 
 using kiln::ErrorCode;
@@ -39,4 +40,95 @@ TEST_CASE("Glance disk formats map to qemu drivers; unconvertible ones do not") 
   REQUIRE(kiln::image::qemu_format_for("iso") == "raw");
   REQUIRE_FALSE(kiln::image::qemu_format_for("ploop").has_value());
   REQUIRE_FALSE(kiln::image::qemu_format_for("").has_value());
+}
+
+namespace {
+
+kiln::glance::KeystoneCredentials keystone_password() {
+  kiln::glance::KeystoneCredentials credentials;
+  credentials.auth_url = kiln::http::parse_url("http://127.0.0.1:1/v3");
+  credentials.username = "kiln";
+  credentials.password = "s3cret-password";
+  credentials.project_name = "service";
+  return credentials;
+}
+
+kiln::glance::KeystoneCredentials keystone_application_credential() {
+  kiln::glance::KeystoneCredentials credentials;
+  credentials.auth_url = kiln::http::parse_url("http://127.0.0.1:1");
+  credentials.auth_type = "v3applicationcredential";
+  credentials.application_credential_id = "0c8b7e3e2b5c4a3f9d1e6f7a8b9c0d1e";
+  credentials.application_credential_secret = "s3cret-secret";
+  return credentials;
+}
+
+}  // namespace
+
+TEST_CASE("complete Keystone credentials of either kind are accepted without talking to Keystone") {
+  kiln::glance::KeystoneTokenSource password(keystone_password());
+  kiln::glance::KeystoneTokenSource application(keystone_application_credential());
+  auto v3password = keystone_password();
+  v3password.auth_type = "v3password";
+  kiln::glance::KeystoneTokenSource alias(v3password);
+}
+
+TEST_CASE("a Keystone password login needs a username, a password, domains and a project") {
+  using kiln::glance::KeystoneTokenSource;
+  auto without = [](std::string kiln::glance::KeystoneCredentials::*field) {
+    auto credentials = keystone_password();
+    credentials.*field = "";
+    return credentials;
+  };
+  using C = kiln::glance::KeystoneCredentials;
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{without(&C::username)}, ErrorCode::kInvalidArgument, "username");
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{without(&C::password)}, ErrorCode::kInvalidArgument, "password");
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{without(&C::project_name)}, ErrorCode::kInvalidArgument,
+                              "project_name");
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{without(&C::user_domain_name)}, ErrorCode::kInvalidArgument,
+                              "user_domain_name");
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{without(&C::project_domain_name)}, ErrorCode::kInvalidArgument,
+                              "project_domain_name");
+}
+
+TEST_CASE("a Keystone application credential needs its id and its secret") {
+  using kiln::glance::KeystoneTokenSource;
+  auto credentials = keystone_application_credential();
+  credentials.application_credential_id = "";
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{credentials}, ErrorCode::kInvalidArgument,
+                              "application_credential_id");
+  credentials = keystone_application_credential();
+  credentials.application_credential_secret = "";
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{credentials}, ErrorCode::kInvalidArgument,
+                              "application_credential_secret");
+}
+
+TEST_CASE("an unknown Keystone auth_type or interface, no auth_url or a negative margin is refused") {
+  using kiln::glance::KeystoneTokenSource;
+  auto credentials = keystone_password();
+  credentials.auth_type = "token";
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{credentials}, ErrorCode::kInvalidArgument, "'token'");
+  credentials = keystone_password();
+  credentials.interface = "publicURL";
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{credentials}, ErrorCode::kInvalidArgument, "publicURL");
+  credentials = keystone_password();
+  credentials.auth_url = {};
+  REQUIRE_KILN_ERROR_MENTIONS(KeystoneTokenSource{credentials}, ErrorCode::kInvalidArgument, "auth_url");
+  auto negative_margin = [] { return KeystoneTokenSource(keystone_password(), std::chrono::seconds(-1)); };
+  REQUIRE_KILN_ERROR_MENTIONS(negative_margin(), ErrorCode::kInvalidArgument, "margin");
+}
+
+TEST_CASE("an unreachable Keystone is an http_error naming it and never the password") {
+  kiln::glance::KeystoneTokenSource tokens(keystone_password());
+  try {
+    tokens.token();
+    FAIL("no kiln::Error was thrown");
+  } catch (const kiln::Error& error) {
+    std::string message = error.what();
+    INFO(message);
+    REQUIRE(error.code() == ErrorCode::kHttpError);
+    REQUIRE(message.find("Keystone at http://127.0.0.1:1/v3") != std::string::npos);
+    REQUIRE(message.find("user 'kiln'") != std::string::npos);
+    REQUIRE(message.find("s3cret") == std::string::npos);
+  }
+  REQUIRE_KILN_ERROR(tokens.image_endpoints(), ErrorCode::kHttpError);
 }

@@ -20,13 +20,22 @@ class StaticToken : public kiln::glance::TokenSource {
 
 }  // namespace
 
+// Tokens: Keystone's when [keystone] is configured, else a static one, else none.
+// Endpoints: [glance] api_servers, else the image endpoints of Keystone's catalog.
 const kiln::glance::GlanceClient& Context::glance() {
-  if (!glance_) {
-    std::shared_ptr<kiln::glance::TokenSource> tokens;
-    if (!settings_.glance_token.empty()) tokens = std::make_shared<StaticToken>(settings_.glance_token);
-    glance_ = std::make_unique<kiln::glance::GlanceClient>(
-        settings_.glance_api_servers, settings_.glance_timeouts, settings_.glance_tls, tokens);
+  if (glance_) return *glance_;
+  std::shared_ptr<kiln::glance::TokenSource> tokens;
+  auto endpoints = settings_.glance_api_servers;
+  if (settings_.keystone) {
+    auto keystone = std::make_shared<kiln::glance::KeystoneTokenSource>(
+        *settings_.keystone, kiln::glance::kDefaultRenewalMargin, settings_.glance_timeouts, settings_.keystone_tls);
+    if (endpoints.empty()) endpoints = keystone->image_endpoints();
+    tokens = keystone;
+  } else if (!settings_.glance_token.empty()) {
+    tokens = std::make_shared<StaticToken>(settings_.glance_token);
   }
+  glance_ = std::make_unique<kiln::glance::GlanceClient>(endpoints, settings_.glance_timeouts,
+                                                         settings_.glance_tls, tokens);
   return *glance_;
 }
 

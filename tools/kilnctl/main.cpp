@@ -3,7 +3,8 @@
 // can become an RPC operation of kilnd unchanged.
 //
 // Exit codes: 0 success, 1 a kiln error (its stable code is printed, and in
-// the JSON on stdout with --json), 2 a usage error, 3 cache verify found rot.
+// the JSON on stdout with --json), 2 a usage error, 3 cache verify found rot,
+// 4 image inspect refused the image.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   kilnctl::Registry registry;
   kilnctl::add_instance_commands(app, registry);
   kilnctl::add_cache_commands(app, registry);
+  kilnctl::add_image_commands(app, registry);
   let_global_options_fall_through(app);
 
   try {

@@ -10,6 +10,9 @@
 #include <set>
 #include <string>
 
+#include "kiln/image/converter.h"
+#include "kiln/image/inspector.h"
+
 namespace kiln::cache {
 
 struct CachePolicy {
@@ -20,6 +23,11 @@ struct CachePolicy {
   // md5 is checked only when Glance gives no os_hash_value (as
   // python-glanceclient does), unless this is set.
   bool verify_md5_always = false;
+
+  // Image safety: what the inspector refuses before qemu-img sees a
+  // download, and the limits qemu-img converts under.
+  image::InspectorPolicy inspector;
+  image::ConversionLimits conversion;
 
   // Download retries (with Range resume) after a dropped or stalled
   // connection, and the first backoff, doubled each time.

@@ -1,7 +1,8 @@
 // Looking after _base: what is there, who uses it, what rotted, what can go.
 //
 // "In use" means: the backing file named in the qcow2 header of some disk in
-// some instance directory under instances_path. The path may be shared by
+// some instance directory under instances_path, or a file its libvirt.xml
+// attaches directly (an ISO cdrom, a kernel or initrd). The path may be shared by
 // several hosts, so this host's libvirt domains are never the measure.
 // Everything that deletes a base takes the base's lock without waiting (a
 // base being fetched or given an overlay right now is skipped) and re-checks

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kiln/cache/cache_policy.h"
+#include "kiln/glance/keystone.h"
 #include "kiln/http/client.h"
 #include "kiln/http/url.h"
 
@@ -27,6 +28,10 @@ struct Settings {
   http::Timeouts glance_timeouts;
   http::TlsOptions glance_tls;
   std::string glance_token;  // static X-Auth-Token, "" = none
+  // [keystone]: set when auth_url is; tokens then come from Keystone, and the
+  // image endpoints from its catalog when [glance] api_servers is empty.
+  std::optional<glance::KeystoneCredentials> keystone;
+  http::TlsOptions keystone_tls;
   // [image_cache] and the fetch/verify parts of [glance]
   cache::CachePolicy cache;
   // [libvirt]

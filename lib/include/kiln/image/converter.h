@@ -17,9 +17,11 @@ namespace kiln::image {
 // "raw"), or nullopt for formats kiln cannot turn into a raw disk.
 std::optional<std::string> qemu_format_for(const std::string& disk_format);
 
+// Like Nova's prlimit around qemu-img: a crafted image must not make it eat
+// the host's memory or run forever (CVE-2015-5162).
 struct ConversionLimits {
-  ResourceLimits resources;
-  std::chrono::milliseconds timeout{std::chrono::minutes(30)};
+  ResourceLimits resources{4ULL << 30, std::nullopt};  // address space 4 GiB
+  std::chrono::milliseconds timeout{std::chrono::hours(1)};
 };
 
 // qemu-img convert -f <qemu_format> -O raw <source> <destination>; zero runs

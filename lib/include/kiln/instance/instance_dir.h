@@ -19,6 +19,9 @@ class InstanceDir {
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path disk() const { return path_ / "disk"; }
   std::filesystem::path swap_disk() const { return path_ / "disk.swap"; }
+  std::filesystem::path ephemeral_disk() const { return path_ / "disk.local"; }
+  // The UEFI variable store (libvirt copies OVMF's template there on first start).
+  std::filesystem::path nvram() const { return path_ / "nvram.fd"; }
   std::filesystem::path disk_info() const { return path_ / "disk.info"; }
   std::filesystem::path console_log() const { return path_ / "console.log"; }
   std::filesystem::path libvirt_xml() const { return path_ / "libvirt.xml"; }

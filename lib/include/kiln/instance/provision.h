@@ -1,12 +1,17 @@
 // Provisioning and deleting instances: from a boot request to a defined (and
 // running) libvirt domain, and back.
 //
-// provision() checks the request, gets the base from the image cache, builds
-// the instance directory (disk, disk.swap, disk.info, console.log,
-// libvirt.xml) under a provisioning marker, defines the domain with exactly
-// the bytes of libvirt.xml, removes the marker and starts the domain. Any
-// failure undoes what was done: the domain is undefined and the directory
-// removed; the cache is left as it is (a downloaded base stays cached).
+// provision() checks everything it can before touching anything (request,
+// flavor, NICs, image record and properties), gets the bases from the image
+// cache, builds the instance directory (disk, disk.local, disk.swap,
+// disk.info, console.log, libvirt.xml) under a provisioning marker, defines
+// the domain with exactly the bytes of libvirt.xml, removes the marker and
+// starts the domain. Images are booted as Nova boots them: a disk image
+// becomes a qcow2 overlay on its base; an ISO is attached as a cdrom with a
+// blank root disk; kernel_id/ramdisk_id images are fetched as raw files into
+// _base and booted with <kernel>/<initrd>. Any failure undoes what was done:
+// the domain is undefined and the directory removed; the cache is left as it
+// is (a downloaded base stays cached).
 // delete_instance() destroys, undefines and removes; it is idempotent.
 // Thread-safe for different uuids.
 #pragma once
@@ -15,10 +20,12 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/cache/image_cache.h"
 #include "kiln/instance/instance_dir.h"
 #include "kiln/virt/connection.h"
+#include "kiln/virt/domain_spec.h"
 
 namespace kiln::instance {
 
@@ -30,6 +37,8 @@ struct BootRequest {
   std::uint64_t memory_mb = 512;
   std::uint64_t root_gb = 0;  // GiB; 0 means the image's virtual size
   std::uint64_t swap_mb = 0;  // MiB; 0 means no swap disk
+  std::uint64_t ephemeral_gb = 0;  // GiB; 0 means no disk.local
+  std::vector<virt::NetworkInterface> nics;
   bool start = true;
 };
 
@@ -44,6 +53,7 @@ struct BootResult {
   InstanceDir directory;
   cache::BaseImage base;
   std::optional<std::filesystem::path> swap_base;
+  std::optional<std::filesystem::path> ephemeral_base;
   std::uint64_t root_bytes = 0;
   std::string domain_name;
   std::string domain_type;

@@ -55,6 +55,9 @@ void publish_file(const std::filesystem::path& from, const std::filesystem::path
 
 std::uint64_t file_size(const std::filesystem::path& path);
 
+// Bytes an unprivileged writer may still use on the filesystem of `directory`.
+std::uint64_t available_bytes(const std::filesystem::path& directory);
+
 // Reads a whole (small) file; throws kIoError if it cannot.
 std::string read_file(const std::filesystem::path& path);
 

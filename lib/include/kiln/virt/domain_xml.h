@@ -1,40 +1,33 @@
 // The libvirt domain XML of a kiln instance, built with pugixml.
 //
 // Mirrors what Nova's libvirt driver writes for an image-backed KVM guest:
-// SMBIOS sysinfo naming the instance, ACPI/APIC, UTC clock with Nova's
-// timers, virtio disks with the format pinned, a serial console logged to
-// console.log, a virtio balloon and RNG. The output is deterministic for a
-// given DomainSpec, so it can be written to libvirt.xml and compared.
+// SMBIOS sysinfo naming the instance; <os> with the machine type, BIOS or
+// UEFI (OVMF pflash + a per-instance nvram), the boot order (hd; cdrom then
+// hd for ISO images) or a direct kernel boot, and the boot menu; ACPI, APIC,
+// vmcoreinfo and, for Windows on KVM, Nova's Hyper-V enlightenments;
+// host-model CPU on KVM only; a UTC clock (localtime for Windows) with Nova's
+// KVM timers; disks with the format pinned and targets derived from their bus
+// (root, ephemeral, swap, cdroms), a virtio-scsi controller when a disk is on
+// scsi and no USB controller unless a disk is on usb; NICs on a bridge or a
+// bare tap; a serial console logged to console.log; the QEMU guest agent
+// channel on request; a video device; a virtio balloon and RNG.
+//
+// Windows on the qemu (TCG) domain type gets no Hyper-V enlightenments:
+// QEMU without KVM refuses to start with them ("kernel doesn't allow setting
+// HyperV VP_INDEX"), so Nova's set would make the guest unbootable there.
+//
+// The output is deterministic for a given DomainSpec, so it can be written
+// to libvirt.xml and compared. Thread-safe.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <vector>
+
+#include "kiln/virt/domain_spec.h"
 
 namespace kiln::virt {
 
-struct DiskDevice {
-  std::string path;         // absolute
-  std::string format;       // "qcow2", "raw"
-  std::string target;       // "vda", "vdb"
-  std::string bus = "virtio";
-  std::string cache_mode;   // "none" or "writeback"
-};
-
-struct DomainSpec {
-  std::string domain_type;  // "kvm" or "qemu"
-  std::string name;
-  std::string uuid;
-  std::uint64_t memory_mb = 0;
-  unsigned vcpus = 0;
-  std::string machine_type = "pc";
-  std::vector<DiskDevice> disks;  // boot disk first
-  std::string console_log;        // absolute path of console.log
-  // Recorded in <metadata> so an operator (and recovery) can tell where it came from.
-  std::string image_id;
-  std::string display_name;
-};
-
+// The domain XML for `spec`, indented, without an XML declaration.
+// Throws kiln::Error kInvalidArgument when check_domain_spec() refuses it.
 std::string build_domain_xml(const DomainSpec& spec);
 
 }  // namespace kiln::virt
