@@ -26,11 +26,15 @@ fs::path with_suffix(const fs::path& path, const char* suffix) {
   return fs::path(path.string() + suffix);
 }
 
-// The digests one download is checked against, fed as bytes stream.
+// The digests (and signature) one download is checked against, fed as bytes stream.
 class Verifier {
  public:
   Verifier(const glance::ImageRecord& record, const CachePolicy& policy, bool raw_image)
       : record_(record) {
+    // Built before any byte is fetched: a bad certificate refuses the image up front.
+    if (policy.verify_signatures) {
+      signature_ = image::make_signature_verifier(record.properties, policy.signatures, record.id);
+    }
     if (!record.os_hash_value.empty()) {
       os_hash_.emplace(record.os_hash_algo.empty() ? "sha512" : record.os_hash_algo);
     }
@@ -44,6 +48,7 @@ class Verifier {
     if (os_hash_) os_hash_->update(data);
     if (md5_) md5_->update(data);
     if (base_sha256_) base_sha256_->update(data);
+    if (signature_) signature_->update(data);
   }
 
   // Throws kChecksumMismatch unless every digest Glance gave matches. Returns
@@ -62,6 +67,7 @@ class Verifier {
                     "it cannot be verified, so it is not used");
       }
     }
+    if (signature_) signature_->verify();
     return base_sha256_ ? base_sha256_->hex_digest() : "";
   }
 
@@ -78,6 +84,7 @@ class Verifier {
   std::optional<Hasher> os_hash_;
   std::optional<Hasher> md5_;
   std::optional<Hasher> base_sha256_;
+  std::optional<image::SignatureVerifier> signature_;
 };
 
 bool resumable(const Error& error) {

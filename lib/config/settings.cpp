@@ -123,6 +123,17 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.cache.allowed_disk_formats = parse_list(v); }},
       {"glance.allowed_container_formats",
        [](Settings& s, const std::string& v) { s.cache.allowed_container_formats = parse_list(v); }},
+      {"glance.verify_glance_signatures",
+       [](Settings& s, const std::string& v) { s.cache.verify_signatures = parse_bool(v); }},
+      {"glance.signature_certificate_directory",
+       [](Settings& s, const std::string& v) { s.cache.signatures.certificate_directory = parse_absolute_path(v); }},
+      {"glance.signature_ca_file",
+       [](Settings& s, const std::string& v) { s.cache.signatures.ca_file = parse_readable_file(v); }},
+      {"glance.require_image_signatures",
+       [](Settings& s, const std::string& v) {
+         s.cache.signatures.required = parse_bool(v);
+         if (s.cache.signatures.required) s.cache.verify_signatures = true;
+       }},
       {"glance.verify_md5_always",
        [](Settings& s, const std::string& v) { s.cache.verify_md5_always = parse_bool(v); }},
       {"image_cache.remove_unused_original_minimum_age_seconds",

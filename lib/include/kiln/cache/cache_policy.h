@@ -12,6 +12,7 @@
 
 #include "kiln/image/converter.h"
 #include "kiln/image/inspector.h"
+#include "kiln/image/signature.h"
 
 namespace kiln::cache {
 
@@ -28,6 +29,10 @@ struct CachePolicy {
   // download, and the limits qemu-img converts under.
   image::InspectorPolicy inspector;
   image::ConversionLimits conversion;
+  // Signed images (img_signature*) are verified as they stream when
+  // verify_signatures is set; `signatures.required` refuses unsigned ones.
+  bool verify_signatures = false;
+  image::SignaturePolicy signatures;
 
   // Download retries (with Range resume) after a dropped or stalled
   // connection, and the first backoff, doubled each time.
