@@ -241,3 +241,30 @@ TEST_CASE("an unreachable Glance is an http_error and nothing is written") {
   REQUIRE(json::parse(result.out)["error"]["code"] == "http_error");
   REQUIRE_FALSE(fs::exists(scratch / "instances"));
 }
+
+TEST_CASE("a flavor with an ephemeral disk and a NIC boots with disk.local and the NIC's tap") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("with extras", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = kiln::test::random_uuid();
+  auto result = host.boot(image_id, uuid, {"--ephemeral-gb", "1", "--nic", "type=ethernet,mac=52:54:00:6b:69:01"});
+  INFO(result.err);
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output["domain"]["state"] == "running");
+  fs::path dir = host.instances / uuid;
+  fs::path ephemeral_base = host.instances / "_base" / "ephemeral_1_40d1d2c";
+  REQUIRE(qemu_img_info(dir / "disk.local")["backing-filename"] == ephemeral_base.string());
+  REQUIRE(kiln::run_checked({{"blkid", "-p", "-o", "value", "-s", "TYPE", ephemeral_base.string()}}) == "ext4\n");
+  REQUIRE(json::parse(kiln::read_file(dir / "disk.info")).contains((dir / "disk.local").string()));
+  auto interfaces = virsh({"domiflist", "instance-" + uuid});
+  REQUIRE(interfaces.out.find("52:54:00:6b:69:01") != std::string::npos);
+}
+
+TEST_CASE("a bad NIC is refused before anything is fetched") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("bad nic", "qcow2", host.scratch / "image.qcow2");
+  require_refused(host, image_id, kiln::test::random_uuid(), "invalid_argument",
+                  {"--nic", "type=ethernet,mac=01:00:5e:00:00:01"});
+  REQUIRE_FALSE(fs::exists(host.base_of(image_id)));
+}

@@ -2,6 +2,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "kiln/util/error.h"
 #include "kiln/instance/provision.h"
 #include "progress.h"
 
@@ -30,6 +31,9 @@ json boot_json(const kiln::instance::BootResult& result) {
   if (result.swap_base) {
     out["swap"] = {{"path", dir.swap_disk().string()}, {"backing_file", result.swap_base->string()}};
   }
+  if (result.ephemeral_base) {
+    out["ephemeral"] = {{"path", dir.ephemeral_disk().string()}, {"backing_file", result.ephemeral_base->string()}};
+  }
   return out;
 }
 
@@ -43,6 +47,7 @@ std::string boot_text(const kiln::instance::BootResult& result) {
       << "  disk         qcow2, " << human_bytes(result.root_bytes) << " virtual, backed by "
       << base.path.string() << "\n";
   if (result.swap_base) out << "  disk.swap    qcow2, backed by " << result.swap_base->string() << "\n";
+  if (result.ephemeral_base) out << "  disk.local   qcow2, backed by " << result.ephemeral_base->string() << "\n";
   out << "  base         image " << base.record.id << " (" << base.record.name << ", " << base.record.disk_format
       << " -> raw, " << human_bytes(base.virtual_size) << " virtual), "
       << (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
@@ -52,11 +57,31 @@ std::string boot_text(const kiln::instance::BootResult& result) {
   return out.str();
 }
 
+// "type=ethernet,mac=52:54:00:12:34:56,tap=tap0" -> a NetworkInterface; lib/
+// checks the values.
+kiln::virt::NetworkInterface parse_nic(const std::string& text) {
+  kiln::virt::NetworkInterface nic;
+  std::stringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    auto equals = item.find('=');
+    std::string key = item.substr(0, equals);
+    std::string value = equals == std::string::npos ? "" : item.substr(equals + 1);
+    if (key == "type") nic.type = value;
+    else if (key == "bridge") nic.bridge = value;
+    else if (key == "mac") nic.mac = value;
+    else if (key == "tap") nic.tap = value;
+    else if (key == "model") nic.model = value;
+    else throw kiln::Error(kiln::ErrorCode::kInvalidArgument, "--nic: unknown key '" + key + "' in '" + text + "'");
+  }
+  return nic;
+}
+
 }  // namespace
 
 void add_instance_commands(CLI::App& app, Registry& registry) {
   struct BootOptions {
     kiln::instance::BootRequest request;
+    std::vector<std::string> nics;
     bool no_start = false;
   };
   auto boot = std::make_shared<BootOptions>();
@@ -68,9 +93,13 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   command->add_option("--memory-mb", boot->request.memory_mb, "memory in MiB")->required();
   command->add_option("--root-gb", boot->request.root_gb, "root disk in GiB (0: the image's size)")->required();
   command->add_option("--swap-mb", boot->request.swap_mb, "swap disk in MiB (0: none)")->required();
+  command->add_option("--ephemeral-gb", boot->request.ephemeral_gb, "ephemeral disk disk.local in GiB (0: none)");
+  command->add_option("--nic", boot->nics,
+                      "a NIC: type=bridge|ethernet,bridge=BR,mac=MAC,tap=TAP,model=MODEL (repeatable)");
   command->add_flag("--no-start", boot->no_start, "define the domain but do not start it");
   registry.emplace_back(command, [boot](Context& context) {
     boot->request.start = !boot->no_start;
+    for (const auto& nic : boot->nics) boot->request.nics.push_back(parse_nic(nic));
     kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
                               context.settings().virt_type};
     auto result = kiln::instance::provision(boot->request, host,
