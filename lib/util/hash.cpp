@@ -61,18 +61,35 @@ std::string hex_digest_of(std::string_view algorithm, std::string_view data) {
   return hasher.hex_digest();
 }
 
+// Holes (SEEK_HOLE) are hashed from a buffer of zeros instead of being read:
+// a sparse 1 GiB base with 300 MiB of data costs 300 MiB of reads, not 1 GiB
+// of kernel-zeroed pages.
 std::string hex_digest_of_file(std::string_view algorithm, const std::string& path) {
   Hasher hasher(algorithm);
   UniqueFd fd = open_file(path, O_RDONLY);
   std::vector<char> buffer(1 << 20);
-  for (;;) {
-    ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw_io_error("cannot read " + path, errno);
+  static const std::vector<char> zeros(1 << 20, 0);
+  off_t size = ::lseek(fd.get(), 0, SEEK_END);
+  if (size < 0) throw_io_error("cannot seek in " + path, errno);
+  off_t position = 0;
+  while (position < size) {
+    off_t data = ::lseek(fd.get(), position, SEEK_DATA);
+    if (data < 0) data = size;  // ENXIO: only a hole is left
+    for (; position < data; position += std::min<off_t>(data - position, static_cast<off_t>(zeros.size()))) {
+      hasher.update(std::span<const char>(zeros.data(), static_cast<std::size_t>(
+                                                            std::min<off_t>(data - position, static_cast<off_t>(zeros.size())))));
     }
-    if (got == 0) break;
-    hasher.update(std::span<const char>(buffer.data(), static_cast<std::size_t>(got)));
+    if (position >= size) break;
+    off_t hole = ::lseek(fd.get(), position, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    while (position < hole) {
+      std::size_t want = static_cast<std::size_t>(std::min<off_t>(hole - position, static_cast<off_t>(buffer.size())));
+      ssize_t got = ::pread(fd.get(), buffer.data(), want, position);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) throw_io_error("cannot read " + path, got < 0 ? errno : EIO);
+      hasher.update(std::span<const char>(buffer.data(), static_cast<std::size_t>(got)));
+      position += got;
+    }
   }
   return hasher.hex_digest();
 }

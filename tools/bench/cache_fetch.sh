@@ -62,13 +62,13 @@ reference() {  # image id, format -> seconds
 
 for format in raw qcow2; do
   id=$raw_id; [ "$format" = qcow2 ] && id=$qcow2_id
-  : > "$work/kiln.$format"; : > "$work/ref.$format"
+  : > "$work/times.kiln.$format"; : > "$work/times.ref.$format"
   for run in $(seq 1 "$runs"); do
     k=$(kiln_fetch "$id"); r=$(reference "$id" "$format")
     echo "$format run $run: kiln ${k}s, curl + qemu-img ${r}s"
-    echo "$k" >> "$work/kiln.$format"; echo "$r" >> "$work/ref.$format"
+    echo "$k" >> "$work/times.kiln.$format"; echo "$r" >> "$work/times.ref.$format"
   done
-  km=$(median < "$work/kiln.$format"); rm_=$(median < "$work/ref.$format")
+  km=$(median < "$work/times.kiln.$format"); rm_=$(median < "$work/times.ref.$format")
   echo "$format: median kiln ${km}s, curl + qemu-img ${rm_}s, ratio $(echo "scale=2; $km / $rm_" | bc)"
 done
 
