@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
+#include <sstream>
 
 #include "assertions.h"
 #include "kiln/config/settings.h"
+#include "kiln/util/fs.h"
 #include "kiln/util/ini.h"
 #include "scratch.h"
 
@@ -93,4 +95,41 @@ TEST_CASE("a missing config file given by flag is an error") {
   Overrides overrides;
   overrides.config_file = "/nonexistent/kiln.conf";
   REQUIRE_KILN_ERROR(load_settings(overrides), ErrorCode::kIoError);
+}
+
+TEST_CASE("the sample config documents only keys kiln accepts") {
+  Overrides overrides;
+  overrides.config_file = KILN_SOURCE_DIR "/systemd/kiln.conf.sample";
+  auto settings = load_settings(overrides);
+  REQUIRE(settings.instances_path == "/var/lib/kiln/instances");
+  REQUIRE(settings.glance_api_servers.size() == 1);
+}
+
+TEST_CASE("every commented key of the sample config is a key kiln accepts") {
+  // Uncomment every "# key = value" line and load it: a key the sample
+  // documents but kiln refuses would fail here with its line number.
+  std::string text = kiln::read_file(KILN_SOURCE_DIR "/systemd/kiln.conf.sample");
+  std::string uncommented;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    bool commented_key = line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos &&
+                         line.find(' ', 2) == line.find(" = ");
+    if (!commented_key) {
+      uncommented += line + "\n";
+      continue;
+    }
+    std::string key_value = line.substr(2);
+    // Empty values and paths that do not exist here are replaced by ones that parse.
+    if (key_value.back() == '=' || key_value.back() == ' ') continue;
+    if (key_value.find("/etc/kiln/") != std::string::npos) continue;
+    uncommented += key_value + "\n";
+  }
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "kiln.conf", uncommented);
+  Overrides overrides;
+  overrides.config_file = scratch / "kiln.conf";
+  auto settings = load_settings(overrides);
+  REQUIRE(settings.keystone.has_value());
+  REQUIRE(settings.cache.download_retries == 3);
+  REQUIRE(settings.cache.inspector.vmdk_allowed_create_types.size() == 2);
 }
