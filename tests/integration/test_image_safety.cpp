@@ -25,6 +25,12 @@ void qemu_img(std::vector<std::string> args) {
   kiln::run_checked({args});
 }
 
+// Overwrites bytes at `offset` with `octal` (printf escapes), size unchanged.
+void patch_bytes(const fs::path& file, std::uint64_t offset, const std::string& octal) {
+  kiln::run_checked({{"sh", "-c", "printf '" + octal + "' | dd of=" + file.string() + " bs=1 seek=" +
+                                      std::to_string(offset) + " conv=notrunc status=none"}});
+}
+
 std::vector<Hostile> hostile_images(const fs::path& scratch) {
   return {
       {"qcow2 whose backing file is /etc/passwd", "qcow2", "image_unsafe",
@@ -46,6 +52,28 @@ std::vector<Hostile> hostile_images(const fs::path& scratch) {
        }},
       {"qcow2 disguised as raw", "raw", "image_format_mismatch",
        [](const fs::path& file) { qemu_img({"create", "-q", "-f", "qcow2", file.string(), "1M"}); }},
+      {"qcow2 with an absurd l1_size", "qcow2", "image_malformed",
+       [](const fs::path& file) {
+         qemu_img({"create", "-q", "-f", "qcow2", file.string(), "1M"});
+         patch_bytes(file, 36, "\\377\\377\\377\\377");
+       }},
+      {"qcow2 with cluster_bits 64", "qcow2", "image_malformed",
+       [](const fs::path& file) {
+         qemu_img({"create", "-q", "-f", "qcow2", file.string(), "1M"});
+         patch_bytes(file, 20, "\\000\\000\\000\\100");
+       }},
+      {"qcow2 truncated inside its header", "qcow2", "image_malformed",
+       [](const fs::path& file) {
+         qemu_img({"create", "-q", "-f", "qcow2", (file.string() + ".whole"), "1M"});
+         kiln::run_checked({{"sh", "-c", "head -c 60 " + file.string() + ".whole > " + file.string()}});
+       }},
+      {"vhd whose footer lies about its size", "vhd", "image_malformed",
+       [](const fs::path& file) {
+         qemu_img({"create", "-q", "-f", "vpc", "-o", "subformat=fixed", file.string(), "1M"});
+         // current_size sits at offset 48 of the 512-byte footer at the end.
+         auto size = kiln::file_size(file);
+         patch_bytes(file, size - 512 + 48, "\\000\\000\\000\\100");
+       }},
       {"qcow2 with a backing file disguised as raw", "raw", "image_format_mismatch",
        [](const fs::path& file) {
          qemu_img({"create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/passwd", file.string(), "1M"});
