@@ -30,12 +30,18 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kSignatureInvalid: return "signature_invalid";
     case ErrorCode::kInsufficientSpace: return "insufficient_space";
     case ErrorCode::kNotFound: return "not_found";
+    case ErrorCode::kConflict: return "conflict";
+    case ErrorCode::kInstanceBroken: return "instance_broken";
+    case ErrorCode::kAlreadyRunning: return "already_running";
+    case ErrorCode::kOverloaded: return "overloaded";
+    case ErrorCode::kShuttingDown: return "shutting_down";
+    case ErrorCode::kInternalError: return "internal_error";
   }
   return "unknown";
 }
 
 std::optional<ErrorCode> code_from_name(std::string_view name) {
-  for (int value = 0; value <= static_cast<int>(ErrorCode::kNotFound); ++value) {
+  for (int value = 0; value <= static_cast<int>(ErrorCode::kInternalError); ++value) {
     auto code = static_cast<ErrorCode>(value);
     if (code_name(code) == name) return code;
   }

@@ -39,6 +39,12 @@ enum class ErrorCode {
   kSignatureInvalid,   // image signature missing, unverifiable or wrong
   kInsufficientSpace,  // not enough free space for the download and conversion
   kNotFound,           // an instance, base or file named by the caller does not exist
+  kConflict,           // the request contradicts existing state (same uuid, different request)
+  kInstanceBroken,     // an instance's directory cannot be trusted (missing disk, broken backing chain)
+  kAlreadyRunning,     // another process holds the agent's lock or socket
+  kOverloaded,         // too many connections or queued operations; retry later
+  kShuttingDown,       // the agent is draining and takes no new work
+  kInternalError,      // a bug: an unexpected exception reached a module edge
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

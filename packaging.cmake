@@ -1,0 +1,1 @@
+# Install rules and CPack (.deb) for kiln; included from the top CMakeLists.txt.
