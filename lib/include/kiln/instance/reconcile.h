@@ -1,0 +1,63 @@
+// Bringing the instance directories and libvirt back in line after a crash,
+// a host reinstall or an operator's mistake; kilnd runs it at start.
+//
+// reconcile() compares every directory under instances_path with libvirt's
+// domains and the provisioning markers:
+//   - a half-built directory (marker present) whose domain was never defined
+//     is removed, provided no process holds its provisioning lock;
+//   - a half-built directory whose domain was defined (a crash between define
+//     and marker removal) gets its marker removed;
+//   - a directory without a domain is reported: recover_instance() re-defines
+//     it; reconcile never deletes disks that may hold a guest's data;
+//   - a kiln domain without a directory is reported, never undefined;
+// and repairs the image cache (kiln/cache/maintenance.h repair_cache).
+// With dry_run nothing changes and the actions say what would be done.
+//
+// recover_instance() re-defines a domain from its directory's libvirt.xml,
+// after checking that every disk the XML names exists and that each backing
+// chain is whole and safe.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kiln/cache/maintenance.h"
+#include "kiln/virt/connection.h"
+
+namespace kiln::instance {
+
+struct ReconcileFinding {
+  std::string uuid;
+  // "half_built", "half_defined", "directory_without_domain", "domain_without_directory"
+  std::string kind;
+  std::string action;  // what was (or, on a dry run, would be) done, in words
+  bool changed = false;
+};
+
+struct ReconcileReport {
+  std::vector<ReconcileFinding> findings;  // consistent instances are not listed
+  std::vector<cache::RepairAction> cache_repairs;
+  std::size_t instances_seen = 0;
+};
+
+ReconcileReport reconcile(const std::filesystem::path& instances_path, virt::Connection& libvirt,
+                          bool dry_run);
+
+nlohmann::json to_json(const ReconcileReport& report);
+
+struct RecoverResult {
+  std::string uuid;
+  std::string domain_name;
+  std::string domain_state;
+  bool already_defined = false;  // libvirt had it: nothing was re-defined
+};
+
+// Throws kiln::Error kNotFound (no directory or no libvirt.xml),
+// kInstanceBroken (a disk missing, a backing chain broken or unsafe, a
+// half-built directory, XML whose uuid is not the directory's), kLibvirtError.
+RecoverResult recover_instance(const std::string& uuid, const std::filesystem::path& instances_path,
+                               virt::Connection& libvirt, bool start);
+
+}  // namespace kiln::instance
