@@ -16,6 +16,7 @@
 #include "kiln/util/subprocess.h"
 #include "kiln/virt/domain_xml.h"
 #include "kiln/virt/image_properties.h"
+#include "provisioning_marker.h"
 
 namespace kiln::instance {
 
@@ -120,23 +121,26 @@ virt::DomainSpec initial_spec(const BootRequest& request, const InstanceDir& dir
   return spec;
 }
 
-// Creates the instance directory with its marker; the returned guard removes
-// both unless the boot succeeds.
-TemporaryPath create_directory(const InstanceDir& directory, const BootRequest& request) {
+// Creates the instance directory and its marker; the returned guard removes
+// the directory unless the boot succeeds.
+TemporaryPath create_directory(const InstanceDir& directory) {
   if (::mkdir(directory.path().c_str(), 0755) != 0) {
     if (errno == EEXIST) {
       throw Error(ErrorCode::kInstanceExists, "instance " + directory.uuid() + " already exists");
     }
     throw_io_error("cannot create " + directory.path().string(), errno);
   }
-  TemporaryPath guard(directory.path());
-  nlohmann::json marker = {{"image_id", request.image_id}, {"name", request.name},
+  return TemporaryPath(directory.path());
+}
+
+ProvisioningMarker create_marker(const InstanceDir& directory, const BootRequest& request) {
+  nlohmann::json marker = {{"uuid", directory.uuid()}, {"image_id", request.image_id}, {"name", request.name},
                            {"vcpus", request.vcpus}, {"memory_mb", request.memory_mb},
                            {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb},
                            {"ephemeral_gb", request.ephemeral_gb}};
-  atomic_write_file(directory.provisioning_marker(), marker.dump() + "\n");
+  ProvisioningMarker result(directory.provisioning_marker(), marker.dump());
   fsync_directory(directory.path().parent_path());
-  return guard;
+  return result;
 }
 
 // A base is inspected again before every use: safety rules may have been
@@ -250,9 +254,11 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
   spec.cache_mode = supports_direct_io(host.instances_path) ? "none" : "writeback";
 
-  TemporaryPath directory_guard = create_directory(directory, request);
+  TemporaryPath directory_guard = create_directory(directory);
+  ProvisioningMarker marker = create_marker(directory, request);
   BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
   result.base = build_root(request, host, images, directory, progress, spec, result.root_bytes);
+  marker.record("root_disk");
   fetch_kernel(host, images, spec);
   disk::DiskInfo disk_info;
   disk_info.add(directory.disk(), "qcow2");
@@ -260,13 +266,15 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   result.swap_base = build_swap(request, host, directory, spec, disk_info);
   disk_info.save(directory.disk_info());
   create_console_log(directory);
+  marker.record("disks");
 
   std::string xml = virt::build_domain_xml(spec);
   atomic_write_file(directory.libvirt_xml(), xml);
+  marker.record("libvirt_xml");
   virt::Domain domain = host.libvirt.define(xml);
   DomainRollback rollback(domain);
-  fs::remove(directory.provisioning_marker());
-  fsync_directory(directory.path());
+  marker.record("defined");
+  marker.finish();
 
   if (request.start) domain.start();
   result.domain_state = domain.state();

@@ -7,6 +7,7 @@
 #include <pugixml.hpp>
 
 #include "kiln/util/error.h"
+#include "kiln/virt/domain_xml.h"
 
 namespace kiln::virt {
 
@@ -62,6 +63,14 @@ std::string Domain::state() const {
 bool Domain::is_active() const { return virDomainIsActive(handle_.get()) == 1; }
 bool Domain::is_persistent() const { return virDomainIsPersistent(handle_.get()) == 1; }
 
+bool Domain::is_kiln_instance() const {
+  char* metadata = virDomainGetMetadata(handle_.get(), VIR_DOMAIN_METADATA_ELEMENT, kMetadataNamespace,
+                                        VIR_DOMAIN_AFFECT_CURRENT);
+  if (metadata == nullptr) return false;  // VIR_ERR_NO_DOMAIN_METADATA: not ours
+  std::free(metadata);
+  return true;
+}
+
 void Domain::start() {
   if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name_);
 }
@@ -102,6 +111,18 @@ std::optional<Domain> Connection::lookup_by_uuid(const std::string& uuid) {
   virErrorPtr error = virGetLastError();
   if (error != nullptr && error->code == VIR_ERR_NO_DOMAIN) return std::nullopt;
   throw_libvirt_error("cannot look up domain " + uuid);
+}
+
+std::vector<Domain> Connection::list_domains() {
+  virDomainPtr* domains = nullptr;
+  int count = virConnectListAllDomains(handle_.get(), &domains, 0);
+  if (count < 0) throw_libvirt_error("cannot list domains");
+  std::vector<Domain> result;
+  result.reserve(static_cast<std::size_t>(count));
+  // Each handle is owned by a Domain as soon as it is taken from the array.
+  for (int i = 0; i < count; ++i) result.emplace_back(domains[i]);
+  std::free(domains);
+  return result;
 }
 
 std::string Connection::best_domain_type() {

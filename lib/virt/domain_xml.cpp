@@ -14,7 +14,6 @@ namespace {
 
 using detail::PlannedDisk;
 
-constexpr const char* kMetadataNamespace = "https://kiln.dev/xmlns/libvirt/kiln/1.0";
 // Nova's CONSOLE: the first console on the VGA, then the serial port that
 // console.log records, then a virtio console if the guest has one.
 constexpr const char* kKernelConsoles = "console=tty0 console=ttyS0 console=hvc0";

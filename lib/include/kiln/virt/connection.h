@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kiln::virt {
 
@@ -25,6 +26,8 @@ class Domain {
   std::string state() const;
   bool is_active() const;
   bool is_persistent() const;
+  // True when the domain's metadata carries kiln's <kiln:instance> element.
+  bool is_kiln_instance() const;
 
   void start();
   void destroy();   // hard power-off; REQUIRES: active
@@ -45,6 +48,8 @@ class Connection {
   // virDomainDefineXML: the domain is persistent but not started.
   Domain define(const std::string& xml);
   std::optional<Domain> lookup_by_uuid(const std::string& uuid);
+  // Every domain libvirt knows, active or not, persistent or transient.
+  std::vector<Domain> list_domains();
 
   // "kvm" when the host's capabilities offer KVM for x86_64 guests, else "qemu".
   std::string best_domain_type();

@@ -26,6 +26,10 @@
 
 namespace kiln::virt {
 
+// The namespace of the <kiln:instance> element in <metadata>: it marks a
+// domain as kiln's (Connection::list_domains, reconcile).
+inline constexpr const char* kMetadataNamespace = "https://kiln.dev/xmlns/libvirt/kiln/1.0";
+
 // The domain XML for `spec`, indented, without an XML declaration.
 // Throws kiln::Error kInvalidArgument when check_domain_spec() refuses it.
 std::string build_domain_xml(const DomainSpec& spec);

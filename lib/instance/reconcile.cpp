@@ -1,0 +1,170 @@
+#include "kiln/instance/reconcile.h"
+
+#include <pugixml.hpp>
+#include <set>
+
+#include "backing_chain.h"
+#include "kiln/instance/instance_dir.h"
+#include "kiln/util/error.h"
+#include "kiln/util/fs.h"
+#include "kiln/util/uuid.h"
+#include "provisioning_marker.h"
+
+namespace kiln::instance {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string joined(const std::vector<std::string>& steps) {
+  if (steps.empty()) return "none";
+  std::string text;
+  for (const auto& step : steps) text += (text.empty() ? "" : ", ") + step;
+  return text;
+}
+
+// A directory whose marker says a provision ran and no process is still running it.
+std::optional<ReconcileFinding> reconcile_half_built(const InstanceDir& directory, const MarkerState& marker,
+                                                     bool domain_defined, bool dry_run) {
+  if (marker.in_progress) return std::nullopt;  // a live provision owns it
+  std::string steps = "steps done: " + joined(marker.steps);
+  std::error_code error;
+  if (domain_defined) {
+    // The crash fell between define and the marker's removal: the instance is whole.
+    if (!dry_run) fs::remove(directory.provisioning_marker(), error);
+    return ReconcileFinding{directory.uuid(), "half_defined",
+                            std::string(dry_run ? "would remove" : "removed") +
+                                " the provisioning marker: the domain was defined (" + steps + ")",
+                            !dry_run};
+  }
+  if (!dry_run) {
+    fs::remove_all(directory.path(), error);
+    if (error) throw_io_error("cannot remove " + directory.path().string(), error.value());
+    fsync_directory(directory.path().parent_path());
+  }
+  return ReconcileFinding{directory.uuid(), "half_built",
+                          std::string(dry_run ? "would remove" : "removed") +
+                              " the half-built directory; its domain was never defined (" + steps + ")",
+                          !dry_run};
+}
+
+struct KnownDomains {
+  std::set<std::string> all;
+  std::set<std::string> kiln;  // marked as kiln's in their metadata
+};
+
+KnownDomains known_domains(virt::Connection& libvirt) {
+  KnownDomains known;
+  for (const auto& domain : libvirt.list_domains()) {
+    known.all.insert(domain.uuid());
+    if (domain.is_kiln_instance()) known.kiln.insert(domain.uuid());
+  }
+  return known;
+}
+
+}  // namespace
+
+ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libvirt, bool dry_run) {
+  ReconcileReport report;
+  KnownDomains domains = known_domains(libvirt);
+  std::set<std::string> directories;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(instances_path, error)) {
+    std::string name = entry.path().filename().string();
+    if (!entry.is_directory(error) || !is_canonical_uuid(name)) continue;
+    directories.insert(name);
+    InstanceDir directory(instances_path, name);
+    bool defined = domains.all.count(name) > 0;
+    if (auto marker = read_marker(directory.provisioning_marker())) {
+      if (auto finding = reconcile_half_built(directory, *marker, defined, dry_run)) {
+        report.findings.push_back(*finding);
+      }
+    } else if (!defined) {
+      report.findings.push_back({name, "directory_without_domain",
+                                 "kept (disks may hold data): re-define it with `kilnctl instance recover " +
+                                     name + "` or remove it with `kilnctl delete " + name + "`",
+                                 false});
+    }
+  }
+  for (const auto& uuid : domains.kiln) {
+    if (directories.count(uuid) > 0) continue;
+    report.findings.push_back({uuid, "domain_without_directory",
+                               "kept: libvirt defines a kiln domain whose directory is gone; `kilnctl delete " +
+                                   uuid + "` undefines it",
+                               false});
+  }
+  std::set<std::string> seen = directories;
+  seen.insert(domains.kiln.begin(), domains.kiln.end());
+  report.instances_seen = seen.size();
+  if (!dry_run) report.cache_repairs = cache::repair_cache(instances_path);
+  return report;
+}
+
+nlohmann::json to_json(const ReconcileReport& report) {
+  nlohmann::json findings = nlohmann::json::array();
+  for (const auto& finding : report.findings) {
+    findings.push_back({{"uuid", finding.uuid}, {"kind", finding.kind}, {"action", finding.action},
+                        {"changed", finding.changed}});
+  }
+  nlohmann::json repairs = nlohmann::json::array();
+  for (const auto& repair : report.cache_repairs) {
+    repairs.push_back({{"path", repair.path.string()}, {"action", repair.action}});
+  }
+  return {{"instances_seen", report.instances_seen}, {"findings", findings}, {"cache_repairs", repairs}};
+}
+
+namespace {
+
+[[noreturn]] void broken(const InstanceDir& directory, const std::string& why) {
+  throw Error(ErrorCode::kInstanceBroken, "instance " + directory.uuid() + " cannot be recovered: " + why);
+}
+
+// Every file the XML attaches must exist; qcow2 disks inside the directory
+// must have a whole, safe backing chain.
+void check_attached_files(const InstanceDir& directory, const pugi::xml_document& xml,
+                          const fs::path& instances_path) {
+  for (const auto& node : xml.select_nodes("/domain/devices/disk[@type='file']/source/@file | "
+                                           "/domain/os/kernel | /domain/os/initrd")) {
+    fs::path file = node.attribute() ? node.attribute().value() : node.node().text().get();
+    std::error_code error;
+    if (!fs::is_regular_file(file, error)) broken(directory, file.string() + " is missing");
+    if (file.parent_path() != directory.path()) continue;
+    BackingChain chain = walk_backing_chain(file, instances_path);
+    if (!chain.problem.empty()) broken(directory, chain.problem);
+  }
+}
+
+}  // namespace
+
+RecoverResult recover_instance(const std::string& uuid, const fs::path& instances_path, virt::Connection& libvirt,
+                               bool start) {
+  InstanceDir directory(instances_path, uuid);
+  std::error_code error;
+  if (!fs::is_directory(directory.path(), error)) {
+    throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has no directory under " +
+                                          instances_path.string());
+  }
+  if (auto domain = libvirt.lookup_by_uuid(directory.uuid())) {
+    if (start && !domain->is_active()) domain->start();
+    return {directory.uuid(), domain->name(), domain->state(), true};
+  }
+  if (read_marker(directory.provisioning_marker())) {
+    broken(directory, "it is half-built (a provisioning marker is present); `kilnctl instance reconcile` cleans it");
+  }
+  if (!fs::exists(directory.libvirt_xml(), error)) {
+    throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has no libvirt.xml to recover from");
+  }
+  std::string text = read_file(directory.libvirt_xml());
+  pugi::xml_document xml;
+  if (!xml.load_string(text.c_str())) broken(directory, "libvirt.xml is not well-formed XML");
+  std::string xml_uuid = xml.child("domain").child("uuid").text().get();
+  if (!is_canonical_uuid(xml_uuid) || normalize_uuid(xml_uuid) != directory.uuid()) {
+    broken(directory, "libvirt.xml names uuid '" + xml_uuid + "', not the directory's");
+  }
+  check_attached_files(directory, xml, instances_path);
+  virt::Domain domain = libvirt.define(text);
+  if (start) domain.start();
+  return {directory.uuid(), domain.name(), domain.state(), false};
+}
+
+}  // namespace kiln::instance
