@@ -1,5 +1,7 @@
 #include "kiln/config/settings.h"
 
+#include <arpa/inet.h>
+
 #include <functional>
 #include <map>
 #include <set>
@@ -67,6 +69,12 @@ std::uint64_t parse_count(const std::string& value, std::uint64_t maximum) {
   return number;
 }
 
+std::uint64_t parse_positive(const std::string& value, std::uint64_t maximum) {
+  auto number = parse_count(value, maximum);
+  if (number == 0) throw Error(ErrorCode::kInvalidArgument, "'" + value + "' must be at least 1");
+  return number;
+}
+
 std::set<std::string> parse_list(const std::string& value) {
   std::set<std::string> items;
   std::stringstream stream(value);
@@ -86,6 +94,65 @@ std::string parse_readable_file(const std::string& value) {
     throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not a readable file");
   }
   return value;
+}
+
+unsigned parse_mode(const std::string& value) {
+  std::size_t used = 0;
+  unsigned long mode = 0;
+  try {
+    mode = std::stoul(value, &used, 8);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (value.empty() || used != value.size() || value[0] == '-' || mode > 07777) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not an octal file mode such as 0660");
+  }
+  return static_cast<unsigned>(mode);
+}
+
+// "host:port", "[v6 address]:port"; "" means no TCP listener.
+std::optional<ListenAddress> parse_listen(const std::string& value) {
+  if (value.empty()) return std::nullopt;
+  auto colon = value.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not host:port");
+  }
+  ListenAddress address;
+  address.host = value.substr(0, colon);
+  if (address.host.front() == '[') {
+    if (address.host.back() != ']') throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not [address]:port");
+    address.host = address.host.substr(1, address.host.size() - 2);
+  }
+  std::string port = value.substr(colon + 1);
+  std::size_t used = 0;
+  unsigned long number = 0;
+  try {
+    number = std::stoul(port, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (port.empty() || used != port.size() || number == 0 || number > 65535 || address.host.empty()) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not host:port with a port from 1 to 65535");
+  }
+  address.port = static_cast<std::uint16_t>(number);
+  return address;
+}
+
+// The combinations of [rpc] and [tls] that would expose the agent.
+void check_listeners(const Settings& settings) {
+  if (!settings.rpc.listen) return;
+  if (settings.rpc.plain_tcp) {
+    if (!settings.rpc.listen->is_loopback()) {
+      throw Error(ErrorCode::kConfigInvalid, "[rpc] plain_tcp is allowed only when listen is a loopback address, not '" +
+                                                 settings.rpc.listen->host + "'");
+    }
+    return;
+  }
+  const auto& tls = settings.tls;
+  if (tls.cert_file.empty() || tls.key_file.empty() || tls.ca_file.empty()) {
+    throw Error(ErrorCode::kConfigInvalid,
+                "[rpc] listen needs mutual TLS: set [tls] cert_file, key_file and ca_file (or plain_tcp on loopback)");
+  }
 }
 
 constexpr std::uint64_t kDay = 86400;
@@ -142,6 +209,31 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.cache.max_cache_bytes = parse_count(v, UINT64_MAX / 2); }},
       {"image_cache.max_cache_percent",
        [](Settings& s, const std::string& v) { s.cache.max_cache_percent = static_cast<unsigned>(parse_count(v, 100)); }},
+      {"image_cache.manager_interval_seconds",
+       [](Settings& s, const std::string& v) { s.cache_manager_interval = std::chrono::seconds(parse_count(v, 365 * kDay)); }},
+      {"rpc.unix_socket", [](Settings& s, const std::string& v) { s.rpc.unix_socket = parse_absolute_path(v); }},
+      {"rpc.socket_mode", [](Settings& s, const std::string& v) { s.rpc.socket_mode = parse_mode(v); }},
+      {"rpc.socket_group", [](Settings& s, const std::string& v) { s.rpc.socket_group = v; }},
+      {"rpc.listen", [](Settings& s, const std::string& v) { s.rpc.listen = parse_listen(v); }},
+      {"rpc.plain_tcp", [](Settings& s, const std::string& v) { s.rpc.plain_tcp = parse_bool(v); }},
+      {"rpc.max_connections",
+       [](Settings& s, const std::string& v) { s.rpc.max_connections = static_cast<unsigned>(parse_positive(v, 100000)); }},
+      {"rpc.max_body_bytes", [](Settings& s, const std::string& v) { s.rpc.max_body_bytes = parse_positive(v, 1ULL << 30); }},
+      {"rpc.max_header_bytes",
+       [](Settings& s, const std::string& v) { s.rpc.max_header_bytes = parse_positive(v, 1ULL << 20); }},
+      {"rpc.request_timeout_seconds",
+       [](Settings& s, const std::string& v) { s.rpc.request_timeout = std::chrono::seconds(parse_positive(v, 3600)); }},
+      {"rpc.max_concurrent_builds",
+       [](Settings& s, const std::string& v) { s.rpc.max_concurrent_builds = static_cast<unsigned>(parse_positive(v, 1000)); }},
+      {"rpc.max_concurrent_downloads",
+       [](Settings& s, const std::string& v) {
+         s.rpc.max_concurrent_downloads = static_cast<unsigned>(parse_positive(v, 1000));
+       }},
+      {"rpc.shutdown_timeout_seconds",
+       [](Settings& s, const std::string& v) { s.rpc.shutdown_timeout = std::chrono::seconds(parse_count(v, 86400)); }},
+      {"tls.cert_file", [](Settings& s, const std::string& v) { s.tls.cert_file = parse_readable_file(v); }},
+      {"tls.key_file", [](Settings& s, const std::string& v) { s.tls.key_file = parse_readable_file(v); }},
+      {"tls.ca_file", [](Settings& s, const std::string& v) { s.tls.ca_file = parse_readable_file(v); }},
       {"image_cache.reserved_space_mb",
        [](Settings& s, const std::string& v) { s.cache.reserved_bytes = parse_count(v, 1ULL << 30) * kMiB; }},
       {"image_safety.vmdk_allowed_types",
@@ -221,6 +313,12 @@ auto parse_flag(const char* flag, const std::string& value, Parse parse) {
 
 }  // namespace
 
+bool ListenAddress::is_loopback() const {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr address{};
+  return inet_pton(AF_INET, host.c_str(), &address) == 1 && (ntohl(address.s_addr) >> 24) == 127;
+}
+
 Settings load_settings(const Overrides& overrides) {
   Settings settings;
   std::error_code error;
@@ -240,6 +338,13 @@ Settings load_settings(const Overrides& overrides) {
     throw Error(ErrorCode::kConfigInvalid, "[keystone] needs auth_url when any of its keys is set");
   }
   if (overrides.libvirt_uri) settings.libvirt_uri = parse_flag("--libvirt-uri", *overrides.libvirt_uri, parse_nonempty);
+  if (overrides.socket) {
+    settings.rpc.unix_socket = parse_flag("--socket", *overrides.socket, [](const std::string& v) {
+      if (v.empty()) throw Error(ErrorCode::kInvalidArgument, "the value is empty");
+      return fs::absolute(v).lexically_normal();
+    });
+  }
+  check_listeners(settings);
   return settings;
 }
 

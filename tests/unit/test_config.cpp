@@ -133,3 +133,49 @@ TEST_CASE("every commented key of the sample config is a key kiln accepts") {
   REQUIRE(settings.cache.download_retries == 3);
   REQUIRE(settings.cache.inspector.vmdk_allowed_create_types.size() == 2);
 }
+
+TEST_CASE("the agent's [rpc] and [tls] keys have their defaults and parse from the file") {
+  kiln::test::ScratchDir scratch;
+  Overrides overrides;
+  overrides.config_file = scratch / "kiln.conf";
+  kiln::test::write_text(scratch / "kiln.conf", "[DEFAULT]\ninstances_path = /srv/kiln\n");
+  auto defaults = load_settings(overrides);
+  REQUIRE(defaults.rpc.unix_socket == "/run/kiln/kiln.sock");
+  REQUIRE(defaults.rpc.socket_mode == 0660);
+  REQUIRE(!defaults.rpc.listen);
+  REQUIRE(defaults.rpc.max_concurrent_builds == 10);
+  REQUIRE(defaults.rpc.max_concurrent_downloads == 4);
+  REQUIRE(defaults.rpc.max_body_bytes == 1048576);
+  REQUIRE(defaults.rpc.request_timeout == std::chrono::seconds(30));
+  REQUIRE(defaults.rpc.shutdown_timeout == std::chrono::seconds(60));
+  REQUIRE(defaults.cache_manager_interval == std::chrono::seconds(2400));
+
+  kiln::test::write_text(scratch / "kiln.conf",
+                         "[rpc]\nunix_socket = /tmp/k.sock\nsocket_mode = 0600\nlisten = 127.0.0.1:8775\n"
+                         "plain_tcp = true\nmax_connections = 7\n[image_cache]\nmanager_interval_seconds = 0\n");
+  auto settings = load_settings(overrides);
+  REQUIRE(settings.rpc.unix_socket == "/tmp/k.sock");
+  REQUIRE(settings.rpc.socket_mode == 0600);
+  REQUIRE(settings.rpc.listen->host == "127.0.0.1");
+  REQUIRE(settings.rpc.listen->port == 8775);
+  REQUIRE(settings.rpc.max_connections == 7);
+  REQUIRE(settings.cache_manager_interval == std::chrono::seconds(0));
+  overrides.socket = "/tmp/flag.sock";
+  REQUIRE(load_settings(overrides).rpc.unix_socket == "/tmp/flag.sock");
+}
+
+TEST_CASE("TCP without mutual TLS is refused unless plain and on loopback") {
+  kiln::test::ScratchDir scratch;
+  Overrides overrides;
+  overrides.config_file = scratch / "kiln.conf";
+  kiln::test::write_text(scratch / "kiln.conf", "[rpc]\nlisten = 0.0.0.0:8775\nplain_tcp = true\n");
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, "loopback");
+  kiln::test::write_text(scratch / "kiln.conf", "[rpc]\nlisten = [::1]:8775\n");
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, "mutual TLS");
+  kiln::test::write_text(scratch / "kiln.conf", "[rpc]\nsocket_mode = 0999\n");
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, "kiln.conf:2");
+  kiln::test::write_text(scratch / "kiln.conf", "[rpc]\nlisten = nohost\n");
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, "host:port");
+  kiln::test::write_text(scratch / "kiln.conf", "[rpc]\nmax_concurrent_builds = 0\n");
+  REQUIRE_KILN_ERROR_MENTIONS(load_settings(overrides), ErrorCode::kConfigInvalid, "max_concurrent_builds");
+}

@@ -5,6 +5,8 @@
 // with the file, line and key, so a typo never silently falls back to a default.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -20,6 +22,38 @@ namespace kiln::config {
 inline constexpr const char* kDefaultConfigFile = "/etc/kiln/kiln.conf";
 inline constexpr const char* kDefaultInstancesPath = "/var/lib/kiln/instances";
 inline constexpr const char* kDefaultLibvirtUri = "qemu:///system";
+inline constexpr const char* kDefaultSocket = "/run/kiln/kiln.sock";
+
+// A TCP address to listen on ([rpc] listen = host:port, [v6]:port).
+struct ListenAddress {
+  std::string host;  // an IP address or a name, without brackets
+  std::uint16_t port = 0;
+  bool is_loopback() const;  // 127.0.0.0/8, ::1 or "localhost"
+};
+
+// [rpc]: how kilnd listens and how much it takes on at once.
+struct RpcSettings {
+  std::filesystem::path unix_socket = kDefaultSocket;
+  unsigned socket_mode = 0660;
+  std::string socket_group;  // "" = the agent's group
+  std::optional<ListenAddress> listen;  // unset: no TCP
+  bool plain_tcp = false;  // TCP without TLS; only on loopback
+  unsigned max_connections = 128;
+  std::uint64_t max_body_bytes = 1048576;
+  std::uint64_t max_header_bytes = 16384;
+  std::chrono::seconds request_timeout{30};
+  unsigned max_concurrent_builds = 10;  // nova's max_concurrent_builds
+  unsigned max_concurrent_downloads = 4;
+  std::chrono::seconds shutdown_timeout{60};
+};
+
+// [tls]: the TCP listener's certificate and the CA client certificates must
+// chain to (mutual TLS). All three are required for TCP without plain_tcp.
+struct TlsServerSettings {
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;
+};
 
 struct Settings {
   std::filesystem::path instances_path = kDefaultInstancesPath;
@@ -37,6 +71,12 @@ struct Settings {
   // [libvirt]
   std::string libvirt_uri = kDefaultLibvirtUri;
   std::string virt_type;  // "" = choose from libvirt's capabilities
+  // [rpc], [tls] (kilnd)
+  RpcSettings rpc;
+  TlsServerSettings tls;
+  // [image_cache] manager_interval_seconds: kilnd's periodic aging and budget
+  // prune; 0 disables it.
+  std::chrono::seconds cache_manager_interval{2400};
 };
 
 // Values given on the command line; they beat the file.
@@ -45,6 +85,7 @@ struct Overrides {
   std::optional<std::string> instances_path;
   std::optional<std::string> glance;  // one endpoint root, or a comma-separated list
   std::optional<std::string> libvirt_uri;
+  std::optional<std::string> socket;  // kilnd/kilnctl --socket: [rpc] unix_socket
 };
 
 // Throws kiln::Error kConfigInvalid ("file:line: ...") for a bad file,
