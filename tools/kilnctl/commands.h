@@ -15,5 +15,6 @@ using Registry = std::vector<std::pair<CLI::App*, Runner>>;
 void add_instance_commands(CLI::App& app, Registry& registry);
 void add_cache_commands(CLI::App& app, Registry& registry);
 void add_image_commands(CLI::App& app, Registry& registry);
+void add_inventory_commands(CLI::App& app, Registry& registry);
 
 }  // namespace kilnctl
