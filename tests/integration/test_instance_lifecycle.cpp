@@ -1,0 +1,243 @@
+// The operator's side of the lifecycle on the real libvirtd, through kilnctl:
+// instance show/list against qemu-img's own account, du's arithmetic, recover
+// after the domain is lost, and reconcile after a boot killed mid-download.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <thread>
+
+#include "kiln/cache/image_cache.h"
+#include "kiln/util/fs.h"
+#include "peers.h"
+#include "scratch.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using kiln::test::kilnctl;
+using kiln::test::virsh;
+
+namespace {
+
+struct Host {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::vector<std::string> booted;
+
+  ~Host() {
+    for (const auto& uuid : booted) kilnctl(instances, {"delete", uuid});
+  }
+
+  std::string boot(const std::string& image_id, std::vector<std::string> extra = {}) {
+    std::string uuid = kiln::test::random_uuid();
+    std::vector<std::string> args = {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
+                                     "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "16"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto result = kilnctl(instances, args);
+    INFO(result.err);
+    REQUIRE(result.exit_code == 0);
+    booted.push_back(uuid);
+    return uuid;
+  }
+};
+
+std::string domain_state(const std::string& uuid) {
+  auto result = virsh({"domstate", uuid});
+  return result.exit_code == 0 ? result.out.substr(0, result.out.find('\n')) : "absent";
+}
+
+json findings_for(const json& report, const std::string& uuid) {
+  json found = json::array();
+  for (const auto& finding : report["findings"]) {
+    if (finding["uuid"] == uuid) found.push_back(finding);
+  }
+  return found;
+}
+
+// kilnctl started in the background (posix_spawn), killed by the test.
+class BackgroundKilnctl {
+ public:
+  explicit BackgroundKilnctl(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~BackgroundKilnctl() { kill_hard(); }
+  void kill_hard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("instance show tells what qemu-img info --backing-chain and virsh tell") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("show-me", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = host.boot(image_id);
+
+  auto shown = kilnctl(host.instances, {"instance", "show", uuid});
+  REQUIRE(shown.exit_code == 0);
+  REQUIRE(shown.output["domain"]["state"] == "running");
+  REQUIRE(shown.output["domain"]["state"] == domain_state(uuid));
+  REQUIRE(shown.output["provisioning"] == false);
+  fs::path disk = host.instances / uuid / "disk";
+  auto qemu = json::parse(kiln::run_checked(
+      {{"qemu-img", "info", "-U", "--backing-chain", "--output=json", "-f", "qcow2", disk.string()}}));
+  const auto& disks = shown.output["disks"];
+  REQUIRE(disks.size() == 2);  // disk and disk.swap
+  REQUIRE(disks[0]["name"] == "disk");
+  const auto& chain = disks[0]["backing_chain"];
+  REQUIRE(chain.size() == qemu.size());
+  for (std::size_t i = 0; i < qemu.size(); ++i) {
+    INFO("layer " << i);
+    REQUIRE(chain[i]["path"] == qemu[i]["filename"]);
+    REQUIRE(chain[i]["format"] == qemu[i]["format"]);
+    REQUIRE(chain[i]["virtual_size"] == qemu[i]["virtual-size"]);
+    REQUIRE(chain[i]["physical_bytes"] == qemu[i]["actual-size"]);
+  }
+  REQUIRE(disks[0]["problem"].is_null());
+  REQUIRE(disks[1]["backing_chain"][1]["path"] == (host.instances / "_base" / "swap_16").string());
+
+  auto listed = kilnctl(host.instances, {"instance", "list"});
+  REQUIRE(listed.exit_code == 0);
+  REQUIRE(listed.output.size() == 1);
+  REQUIRE(listed.output[0]["uuid"] == uuid);
+
+  auto unknown = kilnctl(host.instances, {"instance", "show", kiln::test::random_uuid()});
+  REQUIRE(unknown.exit_code == 1);
+  REQUIRE(unknown.output["error"]["code"] == "not_found");
+}
+
+TEST_CASE("du shows a base shared by two instances and what deleting each would free") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("du-shared", "qcow2", host.scratch / "image.qcow2");
+  std::string first = host.boot(image_id, {"--no-start"});
+  std::string second = host.boot(image_id, {"--no-start"});
+  std::string base_name = kiln::cache::base_name_for(image_id);
+
+  auto du = kilnctl(host.instances, {"du"});
+  REQUIRE(du.exit_code == 0);
+  std::uint64_t base_bytes = 0;
+  for (const auto& base : du.output["bases"]) {
+    if (base["name"] != base_name && base["name"] != "swap_16") continue;
+    REQUIRE(base["users"] == 2);
+    REQUIRE(base["shared_bytes"] == base["bytes"]);
+    REQUIRE(base["freed_by_deleting"] == 0);
+    if (base["name"] == base_name) base_bytes = base["bytes"];
+  }
+  REQUIRE(base_bytes >= 1024 * 1024);  // the image's 1 MiB of data, at least
+  for (const auto& instance : du.output["instances"]) {
+    REQUIRE(instance["freed_by_deleting"] == instance["own_bytes"]);
+  }
+
+  REQUIRE(kilnctl(host.instances, {"delete", second}).exit_code == 0);
+  auto after = kilnctl(host.instances, {"du"});
+  for (const auto& instance : after.output["instances"]) {
+    REQUIRE(instance["uuid"] == first);
+    REQUIRE(instance["freed_by_deleting"].get<std::uint64_t>() >=
+            instance["own_bytes"].get<std::uint64_t>() + base_bytes);
+  }
+}
+
+TEST_CASE("a domain lost from libvirt is reported by reconcile and re-defined by recover") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
+  std::string image_id = kiln::test::upload_image("recover-me", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = host.boot(image_id);
+  std::string before = kiln::read_file(host.instances / uuid / "libvirt.xml");
+  REQUIRE(virsh({"destroy", uuid}).exit_code == 0);
+  REQUIRE(virsh({"undefine", uuid}).exit_code == 0);
+
+  auto reconciled = kilnctl(host.instances, {"instance", "reconcile"});
+  REQUIRE(reconciled.exit_code == 0);
+  auto found = findings_for(reconciled.output, uuid);
+  REQUIRE(found.size() == 1);
+  REQUIRE(found[0]["kind"] == "directory_without_domain");
+  REQUIRE(fs::exists(host.instances / uuid / "disk"));
+
+  auto recovered = kilnctl(host.instances, {"instance", "recover", uuid});
+  INFO(recovered.err);
+  REQUIRE(recovered.exit_code == 0);
+  REQUIRE(recovered.output["already_defined"] == false);
+  REQUIRE(domain_state(uuid) == "running");
+  REQUIRE(kiln::read_file(host.instances / uuid / "libvirt.xml") == before);
+  REQUIRE(findings_for(kilnctl(host.instances, {"instance", "reconcile"}).output, uuid).empty());
+
+  // With its base gone, an instance cannot be recovered, and nothing is defined.
+  REQUIRE(virsh({"destroy", uuid}).exit_code == 0);
+  REQUIRE(virsh({"undefine", uuid}).exit_code == 0);
+  fs::rename(host.instances / "_base" / kiln::cache::base_name_for(image_id), host.scratch / "moved");
+  auto refused = kilnctl(host.instances, {"instance", "recover", uuid});
+  REQUIRE(refused.exit_code == 1);
+  REQUIRE(refused.output["error"]["code"] == "instance_broken");
+  REQUIRE(domain_state(uuid) == "absent");
+}
+
+TEST_CASE("a boot killed mid-download leaves a half-built directory that reconcile removes") {
+  Host host;
+  fs::path image = host.scratch / "image.raw";
+  {
+    kiln::UniqueFd fd = kiln::open_file(image, O_WRONLY | O_CREAT | O_TRUNC);
+    std::string data(4 << 20, '\x42');
+    kiln::write_all(fd.get(), data, image);
+  }
+  std::string image_id = kiln::test::upload_image("killed", "raw", image);
+  kiln::test::FaultProxy proxy({"--stall", std::to_string(1 << 20), "--times", "100"});
+  std::string uuid = kiln::test::random_uuid();
+  fs::path directory = host.instances / uuid;
+  {
+    BackgroundKilnctl boot({KILN_KILNCTL, "--glance", proxy.url(), "--libvirt-uri", kiln::test::peers().libvirt_uri,
+                            "--instances-path", host.instances.string(), "boot", "--image", image_id, "--uuid", uuid,
+                            "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"});
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (proxy.downloads() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE(proxy.downloads() > 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // bytes reach the .part
+    REQUIRE(fs::exists(directory / ".kiln-provisioning"));
+    boot.kill_hard();
+  }
+  REQUIRE(fs::exists(directory));
+  std::string part = (host.instances / "_base" / (kiln::cache::base_name_for(image_id) + ".part")).string();
+  REQUIRE(fs::exists(part));
+
+  auto dry = kilnctl(host.instances, {"instance", "reconcile", "--dry-run"});
+  REQUIRE(dry.exit_code == 0);
+  REQUIRE(fs::exists(directory));
+  auto reconciled = kilnctl(host.instances, {"instance", "reconcile"});
+  REQUIRE(reconciled.exit_code == 0);
+  auto found = findings_for(reconciled.output, uuid);
+  REQUIRE(found.size() == 1);
+  REQUIRE(found[0]["kind"] == "half_built");
+  REQUIRE(found[0]["changed"] == true);
+  REQUIRE_FALSE(fs::exists(directory));
+  REQUIRE_FALSE(fs::exists(part));
+  REQUIRE(domain_state(uuid) == "absent");
+
+  // The uuid is free again: the same boot now succeeds through the real Glance.
+  auto booted = kilnctl(host.instances, {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
+                                         "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0", "--no-start"});
+  REQUIRE(booted.exit_code == 0);
+  host.booted.push_back(uuid);
+}
