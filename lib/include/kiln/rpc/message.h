@@ -1,0 +1,57 @@
+// kilnd's messages independent of how they travel: a request is a method, a
+// path, a body and the peer that sent it; a response is a status, headers and
+// a JSON body. The HTTP server (kiln/rpc/server.h) is one transport; a message
+// bus can carry the same requests and responses later without touching the
+// dispatch (kiln/rpc/service.h).
+//
+// Errors always answer `{"error": {"code": <stable kiln code>, "message": ...}}`
+// (plus "pointer", the RFC 6901 pointer of the offending field, for a body
+// refused by its schema), with an HTTP status that says who is at fault.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "kiln/util/error.h"
+
+namespace kiln::rpc {
+
+// Who sent a request: SO_PEERCRED on the Unix socket, the address on TCP.
+struct Peer {
+  std::optional<uid_t> uid;
+  std::optional<pid_t> pid;
+  std::string address;  // "unix" or "10.0.0.1:51234"
+
+  // "uid=0 pid=1234" or "10.0.0.1:51234", for log lines.
+  std::string describe() const;
+};
+
+struct Request {
+  std::string method;  // "GET", "POST", "DELETE"
+  std::string target;  // path and query, e.g. "/v1/instances"
+  std::string body;    // raw; validated against the route's schema
+  Peer peer;
+};
+
+struct Response {
+  unsigned status = 200;
+  std::map<std::string, std::string> headers;  // besides Content-Type
+  // Serialised as JSON unless `text_body` is set (the Prometheus exposition).
+  nlohmann::json body = nlohmann::json::object();
+  std::optional<std::string> text_body;
+  std::string content_type = "application/json";
+};
+
+// not_found 404; conflict, instance_exists 409; overloaded, shutting_down
+// 503; invalid_* and flavor_disk_too_small 400; image lookups 404/409/422;
+// upstream failures (glance, http, libvirt) 502; everything else 500.
+unsigned http_status_for(ErrorCode code);
+
+Response error_response(ErrorCode code, const std::string& message);
+Response error_response(unsigned status, ErrorCode code, const std::string& message);
+
+}  // namespace kiln::rpc

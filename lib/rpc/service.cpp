@@ -1,0 +1,437 @@
+#include "kiln/rpc/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "backend.h"
+#include "cache_json.h"
+#include "kiln/cache/maintenance.h"
+#include "kiln/instance/inventory.h"
+#include "kiln/instance/provision.h"
+#include "kiln/rpc/schema_validation.h"
+#include "kiln/util/uuid.h"
+#include "kiln/virt/connection.h"
+
+namespace kiln::rpc {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// "/v1/instances/abc?x=1" -> {"v1", "instances", "abc"}
+std::vector<std::string> path_segments(const std::string& target) {
+  std::string path = target.substr(0, target.find('?'));
+  std::vector<std::string> segments;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    auto slash = path.find('/', start);
+    if (slash == std::string::npos) slash = path.size();
+    if (slash > start) segments.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  return segments;
+}
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
+instance::BootRequest boot_request_from(const json& body) {
+  instance::BootRequest request;
+  request.uuid = lowercase(body.at("uuid").get<std::string>());
+  request.name = body.value("name", std::string());
+  request.image_id = body.at("image_id").get<std::string>();
+  const json& flavor = body.at("flavor");
+  request.vcpus = flavor.at("vcpus").get<unsigned>();
+  request.memory_mb = flavor.at("memory_mb").get<std::uint64_t>();
+  request.root_gb = flavor.at("root_gb").get<std::uint64_t>();
+  request.swap_mb = flavor.value("swap_mb", std::uint64_t{0});
+  request.ephemeral_gb = flavor.value("ephemeral_gb", std::uint64_t{0});
+  for (const json& item : body.value("nics", json::array())) {
+    virt::NetworkInterface nic;
+    nic.type = item.at("type").get<std::string>();
+    nic.bridge = item.value("bridge", std::string());
+    nic.mac = item.value("mac", std::string());
+    nic.tap = item.value("tap", std::string());
+    nic.model = item.value("model", std::string());
+    request.nics.push_back(nic);
+  }
+  request.start = body.value("start", true);
+  return request;
+}
+
+json boot_result_json(const instance::BootResult& result) {
+  const auto& dir = result.directory;
+  return {{"uuid", dir.uuid()},
+          {"instance_dir", dir.path().string()},
+          {"domain", {{"name", result.domain_name}, {"type", result.domain_type}, {"state", result.domain_state}}},
+          {"disk", {{"path", dir.disk().string()}, {"virtual_size", result.root_bytes},
+                    {"backing_file", result.base.path.string()}}},
+          {"base", {{"path", result.base.path.string()}, {"image_id", result.base.record.id},
+                    {"virtual_size", result.base.virtual_size},
+                    {"downloaded_bytes", result.base.downloaded_bytes}}}};
+}
+
+// One libvirt connection per blocking thread for the read-only routes
+// (a Connection is used from one thread at a time); reopened when the URI
+// changes.
+virt::Connection& thread_connection(const std::string& uri) {
+  thread_local std::unique_ptr<virt::Connection> connection;
+  if (!connection || connection->uri() != uri) connection = std::make_unique<virt::Connection>(uri);
+  return *connection;
+}
+
+// Holds a download slot for its lifetime.
+class DownloadSlot {
+ public:
+  explicit DownloadSlot(std::counting_semaphore<4096>& slots) : slots_(slots) { slots_.acquire(); }
+  ~DownloadSlot() { slots_.release(); }
+  DownloadSlot(const DownloadSlot&) = delete;
+  DownloadSlot& operator=(const DownloadSlot&) = delete;
+
+ private:
+  std::counting_semaphore<4096>& slots_;
+};
+
+}  // namespace
+
+Service::Service(const config::Settings& settings)
+    : backend_(std::make_shared<Backend>(settings)),
+      download_slots_(static_cast<std::ptrdiff_t>(settings.rpc.max_concurrent_downloads)),
+      runner_(settings.rpc.max_concurrent_builds, metrics_) {}
+
+Service::~Service() = default;
+
+std::shared_ptr<Backend> Service::backend() const {
+  std::lock_guard lock(mutex_);
+  return backend_;
+}
+
+config::Settings Service::settings() const { return backend()->settings(); }
+
+Response Service::handle(const Request& request) {
+  Response response;
+  try {
+    response = route(request);
+  } catch (const ValidationError& error) {
+    response = error_response(400, error.code(), error.what());
+    response.body["error"]["pointer"] = error.pointer();
+  } catch (const Error& error) {
+    response = error_response(error.code(), error.what());
+  } catch (const std::exception& error) {
+    response = error_response(ErrorCode::kInternalError, error.what());
+  }
+  metrics_.count_http_request(response.status);
+  auto level = response.status >= 500 ? spdlog::level::warn : spdlog::level::info;
+  std::string error_text;
+  if (response.status >= 400 && response.body.contains("error")) {
+    error_text = " error=" + response.body["error"].value("code", std::string()) + ": " +
+                 response.body["error"].value("message", std::string());
+  }
+  std::string operation_text;
+  if (response.body.is_object() && response.body.contains("operation_id")) {
+    operation_text = " operation=" + response.body["operation_id"].get<std::string>();
+  }
+  spdlog::log(level, "rpc {} {} -> {} peer={}{}{}", request.method, request.target, response.status,
+              request.peer.describe(), operation_text, error_text);
+  return response;
+}
+
+Response Service::route(const Request& request) {
+  auto segments = path_segments(request.target);
+  const std::string& method = request.method;
+  auto no_body = [&] {
+    if (request.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+      throw ValidationError(method + " " + request.target + " takes no request body", "");
+    }
+  };
+  auto method_not_allowed = [&] {
+    return error_response(405, ErrorCode::kInvalidArgument, method + " is not allowed on " + request.target);
+  };
+
+  if (segments.size() == 1 && segments[0] == "healthz") {
+    if (method != "GET") return method_not_allowed();
+    no_body();
+    if (runner_.draining()) return error_response(ErrorCode::kShuttingDown, "the agent is shutting down");
+    Response response;
+    response.body = {{"status", "ok"}, {"operations_unfinished", runner_.unfinished()}};
+    return response;
+  }
+  if (segments.size() == 1 && segments[0] == "metrics") {
+    if (method != "GET") return method_not_allowed();
+    no_body();
+    return metrics_exposition();
+  }
+  if (segments.empty() || segments[0] != "v1") {
+    return error_response(ErrorCode::kNotFound, "no such resource: " + request.target);
+  }
+  if (segments.size() == 2 && segments[1] == "instances") {
+    if (method == "POST") return boot(request);
+    if (method == "GET") return no_body(), list_instances();
+    return method_not_allowed();
+  }
+  if (segments.size() == 3 && segments[1] == "instances") {
+    if (method == "GET") return no_body(), show_instance(segments[2]);
+    if (method == "DELETE") return no_body(), delete_instance(segments[2], request);
+    return method_not_allowed();
+  }
+  if (segments.size() == 4 && segments[1] == "images" && segments[3] == "cache") {
+    if (method == "POST") return precache(segments[2], request);
+    return method_not_allowed();
+  }
+  if (segments.size() == 2 && segments[1] == "cache") {
+    if (method == "GET") return no_body(), list_cache();
+    return method_not_allowed();
+  }
+  if (segments.size() == 3 && segments[1] == "cache" && segments[2] == "prune") {
+    if (method == "POST") return prune(request);
+    return method_not_allowed();
+  }
+  if (segments.size() == 3 && segments[1] == "operations") {
+    if (method == "GET") return no_body(), operation(segments[2]);
+    return method_not_allowed();
+  }
+  return error_response(ErrorCode::kNotFound, "no such resource: " + request.target);
+}
+
+Response Service::accepted(const std::shared_ptr<Operation>& operation) {
+  Response response;
+  response.status = 202;
+  response.headers["Location"] = "/v1/operations/" + operation->id();
+  response.body = {{"operation_id", operation->id()}, {"kind", operation->kind()},
+                   {"state", state_name(operation->state())}};
+  if (!operation->uuid().empty()) response.body["uuid"] = operation->uuid();
+  if (!operation->image_id().empty()) response.body["image_id"] = operation->image_id();
+  return response;
+}
+
+void Service::fetch_base(const Backend& backend, const std::string& image_id, Operation& operation) {
+  const auto& cache = backend.cache();
+  operation.set_step("looking up the image");
+  auto record = cache.lookup(image_id);
+  std::error_code error;
+  if (fs::exists(cache.base_directory() / cache::base_name_for(image_id), error)) return;
+  operation.set_step("waiting for a download slot");
+  DownloadSlot slot(download_slots_);
+  operation.set_step("fetching the image");
+  auto lease = cache.acquire(record, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+    operation.set_bytes(done, total);
+  });
+  metrics_.add_downloaded_bytes(lease.base.downloaded_bytes);
+  if (lease.base.downloaded_bytes > 0) {
+    spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, lease.base.downloaded_bytes);
+  }
+}
+
+Response Service::boot(const Request& request) {
+  json body = validate_body("boot-request", request.body);
+  auto boot_request = boot_request_from(body);
+  body["uuid"] = boot_request.uuid;
+  std::string fingerprint = body.dump();
+  auto backend = this->backend();
+
+  std::lock_guard lock(mutex_);
+  auto existing = boots_.find(boot_request.uuid);
+  if (existing != boots_.end()) {
+    const auto& record = existing->second;
+    if (record.fingerprint != fingerprint) {
+      throw Error(ErrorCode::kConflict, "instance " + boot_request.uuid +
+                                            " was already requested with a different body (operation " +
+                                            record.operation->id() + ")");
+    }
+    if (record.operation->state() != OperationState::kFailed) return accepted(record.operation);
+  } else {
+    std::error_code error;
+    if (fs::exists(backend->settings().instances_path / boot_request.uuid, error)) {
+      throw Error(ErrorCode::kInstanceExists, "instance " + boot_request.uuid + " already exists on this host");
+    }
+  }
+  auto pending_delete = deletes_.find(boot_request.uuid);
+  if (pending_delete != deletes_.end() && !pending_delete->second->finished()) {
+    throw Error(ErrorCode::kConflict, "instance " + boot_request.uuid + " is being deleted (operation " +
+                                          pending_delete->second->id() + ")");
+  }
+
+  auto operation = runner_.submit("boot", boot_request.uuid, boot_request.image_id,
+                                  [this, backend, boot_request](Operation& operation) {
+    spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
+                 boot_request.image_id);
+    fetch_base(*backend, boot_request.image_id, operation);
+    operation.set_step("building the instance");
+    virt::Connection libvirt(backend->settings().libvirt_uri);
+    instance::Host host{backend->settings().instances_path, backend->cache(), libvirt, backend->settings().virt_type};
+    auto result = instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+      operation.set_bytes(done, total);
+    });
+    metrics_.add_downloaded_bytes(result.base.downloaded_bytes);
+    metrics_.count_boot();
+    spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
+                 boot_request.image_id, result.domain_name, result.domain_state);
+    return boot_result_json(result);
+  });
+  operation->set_metadata(body.value("metadata", json::object()));
+  boots_[boot_request.uuid] = BootRecord{fingerprint, operation};
+  return accepted(operation);
+}
+
+Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
+  std::string uuid = normalize_uuid(raw_uuid);
+  auto backend = this->backend();
+  std::lock_guard lock(mutex_);
+  auto boot = boots_.find(uuid);
+  if (boot != boots_.end() && !boot->second.operation->finished()) {
+    throw Error(ErrorCode::kConflict, "instance " + uuid + " is still being booted (operation " +
+                                          boot->second.operation->id() + ")");
+  }
+  auto pending = deletes_.find(uuid);
+  if (pending != deletes_.end() && !pending->second->finished()) return accepted(pending->second);
+  auto operation = runner_.submit("delete", uuid, "", [this, backend, uuid](Operation& operation) {
+    operation.set_step("destroying and undefining the domain, removing the directory");
+    virt::Connection libvirt(backend->settings().libvirt_uri);
+    auto result = instance::delete_instance(uuid, backend->settings().instances_path, libvirt);
+    {
+      // The uuid may be booted again, as a new instance.
+      std::lock_guard lock(mutex_);
+      auto boot = boots_.find(uuid);
+      if (boot != boots_.end() && boot->second.operation->finished()) boots_.erase(boot);
+    }
+    spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
+                 result.domain_found, result.directory_found);
+    return json{{"uuid", uuid}, {"domain_found", result.domain_found}, {"directory_found", result.directory_found}};
+  });
+  deletes_[uuid] = operation;
+  return accepted(operation);
+}
+
+Response Service::precache(const std::string& image_id, const Request& request) {
+  validate_body("precache-request", request.body);
+  if (!is_canonical_uuid(image_id)) {
+    throw ValidationError("'" + image_id + "' in the path is not an image id (a UUID)", "");
+  }
+  auto backend = this->backend();
+  auto operation = runner_.submit("precache", "", image_id, [this, backend, image_id](Operation& operation) {
+    fetch_base(*backend, image_id, operation);
+    auto base = backend->cache().base_directory() / cache::base_name_for(image_id);
+    return json{{"image_id", image_id}, {"base", base.string()}};
+  });
+  return accepted(operation);
+}
+
+Response Service::list_instances() {
+  auto backend = this->backend();
+  auto reports = instance::list_instances(backend->settings().instances_path,
+                                          thread_connection(backend->settings().libvirt_uri));
+  json out = json::array();
+  for (const auto& report : reports) out.push_back(instance::to_json(report));
+  Response response;
+  response.body = {{"instances", out}};
+  return response;
+}
+
+Response Service::show_instance(const std::string& uuid) {
+  auto backend = this->backend();
+  Response response;
+  response.body = instance::to_json(instance::show_instance(normalize_uuid(uuid), backend->settings().instances_path,
+                                                            thread_connection(backend->settings().libvirt_uri)));
+  return response;
+}
+
+Response Service::list_cache() {
+  auto entries = cache::list_cache(backend()->settings().instances_path);
+  json out = json::array();
+  for (const auto& entry : entries) out.push_back(cache_entry_json(entry));
+  Response response;
+  response.body = {{"bases", out}};
+  return response;
+}
+
+Response Service::prune(const Request& request) {
+  json body = validate_body("prune-request", request.body);
+  auto backend = this->backend();
+  bool dry_run = body.value("dry_run", false);
+  auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
+                                      cache::Clock::now(), dry_run);
+  Response response;
+  response.body = {{"dry_run", dry_run}, {"decisions", prune_decisions_json(decisions)}};
+  return response;
+}
+
+Response Service::operation(const std::string& id) {
+  auto operation = runner_.find(id);
+  if (!operation) throw Error(ErrorCode::kNotFound, "no operation " + id);
+  Response response;
+  response.body = operation->to_json();
+  return response;
+}
+
+Response Service::metrics_exposition() {
+  std::uint64_t bytes = 0;
+  std::size_t entries = 0;
+  std::error_code error;
+  if (fs::exists(backend()->settings().instances_path / "_base", error)) {
+    for (const auto& entry : cache::list_cache(backend()->settings().instances_path)) {
+      bytes += entry.physical_bytes;
+      ++entries;
+    }
+  }
+  Response response;
+  response.text_body = metrics_.exposition(bytes, entries);
+  response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  return response;
+}
+
+std::vector<std::string> Service::reload(const config::Settings& settings) {
+  std::vector<std::string> changed;
+  auto old = backend()->settings();
+  if (old.glance_api_servers.size() != settings.glance_api_servers.size() ||
+      old.glance_token != settings.glance_token || old.keystone.has_value() != settings.keystone.has_value() ||
+      old.glance_tls.ca_file != settings.glance_tls.ca_file || old.glance_tls.verify != settings.glance_tls.verify) {
+    changed.push_back("glance");
+  } else {
+    for (std::size_t i = 0; i < old.glance_api_servers.size(); ++i) {
+      if (old.glance_api_servers[i].to_string() != settings.glance_api_servers[i].to_string()) {
+        changed.push_back("glance");
+        break;
+      }
+    }
+  }
+  const auto& a = old.cache;
+  const auto& b = settings.cache;
+  if (a.unused_minimum_age != b.unused_minimum_age || a.max_cache_bytes != b.max_cache_bytes ||
+      a.max_cache_percent != b.max_cache_percent || a.reserved_bytes != b.reserved_bytes ||
+      a.allowed_disk_formats != b.allowed_disk_formats || a.download_retries != b.download_retries ||
+      a.verify_signatures != b.verify_signatures) {
+    changed.push_back("image cache policy");
+  }
+  if (old.cache_manager_interval != settings.cache_manager_interval) changed.push_back("cache manager interval");
+  if (old.libvirt_uri != settings.libvirt_uri) changed.push_back("libvirt connection_uri");
+  if (old.instances_path != settings.instances_path) {
+    throw Error(ErrorCode::kConfigInvalid, "instances_path cannot change without a restart");
+  }
+  std::lock_guard lock(mutex_);
+  backend_ = std::make_shared<Backend>(settings);
+  return changed;
+}
+
+std::size_t Service::run_cache_manager() {
+  auto backend = this->backend();
+  auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
+                                      cache::Clock::now(), false);
+  std::size_t removed = 0;
+  for (const auto& decision : decisions) {
+    if (!decision.removed) continue;
+    ++removed;
+    spdlog::info("cache manager: removed base {} ({} bytes): {}", decision.name, decision.physical_bytes,
+                 decision.reason);
+  }
+  return removed;
+}
+
+bool Service::drain(std::chrono::milliseconds timeout) { return runner_.drain(timeout); }
+
+}  // namespace kiln::rpc
