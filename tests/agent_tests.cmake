@@ -7,10 +7,33 @@ add_executable(kiln_agent_tests
   agent/test_agent_lock.cpp
   agent/test_notify.cpp
   agent/test_logging.cpp
+  agent/test_config_schema.cpp
   ${CMAKE_SOURCE_DIR}/agent/agent_lock.cpp
   ${CMAKE_SOURCE_DIR}/agent/notify.cpp
   ${CMAKE_SOURCE_DIR}/agent/logging.cpp
 )
 target_include_directories(kiln_agent_tests PRIVATE ${CMAKE_SOURCE_DIR}/agent)
 target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support spdlog::spdlog PkgConfig::SYSTEMD)
+target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 catch_discover_tests(kiln_agent_tests TEST_PREFIX "agent: ")
+
+# The systemd unit and tmpfiles.d, judged by systemd's own tools.
+set(KILN_AGENT_TESTS ${CMAKE_CURRENT_SOURCE_DIR}/agent)
+add_test(NAME "agent: kilnd.service installs in the .deb's layout and passes systemd-analyze verify"
+         COMMAND ${KILN_AGENT_TESTS}/verify-unit ${CMAKE_BINARY_DIR})
+add_test(NAME "agent: kilnd.service's systemd-analyze security exposure is at most 4.0"
+         COMMAND ${KILN_AGENT_TESTS}/unit-security ${CMAKE_SOURCE_DIR} 4.0)
+add_test(NAME "agent: systemd-tmpfiles creates kiln's directories with modes QEMU can traverse"
+         COMMAND ${KILN_AGENT_TESTS}/create-tmpfiles ${CMAKE_SOURCE_DIR})
+
+# The .deb: built by cpack and installed by dpkg (a fixture for the tests that use it).
+set(KILN_AGENT_DEB_DIR ${CMAKE_BINARY_DIR}/agent-deb)
+add_test(NAME "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
+         COMMAND ${KILN_AGENT_TESTS}/check-deb ${CMAKE_BINARY_DIR} ${KILN_AGENT_DEB_DIR})
+set_tests_properties(
+  "agent: kilnd.service installs in the .deb's layout and passes systemd-analyze verify"
+  "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
+  PROPERTIES RESOURCE_LOCK kiln_install TIMEOUT 600)
+set_tests_properties(
+  "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
+  PROPERTIES FIXTURES_SETUP kiln_deb)
