@@ -26,10 +26,12 @@ add_test(NAME "agent: kilnd.service's systemd-analyze security exposure is at mo
 add_test(NAME "agent: systemd-tmpfiles creates kiln's directories with modes QEMU can traverse"
          COMMAND ${KILN_AGENT_TESTS}/create-tmpfiles ${CMAKE_SOURCE_DIR})
 
-# The .deb: built by cpack and installed by dpkg (a fixture for the tests that use it).
+# The .deb: built by cpack and installed by dpkg (a fixture), then its kilnd started.
 set(KILN_AGENT_DEB_DIR ${CMAKE_BINARY_DIR}/agent-deb)
 add_test(NAME "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
          COMMAND ${KILN_AGENT_TESTS}/check-deb ${CMAKE_BINARY_DIR} ${KILN_AGENT_DEB_DIR})
+add_test(NAME "agent: the packaged kilnd starts with the sample config, sends READY=1, answers /healthz and stops on SIGTERM"
+         COMMAND ${KILN_AGENT_TESTS}/start-packaged-kilnd ${KILN_AGENT_DEB_DIR})
 set_tests_properties(
   "agent: kilnd.service installs in the .deb's layout and passes systemd-analyze verify"
   "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
@@ -37,3 +39,6 @@ set_tests_properties(
 set_tests_properties(
   "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
   PROPERTIES FIXTURES_SETUP kiln_deb)
+set_tests_properties(
+  "agent: the packaged kilnd starts with the sample config, sends READY=1, answers /healthz and stops on SIGTERM"
+  PROPERTIES FIXTURES_REQUIRED kiln_deb TIMEOUT 300)
