@@ -4,7 +4,7 @@ namespace kiln::rpc {
 
 std::string Peer::describe() const {
   if (uid && pid) return "uid=" + std::to_string(*uid) + " pid=" + std::to_string(*pid);
-  return address;
+  return address.empty() ? "in-process" : address;
 }
 
 unsigned http_status_for(ErrorCode code) {
