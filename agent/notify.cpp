@@ -1,7 +1,6 @@
 #include "notify.h"
 
 #include <systemd/sd-daemon.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -17,7 +16,7 @@ SystemdNotifier::SystemdNotifier() {
   }
 }
 
-void SystemdNotifier::ready() { send("READY=1\nMAINPID=" + std::to_string(::getpid())); }
+void SystemdNotifier::ready() { send("READY=1"); }
 
 void SystemdNotifier::stopping() { send("STOPPING=1"); }
 

@@ -31,7 +31,7 @@ class SystemdNotifier {
   // Reads WATCHDOG_USEC (honouring WATCHDOG_PID, as sd_watchdog_enabled does).
   SystemdNotifier();
 
-  void ready();      // READY=1 (plus MAINPID, so the pid is right however kilnd was started)
+  void ready();      // READY=1
   void stopping();   // STOPPING=1
   void reloading();  // RELOADING=1; send ready() when the reload ends
   void watchdog();   // WATCHDOG=1
