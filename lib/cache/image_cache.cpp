@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "fetch.h"
@@ -58,20 +60,49 @@ void rethrow_failure_since(const fs::path& lock_path, Clock::time_point since) {
   if (code) throw Error(*code, record["message"].get<std::string>());
 }
 
+// Aging works in hours (a day by default), so the last use is rewritten at
+// most once a minute: a burst of boots from one image pays for no .info
+// write (two fsyncs) after the first.
+void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now) {
+  constexpr auto kResolution = std::chrono::minutes(1);
+  if (now - info.last_used_at < kResolution && now >= info.last_used_at) return;
+  info.last_used_at = now;
+  save_base_info(base_path, info);
+}
+
 }  // namespace
 
 std::string base_name_for(const std::string& image_id) { return hex_digest_of("sha1", image_id); }
 
+// Active, usable records by image id, with when Glance gave them.
+struct ImageCache::RememberedRecords {
+  std::mutex mutex;
+  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, glance::ImageRecord>> by_id;
+};
+
 ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glance, CachePolicy policy)
-    : instances_path_(std::move(instances_path)), glance_(glance), policy_(std::move(policy)) {}
+    : instances_path_(std::move(instances_path)),
+      glance_(glance),
+      policy_(std::move(policy)),
+      records_(std::make_shared<RememberedRecords>()) {}
 
 fs::path ImageCache::lock_path(const std::string& base_name) const {
   return lock_directory() / ("kiln-" + base_name);
 }
 
 glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
+  auto now = std::chrono::steady_clock::now();
+  if (policy_.image_record_ttl.count() > 0) {
+    std::lock_guard lock(records_->mutex);
+    auto it = records_->by_id.find(image_id);
+    if (it != records_->by_id.end() && now - it->second.first < policy_.image_record_ttl) return it->second.second;
+  }
   glance::ImageRecord record = glance_.get_image(image_id);
   check_usable(record, policy_);
+  if (policy_.image_record_ttl.count() > 0) {
+    std::lock_guard lock(records_->mutex);
+    records_->by_id[image_id] = {now, record};
+  }
   return record;
 }
 
@@ -122,8 +153,7 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
     info = load_base_info(base_path);
     if (!info) throw Error(ErrorCode::kIoError, "the .info of " + base_path.string() + " vanished");
   }
-  info->last_used_at = Clock::now();
-  save_base_info(base_path, *info);
+  record_use(base_path, *info, Clock::now());
   BaseImage base{base_path, kiln::file_size(base_path), record, outcome.downloaded_bytes, outcome.resumes};
   return BaseLease{std::move(base), std::move(lock)};
 }

@@ -38,6 +38,12 @@ void DiskInfo::add(const std::filesystem::path& disk, const std::string& format)
 
 std::string DiskInfo::to_json() const { return nlohmann::json(entries_).dump() + "\n"; }
 
-void DiskInfo::save(const std::filesystem::path& file) const { atomic_write_file(file, to_json()); }
+void DiskInfo::save(const std::filesystem::path& file, Durability durability) const {
+  if (durability == Durability::kSynced) {
+    atomic_write_file(file, to_json());
+  } else {
+    write_new_file(file, to_json());
+  }
+}
 
 }  // namespace kiln::disk

@@ -23,10 +23,10 @@ void run_qemu_img_create(const std::filesystem::path& overlay, const std::filesy
 }  // namespace
 
 void create_overlay(const std::filesystem::path& overlay, const std::filesystem::path& backing,
-                    std::uint64_t virtual_size, OverlayWriter writer) {
+                    std::uint64_t virtual_size, OverlayWriter writer, Durability durability) {
   switch (writer) {
     case OverlayWriter::kNative:
-      write_qcow2_overlay(overlay, backing, virtual_size);
+      write_qcow2_overlay(overlay, backing, virtual_size, durability);
       return;
     case OverlayWriter::kQemuImg:
       check_overlay_request(backing, virtual_size);

@@ -319,7 +319,7 @@ void check_overlay_request(const fs::path& backing, std::uint64_t requested_byte
 }
 
 void write_qcow2_overlay(const fs::path& overlay, const fs::path& backing,
-                         std::uint64_t requested_bytes) {
+                         std::uint64_t requested_bytes, Durability durability) {
   check_overlay_request(backing, requested_bytes);
   Qcow2OverlayLayout layout = qcow2_overlay_layout(requested_bytes);
   // O_EXCL: never over an existing file; the file, once created, is ours to
@@ -327,7 +327,7 @@ void write_qcow2_overlay(const fs::path& overlay, const fs::path& backing,
   UniqueFd fd = open_file(overlay, O_WRONLY | O_CREAT | O_EXCL, 0644);
   TemporaryPath unfinished(overlay);
   write_metadata(fd.get(), layout, backing.native(), overlay);
-  fsync_file(fd.get(), overlay);
+  if (durability == Durability::kSynced) fsync_file(fd.get(), overlay);
   unfinished.keep();
 }
 

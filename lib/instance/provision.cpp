@@ -138,9 +138,7 @@ ProvisioningMarker create_marker(const InstanceDir& directory, const BootRequest
                            {"vcpus", request.vcpus}, {"memory_mb", request.memory_mb},
                            {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb},
                            {"ephemeral_gb", request.ephemeral_gb}};
-  ProvisioningMarker result(directory.provisioning_marker(), marker.dump());
-  fsync_directory(directory.path().parent_path());
-  return result;
+  return ProvisioningMarker(directory.provisioning_marker(), marker.dump());
 }
 
 // A base is inspected again before every use: safety rules may have been
@@ -171,7 +169,8 @@ cache::BaseImage build_root(const BootRequest& request, const Host& host, const 
     spec.boot_from_cdrom = true;
   } else {
     root_bytes = root_size(request, images.root.id, lease.base.virtual_size);
-    disk::create_overlay(directory.disk(), lease.base.path, root_bytes);
+    disk::create_overlay(directory.disk(), lease.base.path, root_bytes, disk::OverlayWriter::kNative,
+                         Durability::kCallerSyncs);
   }
   spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2"};
   return lease.base;
@@ -196,7 +195,8 @@ std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& 
   disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                          request.ephemeral_gb,
                                                          disk::ephemeral_filesystem_for(spec.os_type));
-  disk::create_overlay(directory.ephemeral_disk(), base.path, base.size_bytes);
+  disk::create_overlay(directory.ephemeral_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
+                       Durability::kCallerSyncs);
   disk_info.add(directory.ephemeral_disk(), "qcow2");
   spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2"};
   return base.path;
@@ -207,7 +207,8 @@ std::optional<fs::path> build_swap(const BootRequest& request, const Host& host,
   if (request.swap_mb == 0) return std::nullopt;
   disk::SwapBase base = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                request.swap_mb);
-  disk::create_overlay(directory.swap_disk(), base.path, base.size_bytes);
+  disk::create_overlay(directory.swap_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
+                       Durability::kCallerSyncs);
   disk_info.add(directory.swap_disk(), "qcow2");
   spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2"};
   return base.path;
@@ -215,6 +216,15 @@ std::optional<fs::path> build_swap(const BootRequest& request, const Host& host,
 
 void create_console_log(const InstanceDir& directory) {
   open_file(directory.console_log(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+}
+
+// The instance's files and the directory itself, for one fsync_together().
+std::vector<fs::path> files_of(const InstanceDir& directory) {
+  std::vector<fs::path> files{directory.path()};
+  for (const auto& entry : fs::directory_iterator(directory.path())) {
+    if (entry.path() != directory.provisioning_marker()) files.push_back(entry.path());
+  }
+  return files;
 }
 
 // Undefines (and powers off) a defined domain unless dismissed.
@@ -264,13 +274,16 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   disk_info.add(directory.disk(), "qcow2");
   result.ephemeral_base = build_ephemeral(request, host, directory, spec, disk_info);
   result.swap_base = build_swap(request, host, directory, spec, disk_info);
-  disk_info.save(directory.disk_info());
+  disk_info.save(directory.disk_info(), Durability::kCallerSyncs);
   create_console_log(directory);
   marker.record("disks");
 
   std::string xml = virt::build_domain_xml(spec);
-  atomic_write_file(directory.libvirt_xml(), xml);
+  write_new_file(directory.libvirt_xml(), xml);
   marker.record("libvirt_xml");
+  // Everything the domain will use is durable before libvirt knows of it.
+  fsync_together(files_of(directory));
+  marker.record("synced");
   virt::Domain domain = host.libvirt.define(xml);
   DomainRollback rollback(domain);
   marker.record("defined");

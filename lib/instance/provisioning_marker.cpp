@@ -17,8 +17,9 @@ ProvisioningMarker::ProvisioningMarker(const std::filesystem::path& path, const 
   if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) throw_io_error("cannot lock " + path.string(), errno);
   std::string line = request_json + "\n";
   write_all(fd_.get(), line, path_);
-  if (::fsync(fd_.get()) != 0) throw_io_error("cannot fsync " + path.string(), errno);
-  fsync_directory(path.parent_path());
+  // The marker, the instance directory's entry for it, and the instances
+  // path's entry for the directory: durable before anything else is written.
+  fsync_together({path, path.parent_path(), path.parent_path().parent_path()});
 }
 
 void ProvisioningMarker::record(const std::string& step) {
@@ -28,7 +29,6 @@ void ProvisioningMarker::record(const std::string& step) {
 
 void ProvisioningMarker::finish() {
   if (::unlink(path_.c_str()) != 0) throw_io_error("cannot remove " + path_.string(), errno);
-  fsync_directory(path_.parent_path());
 }
 
 std::optional<MarkerState> read_marker(const std::filesystem::path& path) {

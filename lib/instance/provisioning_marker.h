@@ -4,7 +4,8 @@
 // Invariants: while a provision runs, its process holds an exclusive flock on
 // the marker, so reconcile (in any process) can tell a running provision from
 // one a crash cut short. The first line is the boot request as JSON, written
-// and fsync'd before anything else exists in the directory; each later line
+// and fsync'd (with the directory entries leading to it) before anything else
+// exists in the directory; each later line
 // records one finished step ({"step": "root_disk"}). Steps are appended
 // without fsync: they tell an operator how far a crashed provision got, but
 // no decision depends on them (reconcile decides from the marker's presence,
@@ -27,7 +28,8 @@ class ProvisioningMarker {
   ProvisioningMarker(ProvisioningMarker&&) noexcept = default;
 
   void record(const std::string& step);
-  // Unlinks the marker (still holding its lock) and fsyncs the directory.
+  // Unlinks the marker, still holding its lock. Not fsync'd: should a crash
+  // bring the marker back, its domain is defined and reconcile removes it.
   void finish();
 
  private:

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <thread>
 
 #include "kiln/util/error.h"
 
@@ -61,6 +62,33 @@ void fsync_file(int fd, const fs::path& path_for_errors) {
 void fsync_directory(const fs::path& directory) {
   UniqueFd fd = open_file(directory, O_RDONLY | O_DIRECTORY);
   fsync_file(fd.get(), directory);
+}
+
+void fsync_together(const std::vector<fs::path>& paths) {
+  std::vector<int> errors(paths.size(), 0);
+  {
+    std::vector<std::jthread> syncs;
+    syncs.reserve(paths.size());
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+      syncs.emplace_back([&, i] {
+        int fd = ::open(paths[i].c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+          errors[i] = errno;
+          return;
+        }
+        if (::fsync(fd) != 0) errors[i] = errno;
+        ::close(fd);
+      });
+    }
+  }
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    if (errors[i] != 0) throw_io_error("cannot fsync " + paths[i].string(), errors[i]);
+  }
+}
+
+void write_new_file(const fs::path& path, std::string_view content, unsigned mode) {
+  UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+  write_all(fd.get(), content, path);
 }
 
 void atomic_write_file(const fs::path& path, std::string_view content, unsigned mode) {

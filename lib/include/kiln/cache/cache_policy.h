@@ -49,6 +49,13 @@ struct CachePolicy {
   // first until the cache fits. The smaller of the two limits applies.
   std::uint64_t max_cache_bytes = 0;
   unsigned max_cache_percent = 0;  // of the filesystem's size
+
+  // How long lookup() may answer from a record Glance gave earlier (0: always
+  // ask Glance). A boot of a cached image otherwise spends most of its time on
+  // that GET (13 ms of 24 in tools/bench/boot.sh); the cost of a TTL is that
+  // an image deactivated or deleted in Glance still boots from cache until its
+  // record expires. Image data never changes once active, so bases are safe.
+  std::chrono::seconds image_record_ttl{0};
 };
 
 }  // namespace kiln::cache

@@ -12,13 +12,14 @@
 // once; those that waited for a download that failed get the same error
 // without downloading again (locks/kiln-<name>.failed records it).
 //
-// Thread-safe: an ImageCache holds no mutable state; the filesystem and the
-// locks are the state.
+// Thread-safe: the filesystem and the locks are the state; the only memory is
+// the records remembered for CachePolicy::image_record_ttl, under a mutex.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,8 +56,9 @@ class ImageCache {
   ImageCache(std::filesystem::path instances_path, const glance::GlanceClient& glance,
              CachePolicy policy = {});
 
-  // Reads the image record from Glance and checks that it may become a base:
-  // status "active", disk_format and container_format allowed. Fetches no data.
+  // Reads the image record from Glance (or, within image_record_ttl, from
+  // memory) and checks that it may become a base: status "active",
+  // disk_format and container_format allowed. Fetches no data.
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
   // kHttpError, kGlanceError.
   glance::ImageRecord lookup(const std::string& image_id) const;
@@ -76,9 +78,12 @@ class ImageCache {
  private:
   void ensure_space(const glance::ImageRecord& record) const;
 
+  struct RememberedRecords;
+
   std::filesystem::path instances_path_;
   const glance::GlanceClient& glance_;
   CachePolicy policy_;
+  std::shared_ptr<RememberedRecords> records_;
 };
 
 }  // namespace kiln::cache

@@ -10,6 +10,8 @@
 #include <map>
 #include <string>
 
+#include "kiln/util/fs.h"
+
 namespace kiln::disk {
 
 class DiskInfo {
@@ -24,7 +26,9 @@ class DiskInfo {
 
   // One line of JSON with a trailing newline.
   std::string to_json() const;
-  void save(const std::filesystem::path& file) const;
+  // Replaces `file` atomically (kSynced), or creates it, which must not
+  // exist, for a caller that syncs it (kCallerSyncs).
+  void save(const std::filesystem::path& file, Durability durability = Durability::kSynced) const;
 
   const std::map<std::string, std::string>& entries() const { return entries_; }
 

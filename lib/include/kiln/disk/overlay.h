@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "kiln/util/fs.h"
+
 namespace kiln::disk {
 
 enum class OverlayWriter {
@@ -26,7 +28,10 @@ enum class OverlayWriter {
 // kInvalidArgument (backing not absolute or too long, size 0 or above
 // kMaxOverlayVirtualSize), kNotFound (no backing file), kIoError (the overlay
 // exists or cannot be written), kSubprocessFailed (qemu-img failed).
+// With Durability::kCallerSyncs the native writer skips its fsync (qemu-img
+// never fsyncs).
 void create_overlay(const std::filesystem::path& overlay, const std::filesystem::path& backing,
-                    std::uint64_t virtual_size, OverlayWriter writer = OverlayWriter::kNative);
+                    std::uint64_t virtual_size, OverlayWriter writer = OverlayWriter::kNative,
+                    Durability durability = Durability::kSynced);
 
 }  // namespace kiln::disk

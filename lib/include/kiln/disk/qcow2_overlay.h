@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "kiln/util/fs.h"
+
 namespace kiln::disk {
 
 // qcow2 stores the backing file name in at most 1023 bytes (qcow2.txt).
@@ -69,6 +71,6 @@ void check_overlay_request(const std::filesystem::path& backing, std::uint64_t r
 // check_overlay_request() throws, and kIoError if `overlay` already exists or
 // cannot be written (then no file is left at `overlay`).
 void write_qcow2_overlay(const std::filesystem::path& overlay, const std::filesystem::path& backing,
-                         std::uint64_t requested_bytes);
+                         std::uint64_t requested_bytes, Durability durability = Durability::kSynced);
 
 }  // namespace kiln::disk
