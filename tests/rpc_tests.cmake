@@ -4,3 +4,13 @@
 add_executable(kiln_rpc_unit_tests rpc/test_rpc_validation.cpp rpc/test_rpc_server.cpp rpc/raw_connection.cpp)
 target_link_libraries(kiln_rpc_unit_tests PRIVATE kiln_test_support Boost::headers Threads::Threads)
 catch_discover_tests(kiln_rpc_unit_tests TEST_PREFIX "rpc: " PROPERTIES TIMEOUT 120)
+
+# kilnd itself against the real peers (the `peers` fixture of tests/CMakeLists.txt).
+add_executable(kiln_kilnd_tests rpc/test_kilnd.cpp rpc/kilnd_process.cpp integration/peers.cpp)
+target_include_directories(kiln_kilnd_tests PRIVATE integration)
+target_compile_definitions(kiln_kilnd_tests PRIVATE
+  KILN_PEERS_ENV="${KILN_PEERS_ENV}" KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>"
+  KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+add_dependencies(kiln_kilnd_tests kilnd kilnctl)
+target_link_libraries(kiln_kilnd_tests PRIVATE kiln_test_support)
+catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600)
