@@ -8,6 +8,7 @@
 #include <future>
 #include <thread>
 
+#include "assertions.h"
 #include "kiln/cache/base_info.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/cache/maintenance.h"
@@ -312,4 +313,36 @@ TEST_CASE("a size budget evicts the least recently used unused bases first") {
   REQUIRE_FALSE(fs::exists(base_of(instances, ids[0])));
   REQUIRE(fs::exists(base_of(instances, ids[1])));
   REQUIRE(fs::exists(base_of(instances, ids[2])));
+}
+
+TEST_CASE("within image_record_ttl a lookup is answered from memory; without it Glance is asked each time") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 1);
+  std::string image_id = kiln::test::upload_image("remembered", "raw", image);
+  kiln::test::FaultProxy proxy;
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  auto record_gets = [&] {
+    int gets = 0;
+    for (const auto& request : proxy.requests()) {
+      if (request.find("GET /v2/images/" + image_id + " ") == 0) ++gets;
+    }
+    return gets;
+  };
+
+  kiln::cache::ImageCache fresh(scratch / "instances", glance, kiln::cache::CachePolicy{});
+  fresh.lookup(image_id);
+  fresh.lookup(image_id);
+  REQUIRE(record_gets() == 2);
+
+  kiln::cache::CachePolicy policy;
+  policy.image_record_ttl = std::chrono::seconds(3600);
+  kiln::cache::ImageCache remembering(scratch / "instances", glance, policy);
+  REQUIRE(remembering.lookup(image_id).id == image_id);
+  REQUIRE(remembering.lookup(image_id).id == image_id);
+  REQUIRE(record_gets() == 3);
+
+  // Refusals are never remembered: a queued image is asked about every time.
+  std::string queued = kiln::test::upload_image("queued", "raw", "");
+  REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
+  REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
 }

@@ -136,3 +136,17 @@ TEST_CASE("a file lock excludes other holders of the same lock file") {
   kiln::UniqueFd other = kiln::open_file(path, O_RDWR);
   REQUIRE(::flock(other.get(), LOCK_EX | LOCK_NB) == 0);
 }
+
+TEST_CASE("write_new_file never replaces a file, and fsync_together names the path it could not sync") {
+  kiln::test::ScratchDir scratch;
+  kiln::write_new_file(scratch / "libvirt.xml", "<domain/>\n");
+  REQUIRE(kiln::read_file(scratch / "libvirt.xml") == "<domain/>\n");
+  REQUIRE_KILN_ERROR(kiln::write_new_file(scratch / "libvirt.xml", "other"), kiln::ErrorCode::kIoError);
+  REQUIRE(kiln::read_file(scratch / "libvirt.xml") == "<domain/>\n");
+
+  kiln::write_new_file(scratch / "disk.info", "{}\n");
+  kiln::fsync_together({scratch / "libvirt.xml", scratch / "disk.info", scratch.path()});
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::fsync_together({scratch / "libvirt.xml", scratch / "gone"}),
+                              kiln::ErrorCode::kIoError, (scratch / "gone").string());
+  kiln::fsync_together({});
+}
