@@ -3,6 +3,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "agent_route.h"
 #include "commands.h"
 #include "kiln/cache/maintenance.h"
 #include "progress.h"
@@ -85,6 +86,12 @@ void add_fetch(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("fetch", "pre-cache an image: the same path as a boot");
   command->add_option("image", *image_id, "Glance image id")->required();
   registry.emplace_back(command, [image_id](Context& context) {
+    if (const auto* agent = context.agent()) {
+      json result = run_through_agent(*agent, "POST", "/v1/images/" + *image_id + "/cache", std::nullopt,
+                                      context.json_output() ? "" : *image_id);
+      context.print(result, "image " + *image_id + ": cached by kilnd\n");
+      return 0;
+    }
     repair_quietly(context);
     auto record = context.cache().lookup(*image_id);
     auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));

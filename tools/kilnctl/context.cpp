@@ -49,6 +49,21 @@ kiln::virt::Connection& Context::libvirt() {
   return *libvirt_;
 }
 
+const kiln::rpc::AgentClient* Context::agent() {
+  if (agent_) return agent_->get();
+  agent_.emplace();
+  std::error_code error;
+  if (direct_ || !std::filesystem::is_socket(settings_.rpc.unix_socket, error)) return nullptr;
+  try {
+    kiln::rpc::AgentClient probe(settings_.rpc.unix_socket, std::chrono::seconds(2));
+    if (probe.call("GET", "/healthz").status != 200) return nullptr;
+  } catch (const kiln::Error&) {
+    return nullptr;  // a stale socket: no agent runs
+  }
+  *agent_ = std::make_unique<kiln::rpc::AgentClient>(settings_.rpc.unix_socket);
+  return agent_->get();
+}
+
 void Context::print(const nlohmann::json& json, const std::string& text) const {
   if (json_output_) {
     std::cout << json.dump(2) << "\n";

@@ -4,20 +4,23 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "kiln/cache/image_cache.h"
 #include "kiln/config/settings.h"
 #include "kiln/glance/client.h"
+#include "kiln/rpc/agent_client.h"
 #include "kiln/virt/connection.h"
 
 namespace kilnctl {
 
 class Context {
  public:
-  Context(kiln::config::Settings settings, bool json_output)
-      : settings_(std::move(settings)), json_output_(json_output) {}
+  // `direct`: never go through kilnd, even when one answers on the socket.
+  Context(kiln::config::Settings settings, bool json_output, bool direct)
+      : settings_(std::move(settings)), json_output_(json_output), direct_(direct) {}
 
   const kiln::config::Settings& settings() const { return settings_; }
   bool json_output() const { return json_output_; }
@@ -26,6 +29,9 @@ class Context {
   const kiln::glance::GlanceClient& glance();
   const kiln::cache::ImageCache& cache();
   kiln::virt::Connection& libvirt();
+  // The running agent on [rpc] unix_socket (or --socket), when one answers
+  // GET /healthz; nullptr when none does or --direct was given.
+  const kiln::rpc::AgentClient* agent();
 
   // Prints `json` with --json, else `text` (which ends with a newline).
   void print(const nlohmann::json& json, const std::string& text) const;
@@ -33,6 +39,8 @@ class Context {
  private:
   kiln::config::Settings settings_;
   bool json_output_;
+  bool direct_;
+  std::optional<std::unique_ptr<kiln::rpc::AgentClient>> agent_;  // set once probed
   std::unique_ptr<kiln::glance::GlanceClient> glance_;
   std::unique_ptr<kiln::cache::ImageCache> cache_;
   std::unique_ptr<kiln::virt::Connection> libvirt_;

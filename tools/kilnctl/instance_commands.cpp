@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "kiln/util/error.h"
 #include "kiln/instance/provision.h"
+#include "agent_route.h"
 #include "progress.h"
 
 namespace kilnctl {
@@ -76,6 +77,32 @@ kiln::virt::NetworkInterface parse_nic(const std::string& text) {
   return nic;
 }
 
+// The boot request as kilnd's POST /v1/instances takes it (schemas/boot-request.schema.json).
+json boot_body(const kiln::instance::BootRequest& request) {
+  json nics = json::array();
+  for (const auto& nic : request.nics) {
+    json item = {{"type", nic.type}};
+    if (!nic.bridge.empty()) item["bridge"] = nic.bridge;
+    if (!nic.mac.empty()) item["mac"] = nic.mac;
+    if (!nic.tap.empty()) item["tap"] = nic.tap;
+    if (!nic.model.empty()) item["model"] = nic.model;
+    nics.push_back(item);
+  }
+  json body = {{"uuid", request.uuid}, {"image_id", request.image_id}, {"start", request.start},
+               {"flavor", {{"vcpus", request.vcpus}, {"memory_mb", request.memory_mb}, {"root_gb", request.root_gb},
+                           {"swap_mb", request.swap_mb}, {"ephemeral_gb", request.ephemeral_gb}}},
+               {"nics", nics}};
+  if (!request.name.empty()) body["name"] = request.name;
+  return body;
+}
+
+std::string agent_boot_text(const json& result) {
+  const json& domain = result.value("domain", json::object());
+  return "instance " + result.value("uuid", std::string()) + ": domain " + domain.value("name", std::string()) +
+         " (" + domain.value("type", std::string()) + ") " + domain.value("state", std::string()) +
+         " (booted by kilnd)\n  directory    " + result.value("instance_dir", std::string()) + "\n";
+}
+
 }  // namespace
 
 void add_instance_commands(CLI::App& app, Registry& registry) {
@@ -100,6 +127,12 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   registry.emplace_back(command, [boot](Context& context) {
     boot->request.start = !boot->no_start;
     for (const auto& nic : boot->nics) boot->request.nics.push_back(parse_nic(nic));
+    if (const auto* agent = context.agent()) {
+      json result = run_through_agent(*agent, "POST", "/v1/instances", boot_body(boot->request),
+                                      context.json_output() ? "" : "download");
+      context.print(result, agent_boot_text(result));
+      return 0;
+    }
     kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
                               context.settings().virt_type};
     auto result = kiln::instance::provision(boot->request, host,
@@ -113,6 +146,11 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   CLI::App* remove = app.add_subcommand("delete", "destroy and undefine an instance and remove its directory");
   remove->add_option("uuid", *uuid, "instance uuid")->required();
   registry.emplace_back(remove, [uuid](Context& context) {
+    if (const auto* agent = context.agent()) {
+      json result = run_through_agent(*agent, "DELETE", "/v1/instances/" + *uuid, std::nullopt, "");
+      context.print(result, "instance " + *uuid + ": deleted by kilnd (base images stay in the cache)\n");
+      return 0;
+    }
     auto result = kiln::instance::delete_instance(*uuid, context.instances_path(), context.libvirt());
     std::string text = "instance " + *uuid + ": " +
                        (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +

@@ -16,6 +16,7 @@ namespace {
 struct GlobalOptions {
   kiln::config::Overrides overrides;
   bool json_output = false;
+  bool direct = false;
 };
 
 void add_global_options(CLI::App& app, GlobalOptions& options) {
@@ -23,6 +24,8 @@ void add_global_options(CLI::App& app, GlobalOptions& options) {
   app.add_option("--instances-path", options.overrides.instances_path, "instances directory (default /var/lib/kiln/instances)");
   app.add_option("--glance", options.overrides.glance, "Glance endpoint root(s), e.g. http://127.0.0.1:9292");
   app.add_option("--libvirt-uri", options.overrides.libvirt_uri, "libvirt URI (default qemu:///system)");
+  app.add_option("--socket", options.overrides.socket, "kilnd's socket (default [rpc] unix_socket)");
+  app.add_flag("--direct", options.direct, "work on the host directly even when kilnd runs");
   app.add_flag("--json", options.json_output, "print JSON");
 }
 
@@ -64,7 +67,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    kilnctl::Context context(kiln::config::load_settings(global.overrides), global.json_output);
+    kilnctl::Context context(kiln::config::load_settings(global.overrides), global.json_output, global.direct);
     for (auto& [command, run] : registry) {
       if (command->parsed()) return run(context);
     }

@@ -1,0 +1,105 @@
+// kilnctl with a kilnd running on the configured socket: boot, delete and
+// cache fetch go through the agent (its operations and metrics see them),
+// errors come back with the agent's code, read-only commands and --direct
+// work on the host itself.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <regex>
+
+#include "kiln/cache/image_cache.h"
+#include "kiln/util/subprocess.h"
+#include "kilnd_process.h"
+#include "peers.h"
+#include "scratch.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct AgentHost {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  fs::path socket = scratch / "kiln.sock";
+  fs::path config = kiln::test::write_kilnd_config(scratch.path(), instances, kiln::test::peers().glance_url,
+                                                   kiln::test::peers().libvirt_uri, socket);
+};
+
+struct Outcome {
+  int exit_code;
+  json output;
+  std::string err;
+};
+
+// kilnctl with only --config: the socket, Glance and libvirt come from the file.
+Outcome kilnctl_with_config(const fs::path& config, std::vector<std::string> args) {
+  std::vector<std::string> argv = {KILN_KILNCTL, "--json", "--config", config.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto result = kiln::run({argv});
+  INFO(result.out << result.err);
+  auto output = json::parse(result.out, nullptr, false);
+  REQUIRE_FALSE(output.is_discarded());
+  return {result.exit_code, output, result.err};
+}
+
+// A counter or gauge from kilnd's /metrics.
+double metric(const kiln::test::KilndProcess& kilnd, const std::string& name) {
+  auto reply = kilnd.client().call("GET", "/metrics");
+  REQUIRE(reply.status == 200);
+  std::string text = reply.body.is_string() ? reply.body.get<std::string>() : reply.body.dump();
+  std::smatch match;
+  REQUIRE(std::regex_search(text, match, std::regex("\n" + name + " ([0-9.e+]+)\n")));
+  return std::stod(match[1]);
+}
+
+}  // namespace
+
+TEST_CASE("kilnctl boots, deletes and pre-caches through a running kilnd, and --direct bypasses it") {
+  AgentHost host;
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("through-kilnd", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = kiln::test::random_uuid();
+
+  auto booted = kilnctl_with_config(host.config, {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
+                                                  "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0"});
+  REQUIRE(booted.exit_code == 0);
+  REQUIRE(booted.output["domain"]["state"] == "running");
+  REQUIRE(metric(kilnd, "kiln_boots_total") == 1);
+  auto operations = kilnd.client().call("GET", "/v1/instances/" + uuid);
+  REQUIRE(operations.status == 200);
+
+  auto shown = kilnctl_with_config(host.config, {"instance", "show", uuid});
+  REQUIRE(shown.exit_code == 0);
+  REQUIRE(shown.output["domain"]["state"] == "running");
+
+  auto refused = kilnctl_with_config(host.config, {"boot", "--image", kiln::test::random_uuid(), "--uuid",
+                                                   kiln::test::random_uuid(), "--vcpus", "1", "--memory-mb", "64",
+                                                   "--root-gb", "1", "--swap-mb", "0"});
+  REQUIRE(refused.exit_code == 1);
+  REQUIRE(refused.output["error"]["code"] == "image_not_found");
+
+  auto deleted = kilnctl_with_config(host.config, {"delete", uuid});
+  REQUIRE(deleted.exit_code == 0);
+  REQUIRE_FALSE(fs::exists(host.instances / uuid));
+
+  auto direct = kilnctl_with_config(host.config, {"--direct", "boot", "--image", image_id, "--uuid",
+                                                  kiln::test::random_uuid(), "--vcpus", "1", "--memory-mb", "64",
+                                                  "--root-gb", "1", "--swap-mb", "0", "--no-start"});
+  REQUIRE(direct.exit_code == 0);
+  REQUIRE(metric(kilnd, "kiln_boots_total") == 1);  // kilnd saw none of it
+  REQUIRE(kilnctl_with_config(host.config, {"--direct", "delete", direct.output["uuid"]}).exit_code == 0);
+
+  std::string other = kiln::test::upload_image("precached", "qcow2", host.scratch / "image.qcow2");
+  auto cached = kilnctl_with_config(host.config, {"cache", "fetch", other});
+  REQUIRE(cached.exit_code == 0);
+  REQUIRE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(other)));
+  REQUIRE(metric(kilnd, "kiln_downloaded_bytes_total") > 0);
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+
+  // With the agent gone (its socket left behind or not), kilnctl works directly.
+  auto alone = kilnctl_with_config(host.config, {"cache", "ls"});
+  REQUIRE(alone.exit_code == 0);
+}

@@ -1,0 +1,63 @@
+#include "agent_route.h"
+
+#include <chrono>
+#include <thread>
+
+#include "kiln/util/error.h"
+#include "progress.h"
+
+namespace kilnctl {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void throw_agent_error(const json& body, unsigned status) {
+  std::string code = "internal_error";
+  std::string message = "kilnd answered HTTP " + std::to_string(status);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    code = body["error"].value("code", code);
+    message = body["error"].value("message", message);
+  }
+  throw kiln::Error(kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError), message);
+}
+
+json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& operation_id,
+                      const std::string& progress_label) {
+  kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
+  while (true) {
+    auto reply = agent.call("GET", "/v1/operations/" + operation_id);
+    if (reply.status != 200) throw_agent_error(reply.body, reply.status);
+    const json& operation = reply.body;
+    std::string state = operation.value("state", "");
+    std::uint64_t done = operation.value("bytes_done", std::uint64_t{0});
+    if (progress && done > 0) {
+      std::optional<std::uint64_t> total;
+      if (operation["bytes_total"].is_number_unsigned()) total = operation["bytes_total"].get<std::uint64_t>();
+      progress(done, total);
+    }
+    if (state == "succeeded") {
+      finish_progress();
+      return operation.value("result", json::object());
+    }
+    if (state == "failed") {
+      finish_progress();
+      throw_agent_error(operation, 0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace
+
+json run_through_agent(const kiln::rpc::AgentClient& agent, const std::string& method, const std::string& target,
+                       const std::optional<json>& body, const std::string& progress_label) {
+  auto reply = agent.call(method, target, body);
+  if (reply.status == 202 && reply.body.contains("operation_id")) {
+    return follow_operation(agent, reply.body["operation_id"].get<std::string>(), progress_label);
+  }
+  if (reply.status >= 200 && reply.status < 300) return reply.body;
+  throw_agent_error(reply.body, reply.status);
+}
+
+}  // namespace kilnctl
