@@ -25,13 +25,15 @@ using nlohmann::json;
 json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& operation_id,
                       const std::string& progress_label) {
   kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
+  std::uint64_t shown = 0;
   while (true) {
     auto reply = agent.call("GET", "/v1/operations/" + operation_id);
     if (reply.status != 200) throw_agent_error(reply.body, reply.status);
     const json& operation = reply.body;
     std::string state = operation.value("state", "");
     std::uint64_t done = operation.value("bytes_done", std::uint64_t{0});
-    if (progress && done > 0) {
+    if (progress && done > shown) {
+      shown = done;
       std::optional<std::uint64_t> total;
       if (operation["bytes_total"].is_number_unsigned()) total = operation["bytes_total"].get<std::uint64_t>();
       progress(done, total);
@@ -44,7 +46,7 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
       finish_progress();
       throw_agent_error(operation, 0);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
