@@ -114,7 +114,11 @@ class Agent {
         auto changed = service_.reload(settings);
         asio::post(io_, [this, settings, changed] {
           server_.set_limits(settings.rpc);
-          cache_manager_interval_ = settings.cache_manager_interval;
+          if (cache_manager_interval_ != settings.cache_manager_interval) {
+            cache_manager_interval_ = settings.cache_manager_interval;
+            cache_timer_.cancel();  // its handler sees operation_aborted and does not reschedule
+            schedule_cache_manager();
+          }
           std::string what;
           for (const auto& item : changed) what += (what.empty() ? "" : ", ") + item;
           spdlog::info("kilnd: SIGHUP: settings reloaded; changed: {}; rpc limits re-read; listeners, "

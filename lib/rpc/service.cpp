@@ -80,10 +80,19 @@ json boot_result_json(const instance::BootResult& result) {
 // One libvirt connection per blocking thread for the read-only routes
 // (a Connection is used from one thread at a time); reopened when the URI
 // changes.
-virt::Connection& thread_connection(const std::string& uri) {
-  thread_local std::unique_ptr<virt::Connection> connection;
-  if (!connection || connection->uri() != uri) connection = std::make_unique<virt::Connection>(uri);
-  return *connection;
+thread_local std::unique_ptr<virt::Connection> read_connection;
+
+// Calls `use` with this thread's connection; a libvirt failure drops it, so
+// a restarted libvirtd is reconnected to on the next request.
+template <typename Use>
+auto with_thread_connection(const std::string& uri, Use use) {
+  if (!read_connection || read_connection->uri() != uri) read_connection = std::make_unique<virt::Connection>(uri);
+  try {
+    return use(*read_connection);
+  } catch (const Error& error) {
+    if (error.code() == ErrorCode::kLibvirtError) read_connection.reset();
+    throw;
+  }
 }
 
 // Holds a download slot for its lifetime.
@@ -324,8 +333,9 @@ Response Service::precache(const std::string& image_id, const Request& request) 
 
 Response Service::list_instances() {
   auto backend = this->backend();
-  auto reports = instance::list_instances(backend->settings().instances_path,
-                                          thread_connection(backend->settings().libvirt_uri));
+  auto reports = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
+    return instance::list_instances(backend->settings().instances_path, libvirt);
+  });
   json out = json::array();
   for (const auto& report : reports) out.push_back(instance::to_json(report));
   Response response;
@@ -336,8 +346,10 @@ Response Service::list_instances() {
 Response Service::show_instance(const std::string& uuid) {
   auto backend = this->backend();
   Response response;
-  response.body = instance::to_json(instance::show_instance(normalize_uuid(uuid), backend->settings().instances_path,
-                                                            thread_connection(backend->settings().libvirt_uri)));
+  auto report = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
+    return instance::show_instance(normalize_uuid(uuid), backend->settings().instances_path, libvirt);
+  });
+  response.body = instance::to_json(report);
   return response;
 }
 

@@ -366,3 +366,37 @@ TEST_CASE("SIGTERM during a boot leaves a state the next kilnd start reconciles"
           "succeeded");
   REQUIRE(next.stop(SIGTERM) == 0);
 }
+
+TEST_CASE("the periodic cache manager removes a base once nothing uses it, and SIGHUP changes its policy") {
+  Host host;
+  std::string image_id = small_image(host, "kilnd-aging");
+  // Aging so long that nothing goes, checked every second.
+  std::string keep = "[image_cache]\nmanager_interval_seconds = 1\nremove_unused_original_minimum_age_seconds = 86400\n";
+  auto config = host.config(kiln::test::peers().glance_url, keep);
+  kiln::test::KilndProcess kilnd(config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  auto client = kilnd.client();
+  std::string uuid = kiln::test::random_uuid();
+  REQUIRE(client.wait_operation(client.call("POST", "/v1/instances", boot_body(uuid, image_id, false)).body["operation_id"],
+                                120s)["state"] == "succeeded");
+  REQUIRE(client.wait_operation(client.call("DELETE", "/v1/instances/" + uuid).body["operation_id"], 60s)["state"] ==
+          "succeeded");
+  auto base = host.instances / "_base" / kiln::cache::base_name_for(image_id);
+  std::this_thread::sleep_for(2500ms);
+  REQUIRE(fs::exists(base));  // unused, but younger than a day
+
+  // Reloaded with aging at 0 s: the next round removes it.
+  host.config(kiln::test::peers().glance_url,
+              "[image_cache]\nmanager_interval_seconds = 1\nremove_unused_original_minimum_age_seconds = 0\n");
+  ::kill(kilnd.pid(), SIGHUP);
+  bool removed = false;
+  for (int i = 0; i < 100 && !removed; ++i) {
+    std::this_thread::sleep_for(100ms);
+    removed = !fs::exists(base);
+  }
+  INFO(kilnd.log());
+  REQUIRE(removed);
+  REQUIRE(kilnd.log().find("SIGHUP: settings reloaded; changed: image cache policy") != std::string::npos);
+  REQUIRE(kilnd.log().find("cache manager: removed base") != std::string::npos);
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}
