@@ -55,6 +55,15 @@ nlohmann::json image_record(const std::string& image_id) {
   return nlohmann::json::parse(curl({peers().glance_url + "/v2/images/" + image_id}));
 }
 
+CommandResult patch_image(const std::string& image_id, const nlohmann::json& properties) {
+  nlohmann::json patch = nlohmann::json::array();
+  for (const auto& [name, value] : properties.items()) {
+    patch.push_back({{"op", "add"}, {"path", "/" + name}, {"value", value}});
+  }
+  return run({{"curl", "-sS", "--fail-with-body", "-X", "PATCH", peers().glance_url + "/v2/images/" + image_id, "-H",
+               "Content-Type: application/openstack-images-v2.1-json-patch", "--data-binary", patch.dump()}});
+}
+
 KilnctlResult kilnctl(const std::filesystem::path& instances_path, std::vector<std::string> args) {
   std::vector<std::string> argv = {KILN_KILNCTL, "--json", "--glance", peers().glance_url,
                                    "--libvirt-uri", peers().libvirt_uri, "--instances-path",

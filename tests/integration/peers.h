@@ -25,6 +25,9 @@ const Peers& peers();
 std::string upload_image(const std::string& name, const std::string& disk_format,
                          const std::filesystem::path& file);
 
+// Adds (or replaces) properties of an image with a JSON-patch PATCH.
+CommandResult patch_image(const std::string& image_id, const nlohmann::json& properties);
+
 // GET /v2/images/{id} through curl.
 nlohmann::json image_record(const std::string& image_id);
 

@@ -241,3 +241,37 @@ TEST_CASE("a boot killed mid-download leaves a half-built directory that reconci
   REQUIRE(booted.exit_code == 0);
   host.booted.push_back(uuid);
 }
+
+TEST_CASE("an image naming a kernel_id boots that kernel directly, with os_command_line, on the real libvirtd") {
+  // memtest86+ (a Debian package, tools/install-deps) is a kernel QEMU boots
+  // with the Linux boot protocol; with console=ttyS0 it writes its banner to
+  // the serial console, which libvirt logs to the instance's console.log.
+  const fs::path kernel = "/boot/memtest86+x64.bin";
+  INFO("needs " << kernel << " from the memtest86+ package (tools/install-deps)");
+  REQUIRE(fs::exists(kernel));
+  Host host;
+  std::string kernel_id = kiln::test::upload_image("memtest-kernel", "aki", kernel);
+  kiln::test::make_qcow2(host.scratch / "root.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("kernel-booted", "qcow2", host.scratch / "root.qcow2");
+  auto patched = kiln::test::patch_image(image_id, {{"kernel_id", kernel_id}, {"os_command_line", "console=ttyS0,115200"}});
+  INFO(patched.out << patched.err);
+  REQUIRE(patched.exit_code == 0);
+
+  std::string uuid = host.boot(image_id);
+  fs::path kernel_base = host.instances / "_base" / kiln::cache::base_name_for(kernel_id);
+  REQUIRE(kiln::read_file(kernel_base) == kiln::read_file(kernel));  // fetched as is, not converted
+  auto xml = virsh({"dumpxml", uuid});
+  REQUIRE(xml.out.find("<kernel>" + kernel_base.string() + "</kernel>") != std::string::npos);
+  REQUIRE(xml.out.find("<cmdline>console=ttyS0,115200</cmdline>") != std::string::npos);
+
+  fs::path console = host.instances / uuid / "console.log";
+  std::string log;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (log.find("Memtest86+") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    log = kiln::read_file(console);
+  }
+  INFO("console.log: " << log);
+  REQUIRE(log.find("Memtest86+") != std::string::npos);
+  REQUIRE(domain_state(uuid) == "running");
+}

@@ -62,20 +62,10 @@ fs::path make_image(const fs::path& path, unsigned seed) {
   return path;
 }
 
-kiln::CommandResult patch_image(const std::string& image_id, const json& properties) {
-  json patch = json::array();
-  for (const auto& [name, value] : properties.items()) {
-    patch.push_back({{"op", "add"}, {"path", "/" + name}, {"value", value}});
-  }
-  return kiln::run({{"curl", "-sS", "--fail-with-body", "-X", "PATCH",
-                     kiln::test::peers().glance_url + "/v2/images/" + image_id, "-H",
-                     "Content-Type: application/openstack-images-v2.1-json-patch", "--data-binary", patch.dump()}});
-}
-
 // Glance without a key manager refuses img_signature* at upload (it would
 // fetch the certificate from Barbican), so they are added after the data.
 void add_signature(const std::string& image_id, const json& properties) {
-  auto result = patch_image(image_id, properties);
+  auto result = kiln::test::patch_image(image_id, properties);
   INFO(result.out << result.err);
   REQUIRE(result.exit_code == 0);
 }
