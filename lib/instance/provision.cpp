@@ -296,6 +296,31 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   return result;
 }
 
+nlohmann::json to_json(const BootResult& result) {
+  const auto& dir = result.directory;
+  nlohmann::json out = {
+      {"uuid", dir.uuid()},
+      {"instance_dir", dir.path().string()},
+      {"domain", {{"name", result.domain_name}, {"type", result.domain_type}, {"state", result.domain_state}}},
+      {"disk", {{"path", dir.disk().string()}, {"format", "qcow2"}, {"virtual_size", result.root_bytes},
+                {"backing_file", result.base.path.string()}}},
+      {"base", {{"path", result.base.path.string()}, {"image_id", result.base.record.id},
+                {"image_name", result.base.record.name}, {"disk_format", result.base.record.disk_format},
+                {"virtual_size", result.base.virtual_size}, {"downloaded_bytes", result.base.downloaded_bytes},
+                {"resumes", result.base.resumes}}},
+      {"disk_info", dir.disk_info().string()},
+      {"console_log", dir.console_log().string()},
+      {"libvirt_xml", dir.libvirt_xml().string()},
+  };
+  if (result.swap_base) {
+    out["swap"] = {{"path", dir.swap_disk().string()}, {"backing_file", result.swap_base->string()}};
+  }
+  if (result.ephemeral_base) {
+    out["ephemeral"] = {{"path", dir.ephemeral_disk().string()}, {"backing_file", result.ephemeral_base->string()}};
+  }
+  return out;
+}
+
 DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_path,
                              virt::Connection& libvirt) {
   InstanceDir directory(instances_path, uuid);

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,9 @@ struct BootResult {
   std::string domain_type;
   std::string domain_state;
 };
+
+// What kilnctl --json prints and kilnd's boot operation returns as its result.
+nlohmann::json to_json(const BootResult& result);
 
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
 // kFlavorDiskTooSmall, kLibvirtError and every ImageCache::acquire error).
