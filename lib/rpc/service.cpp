@@ -221,10 +221,12 @@ Response Service::accepted(const std::shared_ptr<Operation>& operation) {
 
 void Service::fetch_base(const Backend& backend, const std::string& image_id, Operation& operation) {
   const auto& cache = backend.cache();
-  operation.set_step("looking up the image");
-  auto record = cache.lookup(image_id);
+  // A cached base needs no download slot; provision() still asks Glance
+  // about the image, so a warm boot asks once, not twice.
   std::error_code error;
   if (fs::exists(cache.base_directory() / cache::base_name_for(image_id), error)) return;
+  operation.set_step("looking up the image");
+  auto record = cache.lookup(image_id);
   operation.set_step("waiting for a download slot");
   DownloadSlot slot(download_slots_);
   operation.set_step("fetching the image");

@@ -122,7 +122,7 @@ TEST_CASE("connections beyond max_connections are closed at once, and served aga
   REQUIRE(running.client().call("GET", "/healthz").status == 200);
 }
 
-TEST_CASE("a stale socket file is replaced; a socket someone answers on is not") {
+TEST_CASE("a stale socket file is replaced, but one an agent answers on is not") {
   RunningServer first;
   kiln::config::Settings second = first.settings;
   kiln::rpc::Service service(second);

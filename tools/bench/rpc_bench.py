@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""kilnd's RPC under load, through its Unix socket (not run in CI).
+
+  rpc_bench.py list <socket> <seconds> <clients>
+      GET /v1/instances as fast as <clients> keep-alive connections can:
+      requests/s and p50/p99 latency in ms.
+  rpc_bench.py boot <socket> <image id> <boots>
+      warm boots (start=false) one after another, each timed from POST
+      /v1/instances to its operation reading "succeeded" (polled every 1 ms),
+      each deleted afterwards (not timed): p50/p99 in ms.
+"""
+import http.client
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("kilnd")
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(connection, method, target, body=None):
+    data = json.dumps(body) if body is not None else None
+    connection.request(method, target, body=data, headers={"Content-Type": "application/json"} if data else {})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def bench_list(path, seconds, clients):
+    latencies, lock, deadline = [], threading.Lock(), time.monotonic() + seconds
+    count = call(UnixConnection(path), "GET", "/v1/instances")[1]["instances"]
+
+    def client():
+        connection, mine = UnixConnection(path), []
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            status, _ = call(connection, "GET", "/v1/instances")
+            assert status == 200
+            mine.append((time.perf_counter() - start) * 1000)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    print(f"GET /v1/instances with {len(count)} instances, {clients} clients: {len(latencies) / elapsed:.0f} req/s, "
+          f"p50 {percentile(latencies, 0.5):.2f} ms, p99 {percentile(latencies, 0.99):.2f} ms")
+
+
+def bench_boot(path, image_id, boots):
+    connection, latencies = UnixConnection(path), []
+
+    def boot_and_wait(instance):
+        status, body = call(connection, "POST", "/v1/instances", {
+            "uuid": instance, "image_id": image_id, "start": False,
+            "flavor": {"vcpus": 1, "memory_mb": 64, "root_gb": 1}})
+        assert status == 202, body
+        while True:
+            _, operation = call(connection, "GET", "/v1/operations/" + body["operation_id"])
+            if operation["state"] in ("succeeded", "failed"):
+                assert operation["state"] == "succeeded", operation
+                return
+            time.sleep(0.001)
+
+    def delete(instance):
+        _, body = call(connection, "DELETE", "/v1/instances/" + instance)
+        while call(connection, "GET", "/v1/operations/" + body["operation_id"])[1]["state"] not in ("succeeded", "failed"):
+            time.sleep(0.001)
+
+    first = str(uuid.uuid4())
+    boot_and_wait(first)  # fills the cache
+    delete(first)
+    for _ in range(boots):
+        instance = str(uuid.uuid4())
+        start = time.perf_counter()
+        boot_and_wait(instance)
+        latencies.append((time.perf_counter() - start) * 1000)
+        delete(instance)
+    print(f"warm boot through kilnd's socket ({boots} boots): p50 {percentile(latencies, 0.5):.2f} ms, "
+          f"p99 {percentile(latencies, 0.99):.2f} ms")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "list":
+        bench_list(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
+    else:
+        bench_boot(sys.argv[2], sys.argv[3], int(sys.argv[4]))
