@@ -138,6 +138,11 @@ std::shared_ptr<Operation> OperationRunner::submit(const std::string& kind, cons
     if (unfinished_ >= max_queued_) {
       throw Error(ErrorCode::kOverloaded, std::to_string(unfinished_) + " operations are queued or running; retry later");
     }
+    if (operations_.size() >= kRetainedOperations) {
+      // Memory stays bounded: finished operations are forgotten first (their
+      // effects are on disk and in libvirt; GET on them then answers 404).
+      std::erase_if(operations_, [](const auto& entry) { return entry.second->finished(); });
+    }
     operations_.emplace(operation->id(), operation);
     ++unfinished_;
   }

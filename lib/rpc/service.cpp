@@ -136,7 +136,11 @@ Response Service::handle(const Request& request) {
     response = error_response(ErrorCode::kInternalError, error.what());
   }
   metrics_.count_http_request(response.status);
-  auto level = response.status >= 500 ? spdlog::level::warn : spdlog::level::info;
+  // Reads that succeed (operation polling, health checks, scrapes) would
+  // flood the journal at info; they are debug. Every change and every error is info or warn.
+  auto level = response.status >= 500                         ? spdlog::level::warn
+               : request.method == "GET" && response.status < 400 ? spdlog::level::debug
+                                                                : spdlog::level::info;
   std::string error_text;
   if (response.status >= 400 && response.body.contains("error")) {
     error_text = " error=" + response.body["error"].value("code", std::string()) + ": " +

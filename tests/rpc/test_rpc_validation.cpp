@@ -1,6 +1,7 @@
 // lib/rpc without a transport: bodies refused by their schema name the field
 // at fault, errors keep their stable codes, routes answer as documented.
 #include <catch2/catch.hpp>
+#include <thread>
 
 #include "kiln/config/settings.h"
 #include "kiln/rpc/message.h"
@@ -35,6 +36,18 @@ kiln::config::Settings test_settings(const kiln::test::ScratchDir& scratch) {
 
 kiln::rpc::Response post(kiln::rpc::Service& service, const std::string& target, const std::string& body) {
   return service.handle({"POST", target, body, {}});
+}
+
+// Polls GET /v1/operations/{id} until it has finished (drain() would refuse
+// an operation that had not started yet).
+json wait_finished(kiln::rpc::Service& service, const std::string& id) {
+  for (int i = 0; i < 3000; ++i) {
+    auto operation = service.handle({"GET", "/v1/operations/" + id, "", {}}).body;
+    if (operation["state"] == "succeeded" || operation["state"] == "failed") return operation;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL("operation " << id << " did not finish");
+  return {};
 }
 
 }  // namespace
@@ -146,12 +159,11 @@ TEST_CASE("a second boot of a uuid with a different body is a conflict") {
   REQUIRE(second.status == 409);
   REQUIRE(second.body["error"]["code"] == "conflict");
   // Glance is unreachable here: the operation fails with the client's code, visibly.
-  auto id = first.body["operation_id"].get<std::string>();
+  auto operation = wait_finished(service, first.body["operation_id"]);
+  REQUIRE(operation["state"] == "failed");
+  REQUIRE(operation["error"]["code"] == "http_error");
+  REQUIRE(operation["metadata"]["owner"] == "team-a");
   REQUIRE(service.drain(std::chrono::seconds(30)));
-  auto operation = service.handle({"GET", "/v1/operations/" + id, "", {}});
-  REQUIRE(operation.body["state"] == "failed");
-  REQUIRE(operation.body["error"]["code"] == "http_error");
-  REQUIRE(operation.body["metadata"]["owner"] == "team-a");
   // Drained: new work is refused, and health says so.
   REQUIRE(post(service, "/v1/images/" + kImage + "/cache", "").status == 503);
   REQUIRE(service.handle({"GET", "/healthz", "", {}}).body["error"]["code"] == "shutting_down");
@@ -161,8 +173,7 @@ TEST_CASE("metrics are in the Prometheus text format with kiln_ names") {
   kiln::test::ScratchDir scratch;
   kiln::rpc::Service service(test_settings(scratch));
   post(service, "/v1/instances", "[]");
-  post(service, "/v1/instances", good_boot().dump());
-  REQUIRE(service.drain(std::chrono::seconds(30)));
+  wait_finished(service, post(service, "/v1/instances", good_boot().dump()).body["operation_id"]);
   auto response = service.handle({"GET", "/metrics", "", {}});
   REQUIRE(response.status == 200);
   REQUIRE(response.content_type.rfind("text/plain; version=0.0.4", 0) == 0);

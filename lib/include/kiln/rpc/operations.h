@@ -8,8 +8,9 @@
 // max_concurrent_builds); more wait in a queue of bounded length, beyond
 // which submit() refuses with kOverloaded. drain() stops taking work and
 // waits for what runs; queued operations that had not started fail with
-// shutting_down. Thread-safe throughout. Operations are kept in memory only:
-// after a restart the filesystem and libvirt are the record.
+// shutting_down. Thread-safe throughout. Operations are kept in memory only
+// (finished ones are forgotten once kRetainedOperations are held): after a
+// restart the filesystem and libvirt are the record.
 #pragma once
 
 #include <chrono>
@@ -31,6 +32,8 @@ class thread_pool;
 }
 
 namespace kiln::rpc {
+
+inline constexpr std::size_t kRetainedOperations = 10000;
 
 enum class OperationState { kQueued, kRunning, kSucceeded, kFailed };
 std::string state_name(OperationState state);
