@@ -400,3 +400,28 @@ TEST_CASE("the periodic cache manager removes a base once nothing uses it, and S
   REQUIRE(kilnd.log().find("cache manager: removed base") != std::string::npos);
   REQUIRE(kilnd.stop(SIGTERM) == 0);
 }
+
+TEST_CASE("plain TCP on loopback serves when configured, and a non-loopback plain listener stops startup") {
+  Host host;
+  unsigned short port = free_tcp_port();
+  kiln::test::KilndProcess kilnd(
+      host.config(kiln::test::peers().glance_url, "listen = 127.0.0.1:" + std::to_string(port) + "\nplain_tcp = true\n"),
+      host.socket);
+  REQUIRE(kilnd.wait_ready());
+  auto plain = kiln::run(kiln::Command(
+      {"curl", "-s", "--max-time", "10", "http://127.0.0.1:" + std::to_string(port) + "/v1/instances"}));
+  INFO(plain.err);
+  REQUIRE(plain.exit_code == 0);
+  REQUIRE(json::parse(plain.out)["instances"].empty());
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+
+  Host exposed;
+  kiln::test::KilndProcess refused(
+      exposed.config(kiln::test::peers().glance_url, "listen = 0.0.0.0:" + std::to_string(port) + "\nplain_tcp = true\n"),
+      exposed.socket);
+  REQUIRE(refused.wait_exit(30s) == 1);
+  INFO(refused.log());
+  REQUIRE(refused.log().find("kilnd: error [config_invalid]") != std::string::npos);
+  REQUIRE(refused.log().find("loopback") != std::string::npos);
+  REQUIRE(!fs::exists(exposed.socket));
+}
