@@ -186,6 +186,8 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.cache.download_retries = static_cast<unsigned>(parse_count(v, 100)); }},
       {"glance.retry_backoff_ms",
        [](Settings& s, const std::string& v) { s.cache.retry_backoff = std::chrono::milliseconds(parse_count(v, 600000)); }},
+      {"glance.image_record_ttl_seconds",
+       [](Settings& s, const std::string& v) { s.cache.image_record_ttl = std::chrono::seconds(parse_count(v, 86400)); }},
       {"glance.allowed_disk_formats",
        [](Settings& s, const std::string& v) { s.cache.allowed_disk_formats = parse_list(v); }},
       {"glance.allowed_container_formats",

@@ -65,18 +65,6 @@ instance::BootRequest boot_request_from(const json& body) {
   return request;
 }
 
-json boot_result_json(const instance::BootResult& result) {
-  const auto& dir = result.directory;
-  return {{"uuid", dir.uuid()},
-          {"instance_dir", dir.path().string()},
-          {"domain", {{"name", result.domain_name}, {"type", result.domain_type}, {"state", result.domain_state}}},
-          {"disk", {{"path", dir.disk().string()}, {"virtual_size", result.root_bytes},
-                    {"backing_file", result.base.path.string()}}},
-          {"base", {{"path", result.base.path.string()}, {"image_id", result.base.record.id},
-                    {"virtual_size", result.base.virtual_size},
-                    {"downloaded_bytes", result.base.downloaded_bytes}}}};
-}
-
 // One libvirt connection per blocking thread for the read-only routes
 // (a Connection is used from one thread at a time); reopened when the URI
 // changes.
@@ -287,7 +275,7 @@ Response Service::boot(const Request& request) {
     metrics_.count_boot();
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
                  boot_request.image_id, result.domain_name, result.domain_state);
-    return boot_result_json(result);
+    return instance::to_json(result);
   });
   operation->set_metadata(body.value("metadata", json::object()));
   boots_[boot_request.uuid] = BootRecord{fingerprint, operation};

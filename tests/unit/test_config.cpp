@@ -41,6 +41,7 @@ TEST_CASE("defaults apply when neither file nor flags say otherwise") {
   REQUIRE(settings.libvirt_uri == "qemu:///system");
   REQUIRE(settings.glance_api_servers.empty());
   REQUIRE(settings.virt_type.empty());
+  REQUIRE(settings.cache.image_record_ttl == std::chrono::seconds(0));
 }
 
 TEST_CASE("a flag beats the file and the file beats the default") {
@@ -48,10 +49,12 @@ TEST_CASE("a flag beats the file and the file beats the default") {
   kiln::test::write_text(scratch / "kiln.conf",
                          "[DEFAULT]\ninstances_path = /srv/from-file\n[glance]\n"
                          "api_servers = http://10.0.0.1:9292,http://10.0.0.2:9292\n"
+                         "image_record_ttl_seconds = 300\n"
                          "[libvirt]\nconnection_uri = qemu+ssh://h/system\nvirt_type = qemu\n");
   Overrides overrides;
   overrides.config_file = scratch / "kiln.conf";
   auto from_file = load_settings(overrides);
+  REQUIRE(from_file.cache.image_record_ttl == std::chrono::seconds(300));
   REQUIRE(from_file.instances_path == "/srv/from-file");
   REQUIRE(from_file.glance_api_servers.size() == 2);
   REQUIRE(from_file.glance_api_servers[1].host == "10.0.0.2");
