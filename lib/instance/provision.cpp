@@ -121,8 +121,8 @@ virt::DomainSpec initial_spec(const BootRequest& request, const InstanceDir& dir
   return spec;
 }
 
-// Creates the instance directory and its marker; the returned guard removes
-// the directory unless the boot succeeds.
+// Creates the instance directory; the returned guard removes it (and all it
+// will hold) unless the boot succeeds.
 TemporaryPath create_directory(const InstanceDir& directory) {
   if (::mkdir(directory.path().c_str(), 0755) != 0) {
     if (errno == EEXIST) {

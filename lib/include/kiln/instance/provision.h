@@ -4,7 +4,8 @@
 // provision() checks everything it can before touching anything (request,
 // flavor, NICs, image record and properties), gets the bases from the image
 // cache, builds the instance directory (disk, disk.local, disk.swap,
-// disk.info, console.log, libvirt.xml) under a provisioning marker, defines
+// disk.info, console.log, libvirt.xml) under a provisioning marker that
+// records each finished step, makes those files durable together, defines
 // the domain with exactly the bytes of libvirt.xml, removes the marker and
 // starts the domain. Images are booted as Nova boots them: a disk image
 // becomes a qcow2 overlay on its base; an ISO is attached as a cdrom with a
