@@ -3,39 +3,12 @@
 #include <cstdio>
 #include <iostream>
 
+#include "kiln/config/glance_client.h"
+
 namespace kilnctl {
 
-namespace {
-
-// A static token, when configured, is the whole of authentication.
-class StaticToken : public kiln::glance::TokenSource {
- public:
-  explicit StaticToken(std::string token) : token_(std::move(token)) {}
-  std::string token() override { return token_; }
-  void invalidate() override {}
-
- private:
-  std::string token_;
-};
-
-}  // namespace
-
-// Tokens: Keystone's when [keystone] is configured, else a static one, else none.
-// Endpoints: [glance] api_servers, else the image endpoints of Keystone's catalog.
 const kiln::glance::GlanceClient& Context::glance() {
-  if (glance_) return *glance_;
-  std::shared_ptr<kiln::glance::TokenSource> tokens;
-  auto endpoints = settings_.glance_api_servers;
-  if (settings_.keystone) {
-    auto keystone = std::make_shared<kiln::glance::KeystoneTokenSource>(
-        *settings_.keystone, kiln::glance::kDefaultRenewalMargin, settings_.glance_timeouts, settings_.keystone_tls);
-    if (endpoints.empty()) endpoints = keystone->image_endpoints();
-    tokens = keystone;
-  } else if (!settings_.glance_token.empty()) {
-    tokens = std::make_shared<StaticToken>(settings_.glance_token);
-  }
-  glance_ = std::make_unique<kiln::glance::GlanceClient>(endpoints, settings_.glance_timeouts,
-                                                         settings_.glance_tls, tokens);
+  if (!glance_) glance_ = kiln::config::make_glance_client(settings_);
   return *glance_;
 }
 
