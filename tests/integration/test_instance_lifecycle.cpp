@@ -51,6 +51,17 @@ std::string domain_state(const std::string& uuid) {
   return result.exit_code == 0 ? result.out.substr(0, result.out.find('\n')) : "absent";
 }
 
+// Polls `condition` every 20 ms for up to `limit`; its last answer.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return condition();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
 json findings_for(const json& report, const std::string& uuid) {
   json found = json::array();
   for (const auto& finding : report["findings"]) {
@@ -205,21 +216,19 @@ TEST_CASE("a boot killed mid-download leaves a half-built directory that reconci
   kiln::test::FaultProxy proxy({"--stall", std::to_string(1 << 20), "--times", "100"});
   std::string uuid = kiln::test::random_uuid();
   fs::path directory = host.instances / uuid;
+  fs::path part = host.instances / "_base" / (kiln::cache::base_name_for(image_id) + ".part");
   {
     BackgroundKilnctl boot({KILN_KILNCTL, "--glance", proxy.url(), "--libvirt-uri", kiln::test::peers().libvirt_uri,
                             "--instances-path", host.instances.string(), "boot", "--image", image_id, "--uuid", uuid,
                             "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"});
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (proxy.downloads() == 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    REQUIRE(proxy.downloads() > 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // bytes reach the .part
+    // Killed while the download stalls, its .part open (bytes below one
+    // pipeline chunk may not have reached it yet).
+    REQUIRE(eventually([&] { return proxy.downloads() > 0; }, std::chrono::seconds(30)));
+    REQUIRE(eventually([&] { return fs::exists(part); }, std::chrono::seconds(30)));
     REQUIRE(fs::exists(directory / ".kiln-provisioning"));
     boot.kill_hard();
   }
   REQUIRE(fs::exists(directory));
-  std::string part = (host.instances / "_base" / (kiln::cache::base_name_for(image_id) + ".part")).string();
   REQUIRE(fs::exists(part));
 
   auto dry = kilnctl(host.instances, {"instance", "reconcile", "--dry-run"});
@@ -266,12 +275,11 @@ TEST_CASE("an image naming a kernel_id boots that kernel directly, with os_comma
 
   fs::path console = host.instances / uuid / "console.log";
   std::string log;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (log.find("Memtest86+") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  bool banner = eventually([&] {
     log = kiln::read_file(console);
-  }
+    return log.find("Memtest86+") != std::string::npos;
+  }, std::chrono::seconds(60));
   INFO("console.log: " << log);
-  REQUIRE(log.find("Memtest86+") != std::string::npos);
+  REQUIRE(banner);
   REQUIRE(domain_state(uuid) == "running");
 }

@@ -382,7 +382,17 @@ TEST_CASE("the periodic cache manager removes a base once nothing uses it, and S
   REQUIRE(client.wait_operation(client.call("DELETE", "/v1/instances/" + uuid).body["operation_id"], 60s)["state"] ==
           "succeeded");
   auto base = host.instances / "_base" / kiln::cache::base_name_for(image_id);
-  std::this_thread::sleep_for(2500ms);
+  // Two rounds of the manager that ran with the base already unused.
+  auto rounds = [&] {
+    const std::string round = "cache manager: 0 base(s) removed";
+    std::string log = kilnd.log();
+    std::size_t count = 0;
+    for (auto at = log.find(round); at != std::string::npos; at = log.find(round, at + 1)) ++count;
+    return count;
+  };
+  std::size_t before = rounds();
+  for (int i = 0; i < 100 && rounds() < before + 2; ++i) std::this_thread::sleep_for(100ms);
+  REQUIRE(rounds() >= before + 2);
   REQUIRE(fs::exists(base));  // unused, but younger than a day
 
   // Reloaded with aging at 0 s: the next round removes it.
