@@ -27,6 +27,8 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kImageTooLarge:
     case ErrorCode::kSignatureInvalid:
     case ErrorCode::kChecksumMismatch:
+    case ErrorCode::kImageQemuDisagrees:
+    case ErrorCode::kUnsupportedImageProperty:
       return 422;
     case ErrorCode::kOverloaded:
     case ErrorCode::kShuttingDown:
@@ -36,6 +38,7 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kGlanceError:
     case ErrorCode::kDownloadIncomplete:
     case ErrorCode::kLibvirtError:
+    case ErrorCode::kDomainStartFailed:
       return 502;
     default:
       return 500;

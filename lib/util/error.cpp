@@ -36,12 +36,15 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kOverloaded: return "overloaded";
     case ErrorCode::kShuttingDown: return "shutting_down";
     case ErrorCode::kInternalError: return "internal_error";
+    case ErrorCode::kDomainStartFailed: return "domain_start_failed";
+    case ErrorCode::kImageQemuDisagrees: return "image_qemu_disagrees";
+    case ErrorCode::kUnsupportedImageProperty: return "unsupported_image_property";
   }
   return "unknown";
 }
 
 std::optional<ErrorCode> code_from_name(std::string_view name) {
-  for (int value = 0; value <= static_cast<int>(ErrorCode::kInternalError); ++value) {
+  for (int value = 0; value <= static_cast<int>(ErrorCode::kLastCode); ++value) {
     auto code = static_cast<ErrorCode>(value);
     if (code_name(code) == name) return code;
   }

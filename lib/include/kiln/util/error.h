@@ -45,6 +45,10 @@ enum class ErrorCode {
   kOverloaded,         // too many connections or queued operations; retry later
   kShuttingDown,       // the agent is draining and takes no new work
   kInternalError,      // a bug: an unexpected exception reached a module edge
+  kDomainStartFailed,  // the domain was started but is not running (paused on error, crashed, shut off)
+  kImageQemuDisagrees, // qemu-img info's reading of an image differs from the inspector's
+  kUnsupportedImageProperty,  // an image property kiln cannot honour (named in the sentence)
+  kLastCode = kUnsupportedImageProperty,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and
