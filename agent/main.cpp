@@ -19,6 +19,7 @@
 #include "agent_lock.h"
 #include "kiln/config/settings.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/virt/virt_type.h"
 #include "kiln/rpc/server.h"
 #include "kiln/rpc/service.h"
 #include "kiln/util/error.h"
@@ -186,13 +187,14 @@ class Agent {
 int main(int argc, char** argv) {
   CLI::App app{"kilnd: the kiln agent (RPC on a Unix socket, systemd notify)"};
   kiln::config::Overrides overrides;
-  std::string config_file, socket, instances_path, glance, libvirt_uri;
+  std::string config_file, socket, instances_path, glance, libvirt_uri, virt_type;
   bool debug = false;
   app.add_option("--config", config_file, "configuration file (default /etc/kiln/kiln.conf)");
   app.add_option("--socket", socket, "Unix socket to serve on (beats [rpc] unix_socket)");
   app.add_option("--instances-path", instances_path, "beats [DEFAULT] instances_path");
   app.add_option("--glance", glance, "Glance endpoint(s), comma-separated (beats [glance] api_servers)");
   app.add_option("--libvirt-uri", libvirt_uri, "beats [libvirt] connection_uri");
+  app.add_option("--virt-type", virt_type, "kvm or qemu (beats [libvirt] virt_type)");
   app.add_flag("--debug", debug, "log at debug level");
   CLI11_PARSE(app, argc, argv);
   if (!config_file.empty()) overrides.config_file = config_file;
@@ -200,6 +202,7 @@ int main(int argc, char** argv) {
   if (!instances_path.empty()) overrides.instances_path = instances_path;
   if (!glance.empty()) overrides.glance = glance;
   if (!libvirt_uri.empty()) overrides.libvirt_uri = libvirt_uri;
+  if (!virt_type.empty()) overrides.virt_type = virt_type;
 
   kilnd::setup_logging(debug);
   bool drained = true;
@@ -211,6 +214,8 @@ int main(int argc, char** argv) {
     {
       kiln::virt::Connection libvirt(settings.libvirt_uri);
       log_reconcile(kiln::instance::reconcile(settings.instances_path, libvirt, false));
+      auto choice = kiln::virt::resolve_virt_type(settings.virt_type, libvirt);
+      spdlog::info("kilnd: guests get domain type {}: {}", choice.type, choice.reason);
     }
     spdlog::info("kilnd: ready: instances_path={} socket={} libvirt={}", settings.instances_path.string(),
                  settings.rpc.unix_socket.string(), settings.libvirt_uri);

@@ -15,7 +15,7 @@ add_executable(kiln_agent_tests
 target_include_directories(kiln_agent_tests PRIVATE ${CMAKE_SOURCE_DIR}/agent)
 target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support spdlog::spdlog PkgConfig::SYSTEMD)
 target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
-catch_discover_tests(kiln_agent_tests TEST_PREFIX "agent: ")
+catch_discover_tests(kiln_agent_tests TEST_PREFIX "agent: " EXTRA_ARGS -w NoTests PROPERTIES LABELS unit)
 
 # The systemd unit and tmpfiles.d, judged by systemd's own tools.
 set(KILN_AGENT_TESTS ${CMAKE_CURRENT_SOURCE_DIR}/agent)
@@ -42,3 +42,10 @@ set_tests_properties(
 set_tests_properties(
   "agent: the packaged kilnd starts with the sample config, sends READY=1, answers /healthz and stops on SIGTERM"
   PROPERTIES FIXTURES_REQUIRED kiln_deb TIMEOUT 300)
+set_tests_properties(
+  "agent: kilnd.service installs in the .deb's layout and passes systemd-analyze verify"
+  "agent: kilnd.service's systemd-analyze security exposure is at most 4.0"
+  "agent: systemd-tmpfiles creates kiln's directories with modes QEMU can traverse"
+  "agent: cpack builds a kiln .deb that dpkg installs, removes and purges in a throwaway root"
+  "agent: the packaged kilnd starts with the sample config, sends READY=1, answers /healthz and stops on SIGTERM"
+  PROPERTIES LABELS agent)

@@ -3,7 +3,7 @@
 # Fast: lib/rpc in-process (test:///default, no peers).
 add_executable(kiln_rpc_unit_tests rpc/test_rpc_validation.cpp rpc/test_rpc_server.cpp rpc/raw_connection.cpp)
 target_link_libraries(kiln_rpc_unit_tests PRIVATE kiln_test_support Boost::headers Threads::Threads)
-catch_discover_tests(kiln_rpc_unit_tests TEST_PREFIX "rpc: " PROPERTIES TIMEOUT 120)
+catch_discover_tests(kiln_rpc_unit_tests TEST_PREFIX "rpc: " EXTRA_ARGS -w NoTests PROPERTIES TIMEOUT 120 LABELS unit)
 
 # kilnd itself against the real peers (the `peers` fixture of tests/CMakeLists.txt).
 add_executable(kiln_kilnd_tests rpc/test_kilnd.cpp rpc/kilnd_process.cpp integration/peers.cpp)
@@ -13,4 +13,4 @@ target_compile_definitions(kiln_kilnd_tests PRIVATE
   KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 add_dependencies(kiln_kilnd_tests kilnd kilnctl)
 target_link_libraries(kiln_kilnd_tests PRIVATE kiln_test_support)
-catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600)
+catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " EXTRA_ARGS -w NoTests PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600 LABELS peers)

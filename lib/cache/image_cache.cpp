@@ -139,8 +139,10 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   FileLock lock(lock_path(name));
   std::optional<BaseInfo> info = load_base_info(base_path);
   FetchOutcome outcome;
-  // A base without a valid .info cannot be trusted: fetch it again over it.
-  if (!info || !fs::exists(base_path, error)) {
+  // A base without a valid .info, or whose file is not what its .info says
+  // (a planted symlink, a truncated copy), cannot be trusted: fetch it again
+  // over it (publishing replaces the link itself, never its target).
+  if (!info || !is_regular_file_of_size(base_path, info->virtual_size)) {
     rethrow_failure_since(lock_path(name), waiting_since);
     try {
       ensure_space(record);

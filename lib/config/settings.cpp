@@ -193,15 +193,19 @@ const std::map<std::string, Setter>& known_keys() {
       {"glance.allowed_container_formats",
        [](Settings& s, const std::string& v) { s.cache.allowed_container_formats = parse_list(v); }},
       {"glance.verify_glance_signatures",
-       [](Settings& s, const std::string& v) { s.cache.verify_signatures = parse_bool(v); }},
+       [](Settings& s, const std::string& v) {
+         // As in nova: verifying means every image must carry a signature
+         // that verifies; an unsigned image is refused, not waved through.
+         s.cache.verify_signatures = parse_bool(v);
+         s.cache.signatures.required = s.cache.verify_signatures;
+       }},
       {"glance.signature_certificate_directory",
        [](Settings& s, const std::string& v) { s.cache.signatures.certificate_directory = parse_absolute_path(v); }},
       {"glance.signature_ca_file",
        [](Settings& s, const std::string& v) { s.cache.signatures.ca_file = parse_readable_file(v); }},
       {"glance.require_image_signatures",
        [](Settings& s, const std::string& v) {
-         s.cache.signatures.required = parse_bool(v);
-         if (s.cache.signatures.required) s.cache.verify_signatures = true;
+         if (parse_bool(v)) s.cache.verify_signatures = s.cache.signatures.required = true;
        }},
       {"glance.verify_md5_always",
        [](Settings& s, const std::string& v) { s.cache.verify_md5_always = parse_bool(v); }},
@@ -281,6 +285,8 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.libvirt_uri = parse_nonempty(v); }},
       {"libvirt.virt_type",
        [](Settings& s, const std::string& v) { s.virt_type = parse_virt_type(v); }},
+      {"libvirt.start_timeout_seconds",
+       [](Settings& s, const std::string& v) { s.start.timeout = std::chrono::seconds(parse_count(v, 3600)); }},
   };
   return keys;
 }
@@ -340,6 +346,7 @@ Settings load_settings(const Overrides& overrides) {
     throw Error(ErrorCode::kConfigInvalid, "[keystone] needs auth_url when any of its keys is set");
   }
   if (overrides.libvirt_uri) settings.libvirt_uri = parse_flag("--libvirt-uri", *overrides.libvirt_uri, parse_nonempty);
+  if (overrides.virt_type) settings.virt_type = parse_flag("--virt-type", *overrides.virt_type, parse_virt_type);
   if (overrides.socket) {
     settings.rpc.unix_socket = parse_flag("--socket", *overrides.socket, [](const std::string& v) {
       if (v.empty()) throw Error(ErrorCode::kInvalidArgument, "the value is empty");

@@ -135,7 +135,10 @@ EphemeralBase ensure_ephemeral_base(const fs::path& base_directory, const fs::pa
   fs::path path = base_directory / name;
   FileLock lock(lock_directory / ("kiln-" + name));
   std::error_code error;
-  if (fs::exists(path, error)) return {path, size, std::move(lock)};
+  if (fs::exists(fs::symlink_status(path, error))) {
+    require_base_file(path, size);
+    return {path, size, std::move(lock)};
+  }
 
   // Only a base still to be made needs mkfs: one made elsewhere (shared
   // _base) is usable on a host without the tool.

@@ -22,7 +22,10 @@ SwapBase ensure_swap_base(const fs::path& base_directory, const fs::path& lock_d
   fs::path path = base_directory / name;
   FileLock lock(lock_directory / ("kiln-" + name));
   std::error_code error;
-  if (fs::exists(path, error)) return {path, size, std::move(lock)};
+  if (fs::exists(fs::symlink_status(path, error))) {
+    require_base_file(path, size);
+    return {path, size, std::move(lock)};
+  }
 
   TemporaryPath part(fs::path(path.string() + ".part"));
   fs::remove(part.path(), error);

@@ -79,7 +79,15 @@ ImageRecord GlanceClient::get_image(const std::string& image_id) const {
     http::Response response = endpoint.get("/v2/images/" + image_id, auth_headers());
     if (response.status == 401 && tokens_) tokens_->invalidate();
     if (response.status != 200) throw_for_status(endpoint, image_id, response);
-    return parse_image_record(response.body);
+    ImageRecord record = parse_image_record(response.body);
+    // The record names the image whose bytes are fetched and whose base name
+    // is derived from it: a record for another image (a proxy's mistake, a
+    // lying endpoint) must not become this image's base.
+    if (record.id != image_id) {
+      throw Error(ErrorCode::kGlanceError, "Glance at " + endpoint.endpoint().to_string() + " answered for image " + image_id +
+                                               " with the record of image '" + record.id + "': refused");
+    }
+    return record;
   });
 }
 

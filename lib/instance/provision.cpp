@@ -16,6 +16,7 @@
 #include "kiln/util/subprocess.h"
 #include "kiln/virt/domain_xml.h"
 #include "kiln/virt/image_properties.h"
+#include "kiln/virt/virt_type.h"
 #include "provisioning_marker.h"
 
 namespace kiln::instance {
@@ -255,7 +256,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   std::string name = domain_name_for(request, directory.uuid());
   check_flavor(request);
   check_absent(directory, host.libvirt);
-  std::string domain_type = host.virt_type.empty() ? host.libvirt.best_domain_type() : host.virt_type;
+  std::string domain_type = virt::resolve_virt_type(host.virt_type, host.libvirt).type;
   Images images = look_up_images(request, host.cache);
   virt::DomainSpec spec = initial_spec(request, directory, name, domain_type, images);
 
@@ -289,7 +290,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   marker.record("defined");
   marker.finish();
 
-  if (request.start) domain.start();
+  if (request.start) virt::start_and_confirm(host.libvirt, domain, host.start);
   result.domain_state = domain.state();
   rollback.dismiss();
   directory_guard.keep();

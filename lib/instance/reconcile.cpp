@@ -8,6 +8,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/uuid.h"
+#include "kiln/virt/guest_start.h"
 #include "provisioning_marker.h"
 
 namespace kiln::instance {
@@ -145,7 +146,7 @@ RecoverResult recover_instance(const std::string& uuid, const fs::path& instance
                                           instances_path.string());
   }
   if (auto domain = libvirt.lookup_by_uuid(directory.uuid())) {
-    if (start && !domain->is_active()) domain->start();
+    if (start && !domain->is_active()) virt::start_and_confirm(libvirt, *domain, {});
     return {directory.uuid(), domain->name(), domain->state(), true};
   }
   if (read_marker(directory.provisioning_marker())) {
@@ -163,7 +164,7 @@ RecoverResult recover_instance(const std::string& uuid, const fs::path& instance
   }
   check_attached_files(directory, xml, instances_path);
   virt::Domain domain = libvirt.define(text);
-  if (start) domain.start();
+  if (start) virt::start_and_confirm(libvirt, domain, {});
   return {directory.uuid(), domain.name(), domain.state(), false};
 }
 

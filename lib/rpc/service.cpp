@@ -267,7 +267,8 @@ Response Service::boot(const Request& request) {
     fetch_base(*backend, boot_request.image_id, operation);
     operation.set_step("building the instance");
     virt::Connection libvirt(backend->settings().libvirt_uri);
-    instance::Host host{backend->settings().instances_path, backend->cache(), libvirt, backend->settings().virt_type};
+    const auto& settings = backend->settings();
+    instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start};
     auto result = instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
       operation.set_bytes(done, total);
     });

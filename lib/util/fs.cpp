@@ -1,6 +1,7 @@
 #include "kiln/util/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -86,15 +87,38 @@ void fsync_together(const std::vector<fs::path>& paths) {
   }
 }
 
+bool is_regular_file_of_size(const fs::path& path, std::uint64_t size) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) return false;
+  return S_ISREG(info.st_mode) && static_cast<std::uint64_t>(info.st_size) == size;
+}
+
+void require_base_file(const fs::path& path, std::uint64_t size) {
+  if (is_regular_file_of_size(path, size)) return;
+  struct stat info {};
+  std::string what = ::lstat(path.c_str(), &info) != 0 ? "is missing"
+                     : S_ISLNK(info.st_mode)            ? "is a symbolic link"
+                     : !S_ISREG(info.st_mode)           ? "is not a regular file"
+                                                        : "has " + std::to_string(info.st_size) + " bytes";
+  throw Error(ErrorCode::kIoError, path.string() + " " + what + ", not a regular file of " + std::to_string(size) +
+                                       " bytes: no overlay is made on it (remove it to have kiln make it again)");
+}
+
 void write_new_file(const fs::path& path, std::string_view content, unsigned mode) {
-  UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+  UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
   write_all(fd.get(), content, path);
 }
 
 void atomic_write_file(const fs::path& path, std::string_view content, unsigned mode) {
   TemporaryPath temporary(fs::path(path.string() + ".tmp"));
   {
-    UniqueFd fd = open_file(temporary.path(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+    // A leftover .tmp (a crash) or one planted as a symlink is unlinked, never
+    // followed: the new one is created exclusively, so a link that reappears
+    // in between fails the write instead of redirecting it.
+    if (::unlink(temporary.path().c_str()) != 0 && errno != ENOENT) {
+      throw_io_error("cannot remove " + temporary.path().string(), errno);
+    }
+    UniqueFd fd = open_file(temporary.path(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
     write_all(fd.get(), content, temporary.path());
     fsync_file(fd.get(), temporary.path());
   }

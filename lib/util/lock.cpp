@@ -25,7 +25,9 @@ std::optional<FileLock> FileLock::try_lock(const std::filesystem::path& path) {
 FileLock::FileLock(const std::filesystem::path& path, bool wait, bool& locked) {
   std::error_code error;
   std::filesystem::create_directories(path.parent_path(), error);
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a lock file planted as a symlink must not make kiln create or
+  // open the file it points at.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) {
     throw Error(ErrorCode::kLockFailed,
                 "cannot open lock file " + path.string() + ": " + std::strerror(errno));

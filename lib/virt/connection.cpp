@@ -42,13 +42,17 @@ std::string Domain::uuid() const {
   return buffer;
 }
 
-std::string Domain::state() const {
+std::pair<int, int> Domain::state_and_reason() const {
   int state = 0;
   int reason = 0;
   if (virDomainGetState(handle_.get(), &state, &reason, 0) != 0) {
     throw_libvirt_error("cannot read the state of domain " + name_);
   }
-  switch (state) {
+  return {state, reason};
+}
+
+std::string Domain::state() const {
+  switch (state_and_reason().first) {
     case VIR_DOMAIN_RUNNING: return "running";
     case VIR_DOMAIN_BLOCKED: return "idle";
     case VIR_DOMAIN_PAUSED: return "paused";
@@ -73,6 +77,10 @@ bool Domain::is_kiln_instance() const {
 
 void Domain::start() {
   if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name_);
+}
+
+void Domain::suspend() {
+  if (virDomainSuspend(handle_.get()) != 0) throw_libvirt_error("cannot suspend domain " + name_);
 }
 
 void Domain::destroy() {
@@ -125,7 +133,7 @@ std::vector<Domain> Connection::list_domains() {
   return result;
 }
 
-std::string Connection::best_domain_type() {
+bool Connection::offers_kvm() {
   char* capabilities = virConnectGetCapabilities(handle_.get());
   if (capabilities == nullptr) throw_libvirt_error("cannot read the host's capabilities");
   pugi::xml_document document;
@@ -135,7 +143,13 @@ std::string Connection::best_domain_type() {
                  .select_node("/capabilities/guest[os_type='hvm']/arch[@name='x86_64']/"
                               "domain[@type='kvm']")
                  .node();
-  return kvm ? "kvm" : "qemu";
+  return kvm;
+}
+
+std::string Connection::driver() {
+  const char* type = virConnectGetType(handle_.get());
+  if (type == nullptr) throw_libvirt_error("cannot read the connection's driver");
+  return type;
 }
 
 }  // namespace kiln::virt

@@ -106,6 +106,11 @@ void check_boot(const DomainSpec& spec) {
 
 void check_firmware(const DomainSpec& spec) {
   require_one_of("firmware", spec.firmware, kFirmwareTypes);
+  if (spec.secure_boot && (spec.firmware != "uefi" || !is_q35(spec.machine_type))) {
+    refuse("Secure Boot needs UEFI firmware on a q35 machine");
+  }
+  if (!spec.input_bus.empty()) require_one_of("input bus", spec.input_bus, kInputBuses);
+  if (!spec.watchdog_action.empty()) require_one_of("watchdog action", spec.watchdog_action, kWatchdogActions);
   if (spec.firmware != "uefi") return;
   require_absolute_path("UEFI firmware code", spec.firmware_code);
   require_absolute_path("UEFI variables template", spec.firmware_variables_template);

@@ -72,7 +72,7 @@ void add_sysinfo(pugi::xml_node domain, const DomainSpec& spec) {
 void add_uefi_firmware(pugi::xml_node os, const DomainSpec& spec) {
   pugi::xml_node loader = child_with_text(os, "loader", spec.firmware_code);
   set(loader, "readonly", "yes");
-  set(loader, "secure", "no");
+  set(loader, "secure", spec.secure_boot ? "yes" : "no");
   set(loader, "type", "pflash");
   set(child_with_text(os, "nvram", spec.nvram_path), "template", spec.firmware_variables_template);
 }
@@ -118,6 +118,12 @@ void add_features(pugi::xml_node domain, const DomainSpec& spec) {
   features.append_child("acpi");
   features.append_child("apic");
   if (spec.os_type == "windows" && spec.domain_type == "kvm") add_hyperv(features);
+  if (spec.domain_type == "kvm" && spec.hide_hypervisor_id) {
+    child_with(features.append_child("kvm"), "hidden", "state", "on");
+  }
+  if (spec.pmu) child_with(features, "pmu", "state", *spec.pmu ? "on" : "off");
+  // OVMF's Secure Boot build keeps its variables safe from the OS in SMM.
+  if (spec.secure_boot) child_with(features, "smm", "state", "on");
   // Lets a guest kernel's crash dump be found by the host (Nova, x86).
   features.append_child("vmcoreinfo");
 }
@@ -131,10 +137,13 @@ void add_timer(pugi::xml_node clock, const char* name, const char* attribute, co
 void add_clock(pugi::xml_node domain, const DomainSpec& spec) {
   bool windows = spec.os_type == "windows";
   pugi::xml_node clock = child_with(domain, "clock", "offset", windows ? "localtime" : "utc");
-  if (spec.domain_type != "kvm") return;
+  if (spec.domain_type != "kvm") {
+    if (spec.hpet) add_timer(clock, "hpet", "present", *spec.hpet ? "yes" : "no");
+    return;
+  }
   add_timer(clock, "pit", "tickpolicy", "delay");
   add_timer(clock, "rtc", "tickpolicy", "catchup");
-  add_timer(clock, "hpet", "present", "no");
+  add_timer(clock, "hpet", "present", spec.hpet.value_or(false) ? "yes" : "no");
   if (windows) add_timer(clock, "hypervclock", "present", "yes");
 }
 
@@ -154,14 +163,15 @@ void add_disk(pugi::xml_node devices, const PlannedDisk& disk) {
 
 // virtio-scsi rather than libvirt's default LSI controller, which current
 // guests no longer carry drivers for. USB is switched off unless a disk
-// needs it, as Nova does when no tablet or USB device is configured.
-void add_controllers(pugi::xml_node devices, const std::vector<PlannedDisk>& disks) {
+// or the tablet needs it, as Nova does when no tablet or USB device is configured.
+void add_controllers(pugi::xml_node devices, const DomainSpec& spec, const std::vector<PlannedDisk>& disks) {
   if (uses_bus(disks, "scsi")) {
     pugi::xml_node scsi = child_with(devices, "controller", "type", "scsi");
     set(scsi, "index", "0");
     set(scsi, "model", "virtio-scsi");
   }
-  if (!uses_bus(disks, "usb")) {
+  bool usb_tablet = spec.usb_tablet && spec.input_bus == "usb";
+  if (!uses_bus(disks, "usb") && !usb_tablet) {
     pugi::xml_node usb = child_with(devices, "controller", "type", "usb");
     set(usb, "index", "0");
     set(usb, "model", "none");
@@ -208,13 +218,17 @@ void add_virtio_devices(pugi::xml_node devices) {
 void add_devices(pugi::xml_node domain, const DomainSpec& spec, const std::vector<PlannedDisk>& disks) {
   pugi::xml_node devices = domain.append_child("devices");
   for (const PlannedDisk& disk : disks) add_disk(devices, disk);
-  add_controllers(devices, disks);
+  add_controllers(devices, spec, disks);
   for (const NetworkInterface& nic : spec.interfaces) add_interface(devices, nic, spec);
   add_console(devices, spec);
   if (spec.guest_agent) add_guest_agent(devices, spec);
   // "none" is written too: it says "no display device" in so many words
   // instead of leaving the guest's display to libvirt's defaults.
   child_with(devices.append_child("video"), "model", "type", spec.video_model);
+  if (spec.usb_tablet) set(child_with(devices, "input", "type", "tablet"), "bus", spec.input_bus);
+  if (!spec.watchdog_action.empty() && spec.watchdog_action != "disabled") {
+    set(child_with(devices, "watchdog", "model", "i6300esb"), "action", spec.watchdog_action);
+  }
   add_virtio_devices(devices);
 }
 

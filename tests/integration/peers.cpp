@@ -66,7 +66,7 @@ CommandResult patch_image(const std::string& image_id, const nlohmann::json& pro
 
 KilnctlResult kilnctl(const std::filesystem::path& instances_path, std::vector<std::string> args) {
   std::vector<std::string> argv = {KILN_KILNCTL, "--json", "--glance", peers().glance_url,
-                                   "--libvirt-uri", peers().libvirt_uri, "--instances-path",
+                                   "--libvirt-uri", peers().libvirt_uri, "--virt-type", "qemu", "--instances-path",
                                    instances_path.string()};
   argv.insert(argv.end(), args.begin(), args.end());
   auto result = run({argv});

@@ -315,7 +315,7 @@ TEST_CASE("a size budget evicts the least recently used unused bases first") {
   REQUIRE(fs::exists(base_of(instances, ids[2])));
 }
 
-TEST_CASE("within image_record_ttl a lookup is answered from memory; without it Glance is asked each time") {
+TEST_CASE("within image_record_ttl a lookup is answered from memory, without it Glance is asked each time") {
   kiln::test::ScratchDir scratch;
   fs::path image = make_raw(scratch.path(), "image.raw", 1);
   std::string image_id = kiln::test::upload_image("remembered", "raw", image);
@@ -345,4 +345,25 @@ TEST_CASE("within image_record_ttl a lookup is answered from memory; without it 
   std::string queued = kiln::test::upload_image("queued", "raw", "");
   REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
   REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
+}
+
+TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
+  kiln::test::ScratchDir scratch;
+  std::string asked = kiln::test::upload_image("asked", "raw", make_raw(scratch.path(), "asked.raw", 2));
+  std::string served = kiln::test::upload_image("served", "raw", make_raw(scratch.path(), "served.raw", 2));
+  // The proxy answers for `asked` with `served`'s record and bytes.
+  kiln::test::FaultProxy proxy({"--swap-image", asked, served});
+  fs::path instances = scratch / "instances";
+
+  auto result = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", asked});
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.output["error"]["code"] == "glance_error");
+  REQUIRE(result.output["error"]["message"].get<std::string>().find("record of image '" + served + "'") !=
+          std::string::npos);
+  REQUIRE(proxy.downloads() == 0);
+  REQUIRE((!fs::exists(instances / "_base") || kiln::test::tree_listing(instances / "_base").empty()));
+
+  // Asked directly, the real Glance's record matches and the fetch works.
+  auto direct = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "fetch", asked});
+  REQUIRE(direct.exit_code == 0);
 }

@@ -139,7 +139,10 @@ TEST_CASE("with signatures verified, a signed image boots and a mis-signed or un
   std::string good = upload_signed("signed", sign("image.qcow2"));
   std::string bad = upload_signed("mis-signed", sign("other"));
   std::string unsigned_id = kiln::test::upload_image("unsigned", "qcow2", scratch / "image.qcow2");
-  kiln::test::write_text(scratch / "kiln.conf", "[glance]\nrequire_image_signatures = true\n"
+  // nova's key: verify_glance_signatures = true refuses unsigned images too.
+  std::string key = GENERATE(as<std::string>{}, "verify_glance_signatures", "require_image_signatures");
+  INFO("[glance] " << key << " = true");
+  kiln::test::write_text(scratch / "kiln.conf", "[glance]\n" + key + " = true\n"
                                                 "signature_certificate_directory = " + certificates.string() + "\n");
   fs::path instances = scratch / "instances";
   auto fetch = [&](const std::string& id) {

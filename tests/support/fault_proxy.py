@@ -4,6 +4,9 @@ produce by itself: it records every request line it forwards, and can cut or
 stall the first N responses to image downloads after a number of bytes.
 
 Usage: fault_proxy.py UPSTREAM_PORT LOG_FILE [--cut BYTES] [--stall BYTES] [--times N]
+                      [--swap-image ASKED SERVED]
+--swap-image answers requests for image ASKED with image SERVED (a lying or
+misrouting endpoint).
 Prints the port it listens on as the first line of stdout, then serves until killed.
 LOG_FILE gets one line per request: the request line and its Range header.
 """
@@ -18,6 +21,7 @@ parser.add_argument("log_file")
 parser.add_argument("--cut", type=int, default=None, help="close after this many response bytes")
 parser.add_argument("--stall", type=int, default=None, help="stop forwarding after this many response bytes")
 parser.add_argument("--times", type=int, default=1, help="how many /file downloads get the fault")
+parser.add_argument("--swap-image", nargs=2, default=None, metavar=("ASKED", "SERVED"))
 args = parser.parse_args()
 
 lock = threading.Lock()
@@ -61,6 +65,9 @@ def serve(client):
     ranges = [l for l in lines[1:] if l.lower().startswith("range:")]
     log(lines[0] + ("  " + ranges[0] if ranges else ""))
     fault = take_fault(lines[0])
+    if args.swap_image:
+        asked, served = ("/v2/images/" + i for i in args.swap_image)
+        data = data.replace(asked.encode(), served.encode(), 1)
     upstream.sendall(data)
 
     def forward_requests():

@@ -34,7 +34,7 @@ TEST_CASE("image ids that are not UUIDs never reach a URL") {
   REQUIRE_KILN_ERROR(glance.get_image("../../v2/images"), ErrorCode::kInvalidArgument);
 }
 
-TEST_CASE("Glance disk formats map to qemu drivers; unconvertible ones do not") {
+TEST_CASE("Glance disk formats map to qemu drivers, unconvertible ones do not") {
   REQUIRE(kiln::image::qemu_format_for("vhd") == "vpc");
   REQUIRE(kiln::image::qemu_format_for("qcow2") == "qcow2");
   REQUIRE(kiln::image::qemu_format_for("iso") == "raw");

@@ -313,6 +313,48 @@ std::vector<Row> property_table() {
         {"/domain/devices/disk[target/@dev='sdb']/source/@file", "(local)"},
         {"/domain/os/loader/@type", "pflash"},
         {"/domain/devices/interface[@type='ethernet']/model/@type", "e1000e"}}},
+      {"os_secure_boot=required: Secure Boot OVMF with SMM on q35, chosen for the image",
+       {{"os_secure_boot", "required"}},
+       nothing,
+       {{"/domain/os/type/@machine", "q35"},
+        {"/domain/os/loader", kiln::virt::kOvmfSecureBootCode},
+        {"/domain/os/loader/@secure", "yes"},
+        {"/domain/os/nvram/@template", kiln::virt::kOvmfSecureBootVariablesTemplate},
+        {"/domain/features/smm/@state", "on"}}},
+      {"os_secure_boot=disabled or optional changes nothing",
+       {{"os_secure_boot", "optional"}, {"hw_firmware_type", "uefi"}},
+       nothing,
+       {{"/domain/os/loader/@secure", "no"}, {"/domain/features/smm", "(absent)"}}},
+      {"Nova's device properties: tablet, watchdog, HPET, PMU, hidden KVM, vmxnet3, bochs",
+       {{"hw_pointer_model", "usbtablet"},
+        {"hw_input_bus", "usb"},
+        {"hw_watchdog_action", "reset"},
+        {"hw_time_hpet", "yes"},
+        {"hw_pmu", "false"},
+        {"img_hide_hypervisor_id", "true"},
+        {"hw_vif_model", "vmxnet3"},
+        {"hw_video_model", "bochs"},
+        {"hw_rng_model", "virtio"},
+        {"hw_scsi_model", "virtio-scsi"},
+        {"hw_cpu_policy", "shared"},
+        {"img_config_drive", "optional"},
+        {"hw_architecture", "x86_64"}},
+       [](DomainSpec& spec) { spec.interfaces = {bridge_nic("fa:16:3e:00:00:0c", "tapcccc")}; },
+       {{"/domain/devices/input[@type='tablet']/@bus", "usb"},
+        {"/domain/devices/controller[@type='usb']", "(absent)"},
+        {"/domain/devices/watchdog/@model", "i6300esb"},
+        {"/domain/devices/watchdog/@action", "reset"},
+        {"/domain/clock/timer[@name='hpet']/@present", "yes"},
+        {"/domain/features/pmu/@state", "off"},
+        {"/domain/features/kvm/hidden/@state", "on"},
+        {"/domain/devices/interface/model/@type", "vmxnet3"},
+        {"/domain/devices/video/model/@type", "bochs"}}},
+      {"hw_watchdog_action=disabled adds no watchdog, a virtio tablet needs no USB",
+       {{"hw_watchdog_action", "disabled"}, {"hw_pointer_model", "usbtablet"}, {"hw_input_bus", "virtio"}},
+       nothing,
+       {{"/domain/devices/watchdog", "(absent)"},
+        {"/domain/devices/input[@type='tablet']/@bus", "virtio"},
+        {"/domain/devices/controller[@type='usb']/@model", "none"}}},
   };
 }
 
@@ -552,6 +594,40 @@ TEST_CASE("a spec that cannot become a bootable domain is refused, naming what i
     change(spec);
     REQUIRE_KILN_ERROR_MENTIONS(kiln::virt::build_domain_xml(spec), ErrorCode::kInvalidArgument, mentions);
   }
+}
+
+TEST_CASE("Nova image properties kiln cannot honour are refused with unsupported_image_property, naming them") {
+  std::vector<std::pair<Properties, std::string>> refused = {
+      {{{"hw_cpu_policy", "dedicated"}}, "hw_cpu_policy 'dedicated'"},
+      {{{"hw_mem_page_size", "large"}}, "hw_mem_page_size 'large'"},
+      {{{"img_config_drive", "mandatory"}}, "img_config_drive 'mandatory'"},
+      {{{"hw_architecture", "aarch64"}}, "hw_architecture 'aarch64'"},
+      {{{"hw_numa_nodes", "2"}}, "hw_numa_nodes '2'"},
+      {{{"hw_numa_cpus.0", "0-1"}}, "hw_numa_cpus.0"},
+      {{{"hw_cpu_sockets", "2"}}, "hw_cpu_sockets '2'"},
+      {{{"hw_tpm_version", "2.0"}}, "hw_tpm_version '2.0'"},
+      {{{"hw_vif_multiqueue_enabled", "true"}}, "hw_vif_multiqueue_enabled 'true'"},
+      {{{"hw_rng_model", "egd"}}, "hw_rng_model 'egd'"},
+      {{{"hw_scsi_model", "lsilogic"}}, "hw_scsi_model 'lsilogic'"},
+      {{{"hw_vif_model", "netfront"}}, "hw_vif_model 'netfront'"},
+      {{{"hw_video_model", "gop"}}, "hw_video_model 'gop'"},
+      {{{"os_secure_boot", "required"}, {"hw_machine_type", "pc"}}, "needs a q35 machine"},
+      {{{"os_secure_boot", "required"}, {"hw_firmware_type", "bios"}}, "needs hw_firmware_type uefi"},
+  };
+  for (const auto& [properties, mentions] : refused) {
+    INFO(mentions);
+    DomainSpec spec = sample_spec(kiln::test::random_uuid());
+    DomainSpec before = spec;
+    REQUIRE_KILN_ERROR_MENTIONS(kiln::virt::apply_image_properties(properties, spec),
+                                ErrorCode::kUnsupportedImageProperty, mentions);
+    REQUIRE(kiln::virt::build_domain_xml(spec) == kiln::virt::build_domain_xml(before));
+  }
+  // Values outside what Nova itself accepts stay invalid_argument.
+  DomainSpec spec = sample_spec(kiln::test::random_uuid());
+  REQUIRE_KILN_ERROR(kiln::virt::apply_image_properties({{"hw_pointer_model", "mouse"}}, spec),
+                     ErrorCode::kInvalidArgument);
+  REQUIRE_KILN_ERROR(kiln::virt::apply_image_properties({{"os_secure_boot", "maybe"}}, spec),
+                     ErrorCode::kInvalidArgument);
 }
 
 TEST_CASE("libvirt defines, starts, reports, destroys and undefines the domain (test driver)") {

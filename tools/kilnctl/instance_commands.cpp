@@ -109,7 +109,7 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       return 0;
     }
     kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
-                              context.settings().virt_type};
+                              context.settings().virt_type, context.settings().start};
     auto result = kiln::instance::provision(boot->request, host,
                                             context.json_output() ? nullptr : progress_reporter("download"));
     finish_progress();

@@ -24,6 +24,7 @@ void add_global_options(CLI::App& app, GlobalOptions& options) {
   app.add_option("--instances-path", options.overrides.instances_path, "instances directory (default /var/lib/kiln/instances)");
   app.add_option("--glance", options.overrides.glance, "Glance endpoint root(s), e.g. http://127.0.0.1:9292");
   app.add_option("--libvirt-uri", options.overrides.libvirt_uri, "libvirt URI (default qemu:///system)");
+  app.add_option("--virt-type", options.overrides.virt_type, "kvm or qemu (default: kvm where it works)");
   app.add_option("--socket", options.overrides.socket, "kilnd's socket (default [rpc] unix_socket)");
   app.add_flag("--direct", options.direct, "work on the host directly even when kilnd runs");
   app.add_flag("--json", options.json_output, "print JSON");

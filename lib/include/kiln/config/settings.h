@@ -16,6 +16,7 @@
 #include "kiln/glance/keystone.h"
 #include "kiln/http/client.h"
 #include "kiln/http/url.h"
+#include "kiln/virt/guest_start.h"
 
 namespace kiln::config {
 
@@ -70,7 +71,8 @@ struct Settings {
   cache::CachePolicy cache;
   // [libvirt]
   std::string libvirt_uri = kDefaultLibvirtUri;
-  std::string virt_type;  // "" = choose from libvirt's capabilities
+  std::string virt_type;  // "" = kvm where libvirt offers it and it works, else qemu
+  virt::StartPolicy start;  // start_timeout_seconds
   // [rpc], [tls] (kilnd)
   RpcSettings rpc;
   TlsServerSettings tls;
@@ -85,6 +87,7 @@ struct Overrides {
   std::optional<std::string> instances_path;
   std::optional<std::string> glance;  // one endpoint root, or a comma-separated list
   std::optional<std::string> libvirt_uri;
+  std::optional<std::string> virt_type;  // --virt-type: [libvirt] virt_type
   std::optional<std::string> socket;  // kilnd/kilnctl --socket: [rpc] unix_socket
 };
 

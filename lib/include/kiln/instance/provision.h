@@ -28,6 +28,7 @@
 #include "kiln/instance/instance_dir.h"
 #include "kiln/virt/connection.h"
 #include "kiln/virt/domain_spec.h"
+#include "kiln/virt/guest_start.h"
 
 namespace kiln::instance {
 
@@ -48,7 +49,8 @@ struct Host {
   std::filesystem::path instances_path;  // absolute
   const cache::ImageCache& cache;
   virt::Connection& libvirt;
-  std::string virt_type;  // "kvm", "qemu", or "" to choose from libvirt's capabilities
+  std::string virt_type;  // "kvm", "qemu", or "" to choose (virt/virt_type.h)
+  virt::StartPolicy start{};  // how a started domain is confirmed running
 };
 
 struct BootResult {

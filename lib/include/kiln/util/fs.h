@@ -61,6 +61,14 @@ void fsync_together(const std::vector<std::filesystem::path>& paths);
 // Creates `path` (which must not exist) with `content`, without fsync: for
 // files inside a directory under construction, which its builder makes
 // durable at once with fsync_together() before the directory counts as built.
+// Whether `path` itself (not what a symlink there points at) is a regular
+// file of exactly `size` bytes. False when it does not exist.
+bool is_regular_file_of_size(const std::filesystem::path& path, std::uint64_t size);
+
+// Throws kIoError unless is_regular_file_of_size(): an overlay may point only
+// at a shared base that is what kiln made, never at a link planted in its place.
+void require_base_file(const std::filesystem::path& path, std::uint64_t size);
+
 void write_new_file(const std::filesystem::path& path, std::string_view content, unsigned mode = 0644);
 
 // Writes `content` to `<path>.tmp`, fsyncs it, renames it over `path` and

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kiln::virt {
@@ -24,12 +25,15 @@ class Domain {
   std::string uuid() const;
   // virsh's words: "running", "shut off", "paused", ...
   std::string state() const;
+  // virDomainGetState's state and reason (virDomainState, and its reason enum).
+  std::pair<int, int> state_and_reason() const;
   bool is_active() const;
   bool is_persistent() const;
   // True when the domain's metadata carries kiln's <kiln:instance> element.
   bool is_kiln_instance() const;
 
   void start();
+  void suspend();   // pauses the vCPUs (virsh suspend)
   void destroy();   // hard power-off; REQUIRES: active
   void undefine();  // removes the persistent definition (and UEFI nvram)
 
@@ -51,8 +55,11 @@ class Connection {
   // Every domain libvirt knows, active or not, persistent or transient.
   std::vector<Domain> list_domains();
 
-  // "kvm" when the host's capabilities offer KVM for x86_64 guests, else "qemu".
-  std::string best_domain_type();
+  // Whether the host's capabilities offer a kvm domain type for x86_64
+  // guests. That KVM also works is virt_type.h's question.
+  bool offers_kvm();
+  // The connection's driver name, e.g. "QEMU", "Test".
+  std::string driver();
 
   const std::string& uri() const { return uri_; }
 

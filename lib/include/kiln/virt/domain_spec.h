@@ -26,16 +26,22 @@ inline constexpr std::array<std::string_view, 5> kDiskBuses{"virtio", "scsi", "s
 inline constexpr std::array<std::string_view, 4> kCdromBuses{"ide", "sata", "scsi", "usb"};
 inline constexpr std::array<std::string_view, 2> kDiskFormats{"qcow2", "raw"};
 inline constexpr std::array<std::string_view, 2> kCacheModes{"none", "writeback"};
-inline constexpr std::array<std::string_view, 6> kInterfaceModels{"virtio",  "e1000",    "e1000e",
-                                                                  "rtl8139", "ne2k_pci", "pcnet"};
+inline constexpr std::array<std::string_view, 7> kInterfaceModels{"virtio",   "e1000", "e1000e",  "rtl8139",
+                                                                  "ne2k_pci", "pcnet", "vmxnet3"};
 inline constexpr std::array<std::string_view, 2> kInterfaceTypes{"bridge", "ethernet"};
-inline constexpr std::array<std::string_view, 5> kVideoModels{"virtio", "vga", "cirrus", "qxl", "none"};
+inline constexpr std::array<std::string_view, 7> kVideoModels{"virtio", "vga", "cirrus", "qxl", "vmvga", "bochs", "none"};
 inline constexpr std::array<std::string_view, 2> kFirmwareTypes{"bios", "uefi"};
 inline constexpr std::array<std::string_view, 2> kOsTypes{"linux", "windows"};
 
 // Debian's ovmf package: 4 MiB flash, no Secure Boot, usable on pc and q35.
 inline constexpr const char* kOvmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 inline constexpr const char* kOvmfVariablesTemplate = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+// The same with Secure Boot (SMM required, q35 only) and Microsoft's keys
+// enrolled, which is what Windows and shim-signed Linux expect.
+inline constexpr const char* kOvmfSecureBootCode = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+inline constexpr const char* kOvmfSecureBootVariablesTemplate = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+inline constexpr std::array<std::string_view, 2> kInputBuses{"usb", "virtio"};
+inline constexpr std::array<std::string_view, 5> kWatchdogActions{"disabled", "pause", "poweroff", "reset", "none"};
 
 // A disk image file of the instance.
 struct DiskFile {
@@ -87,6 +93,9 @@ struct DomainSpec {
   std::string firmware = "bios";                                     // one of kFirmwareTypes
   std::string firmware_code = kOvmfCode;                             // used for uefi
   std::string firmware_variables_template = kOvmfVariablesTemplate;  // used for uefi
+  // Secure Boot: loader secure='yes' and SMM. REQUIRES uefi, q35 and the
+  // Secure Boot firmware above.
+  bool secure_boot = false;
   // The instance's own UEFI variable store. REQUIRED for uefi: libvirt copies
   // the template there on first start and deletes it on undefine.
   std::string nvram_path;
@@ -96,6 +105,12 @@ struct DomainSpec {
   std::string video_model = "virtio";      // one of kVideoModels; "none": no display device
   bool guest_agent = false;                // a virtio channel org.qemu.guest_agent.0 on a unix socket
   bool boot_menu = false;
+  bool usb_tablet = false;         // an absolute pointer (Nova's hw_pointer_model=usbtablet)
+  std::string input_bus = "usb";   // one of kInputBuses: the tablet's bus
+  std::string watchdog_action;     // "" or "disabled": no watchdog; else an i6300esb with this action
+  std::optional<bool> hpet;        // unset: no HPET on kvm (Nova), QEMU's default on qemu
+  std::optional<bool> pmu;         // unset: the hypervisor's default
+  bool hide_hypervisor_id = false; // kvm: hide the KVM signature from the guest's CPUID
 
   std::string console_log;  // absolute path of console.log
   // Recorded in <metadata> so an operator (and recovery) can tell where it came from.

@@ -3,19 +3,35 @@
 // An image's owner chooses these, so each value is checked against an
 // allow-list before it reaches the spec. A value outside it is refused with
 // kiln::Error kInvalidArgument naming the property and the allowed values,
-// and the spec is then left exactly as it was. Properties kiln does not act
-// on are ignored, as Nova ignores them: Glance records carry many that do not
-// concern the hypervisor (os_distro, owner_specified.*, img_signature, ...).
+// and the spec is then left exactly as it was. Nova's other image properties
+// (nova/objects/image_meta.py: CPU topology and pinning, NUMA, huge pages,
+// TPM, config drive, ...) are refused with kUnsupportedImageProperty unless
+// their value asks for nothing beyond what every kiln guest is (hw_cpu_policy
+// shared, img_config_drive optional, hw_architecture x86_64, ...): an image
+// never boots silently other than its owner asked. Properties that do not
+// concern the hypervisor (os_distro, owner_specified.*, img_signature, ...)
+// are ignored, as Nova ignores them.
 //
 //   property             values                                 effect on the spec
 //   hw_disk_bus          virtio scsi sata ide usb               disk_bus (scsi: virtio-scsi controller)
 //   hw_cdrom_bus         ide sata scsi usb                      cdrom_bus (default ide on pc, sata on q35)
 //   hw_vif_model         virtio e1000 e1000e rtl8139            interface_model (NICs without a model)
-//                        ne2k_pci pcnet
+//                        ne2k_pci pcnet vmxnet3                 (Nova's xen/ppc/arm models: unsupported)
 //   hw_machine_type      pc q35 pc-i440fx-<v> pc-q35-<v>        machine_type; q35 has no IDE bus, so
 //                                                               ide for disks or cdroms is refused
 //   hw_firmware_type     bios uefi                              firmware (uefi: OVMF, spec.nvram_path)
-//   hw_video_model       virtio vga cirrus qxl none             video_model
+//   hw_video_model       virtio vga cirrus qxl vmvga bochs none video_model (xen, gop: unsupported)
+//   os_secure_boot       required disabled optional             required: Secure Boot OVMF (.ms.fd) with
+//                                                               SMM, uefi and q35 (set unless the image
+//                                                               chose otherwise, then refused)
+//   hw_pointer_model     usbtablet                              usb_tablet
+//   hw_input_bus         usb virtio                             input_bus (the tablet's)
+//   hw_watchdog_action   disabled pause poweroff reset none     an i6300esb watchdog with that action
+//   hw_time_hpet         Nova's booleans                        hpet
+//   hw_pmu               Nova's booleans                        pmu
+//   img_hide_hypervisor_id Nova's booleans                      hide_hypervisor_id (kvm only)
+//   hw_rng_model         virtio                                 (every guest has a virtio RNG)
+//   hw_scsi_model        virtio-scsi                            (kiln's SCSI controller)
 //   hw_qemu_guest_agent  yes no (and Nova's other booleans)     guest_agent
 //   hw_boot_menu         yes no (and Nova's other booleans)     boot_menu
 //   os_type              linux windows                          os_type (windows: localtime clock,
