@@ -13,4 +13,4 @@ target_compile_definitions(kiln_kilnd_tests PRIVATE
   KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 add_dependencies(kiln_kilnd_tests kilnd kilnctl)
 target_link_libraries(kiln_kilnd_tests PRIVATE kiln_test_support)
-catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " EXTRA_ARGS -w NoTests PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600 LABELS peers)
+catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " EXTRA_ARGS -w NoTests PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600 LABELS peers RESOURCE_LOCK libvirtd)

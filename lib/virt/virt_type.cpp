@@ -11,6 +11,8 @@
 
 #include <array>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -54,6 +56,21 @@ constexpr std::array<unsigned char, 25> kGuestCode{
     0xf4,                    // hlt
 };
 
+// <linux/kvm.h>'s kvm_cpuid2 ends in a flexible array that g++ lays out
+// after a padding byte (sizeof 12, C's is 8), and the ioctl numbers encode
+// that size: KVM_GET_SUPPORTED_CPUID then means nothing to the kernel
+// (EINVAL). So the table and its two ioctls are spelled with C's layout.
+constexpr std::uint32_t kCpuidEntries = 256;
+struct CpuidTable {
+  std::uint32_t nent;
+  std::uint32_t padding;
+  kvm_cpuid_entry2 entries[kCpuidEntries];
+};
+using CpuidHeader = std::array<std::uint32_t, 2>;
+static_assert(offsetof(CpuidTable, entries) == sizeof(CpuidHeader));
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidHeader);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CpuidHeader);
+
 void build_page_tables(unsigned char* memory) {
   auto entry = [memory](std::uint64_t table, std::uint64_t value) {
     std::memcpy(memory + table, &value, sizeof value);
@@ -95,37 +112,35 @@ Report probe_in_child(const char* device) {
   int vm = ioctl(kvm, KVM_CREATE_VM, 0);
   if (vm < 0) return {Stage::kCreateVm, errno};
   void* mapped = mmap(nullptr, kMemorySize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mapped == MAP_FAILED) return {Stage::kSetup, errno};
+  if (mapped == MAP_FAILED) return {Stage::kSetup, errno, 0};
   auto* memory = static_cast<unsigned char*>(mapped);
   build_page_tables(memory);
   std::memcpy(memory + kCode, kGuestCode.data(), kGuestCode.size());
   kvm_userspace_memory_region region{0, 0, 0, kMemorySize, reinterpret_cast<std::uint64_t>(memory)};
-  if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) return {Stage::kSetup, errno};
+  if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) return {Stage::kSetup, errno, 1};
   int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-  if (vcpu < 0) return {Stage::kSetup, errno};
+  if (vcpu < 0) return {Stage::kSetup, errno, 2};
 
   // The CPUID a real VMM gives its guest: what KVM supports.
-  constexpr std::size_t kEntries = 256;
-  alignas(kvm_cpuid2) static unsigned char buffer[sizeof(kvm_cpuid2) + kEntries * sizeof(kvm_cpuid_entry2)];
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer);
-  cpuid->nent = kEntries;
-  if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) return {Stage::kSetup, errno};
-  if (ioctl(vcpu, KVM_SET_CPUID2, cpuid) < 0) return {Stage::kSetup, errno};
+  static CpuidTable cpuid;
+  cpuid.nent = kCpuidEntries;
+  if (ioctl(kvm, kGetSupportedCpuid, &cpuid) < 0) return {Stage::kSetup, errno, 3};
+  if (ioctl(vcpu, kSetCpuid2, &cpuid) < 0) return {Stage::kSetup, errno, 4};
 
   kvm_sregs sregs{};
-  if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) return {Stage::kSetup, errno};
+  if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) return {Stage::kSetup, errno, 5};
   enter_long_mode(sregs);
-  if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) return {Stage::kSetup, errno};
+  if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) return {Stage::kSetup, errno, 6};
   kvm_regs regs{};
   regs.rflags = 2;
   regs.rip = kCode;
   regs.rsp = kMemorySize;
-  if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) return {Stage::kSetup, errno};
+  if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) return {Stage::kSetup, errno, 7};
 
   int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (run_size < 0) return {Stage::kSetup, errno};
+  if (run_size < 0) return {Stage::kSetup, errno, 8};
   void* run_mapped = mmap(nullptr, static_cast<std::size_t>(run_size), PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-  if (run_mapped == MAP_FAILED) return {Stage::kSetup, errno};
+  if (run_mapped == MAP_FAILED) return {Stage::kSetup, errno, 9};
   auto* run = static_cast<kvm_run*>(run_mapped);
 
   bool wrote = false;
@@ -145,6 +160,9 @@ Report probe_in_child(const char* device) {
   return {Stage::kWrongOutput};
 }
 
+// What each kSetup report's detail names, in probe_in_child()'s order.
+constexpr std::array<const char*, 10> kSetupSteps{"mmap", "KVM_SET_USER_MEMORY_REGION", "KVM_CREATE_VCPU", "KVM_GET_SUPPORTED_CPUID", "KVM_SET_CPUID2", "KVM_GET_SREGS", "KVM_SET_SREGS", "KVM_SET_REGS", "KVM_GET_VCPU_MMAP_SIZE", "mmap of kvm_run"};
+
 std::string describe(const Report& report, const std::string& device) {
   auto error = [&](const char* what) { return device + ": " + what + ": " + std::strerror(report.value); };
   switch (report.stage) {
@@ -152,7 +170,7 @@ std::string describe(const Report& report, const std::string& device) {
     case Stage::kOpen: return error("cannot open");
     case Stage::kApiVersion: return device + " is not a KVM device of API version 12";
     case Stage::kCreateVm: return error("KVM_CREATE_VM failed");
-    case Stage::kSetup: return error("cannot set up a probe VM");
+    case Stage::kSetup: return error(("cannot set up a probe VM: " + std::string(kSetupSteps.at(report.detail))).c_str());
     case Stage::kRun: return error("KVM_RUN failed");
     case Stage::kUnexpectedExit:
       if (report.value == KVM_EXIT_INTERNAL_ERROR) {

@@ -285,17 +285,23 @@ TEST_CASE("an image naming a kernel_id boots that kernel directly, with os_comma
 }
 
 TEST_CASE("a domain that cannot start fails the boot with domain_start_failed and leaves nothing behind") {
-  // The kernel is 64 KiB of text, not a kernel: libvirt defines the domain,
-  // and QEMU refuses to start it. The boot must fail, undefine the domain and
-  // remove the instance directory; the cached bases stay for the next boot.
+  // A Linux kernel header ("HdrS") of boot protocol 1.0 with a ramdisk: libvirt
+  // defines the domain, and QEMU exits at start ("linux kernel too old to
+  // load a ram disk"). The boot must fail, undefine the domain and remove the
+  // instance directory; the cached bases stay for the next boot.
   Host host;
-  std::string text;
-  while (text.size() < 65536) text += "this is not a kernel\n";
-  kiln::test::write_text(host.scratch / "not-a-kernel", text);
-  std::string kernel_id = kiln::test::upload_image("not-a-kernel", "aki", host.scratch / "not-a-kernel");
+  std::string kernel(65536, '\0');
+  kernel[0x1f1] = 4;               // setup sectors
+  kernel.replace(0x202, 4, "HdrS");
+  kernel[0x206] = 0x00;            // protocol 0x0100, little-endian
+  kernel[0x207] = 0x01;
+  kiln::test::write_text(host.scratch / "old-kernel", kernel);
+  kiln::test::write_text(host.scratch / "ramdisk", std::string(4096, 'r'));
+  std::string kernel_id = kiln::test::upload_image("old-kernel", "aki", host.scratch / "old-kernel");
+  std::string ramdisk_id = kiln::test::upload_image("ramdisk", "ari", host.scratch / "ramdisk");
   kiln::test::make_qcow2(host.scratch / "root.qcow2", "16M");
-  std::string image_id = kiln::test::upload_image("bad-kernel-booted", "qcow2", host.scratch / "root.qcow2");
-  REQUIRE(kiln::test::patch_image(image_id, {{"kernel_id", kernel_id}}).exit_code == 0);
+  std::string image_id = kiln::test::upload_image("old-kernel-booted", "qcow2", host.scratch / "root.qcow2");
+  REQUIRE(kiln::test::patch_image(image_id, {{"kernel_id", kernel_id}, {"ramdisk_id", ramdisk_id}}).exit_code == 0);
 
   std::string uuid = kiln::test::random_uuid();
   auto result = kilnctl(host.instances, {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
@@ -303,7 +309,9 @@ TEST_CASE("a domain that cannot start fails the boot with domain_start_failed an
   INFO(result.output.dump() << result.err);
   REQUIRE(result.exit_code != 0);
   REQUIRE(result.output["error"]["code"] == "domain_start_failed");
-  REQUIRE(result.output["error"]["message"].get<std::string>().find("did not start") != std::string::npos);
+  std::string message = result.output["error"]["message"];
+  REQUIRE(message.find("did not start") != std::string::npos);
+  REQUIRE(message.find("too old to load a ram disk") != std::string::npos);  // QEMU's own words, via libvirt
   REQUIRE(domain_state(uuid) == "absent");
   REQUIRE_FALSE(fs::exists(host.instances / uuid));
   REQUIRE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
