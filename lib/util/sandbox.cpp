@@ -101,7 +101,7 @@ struct RootStep {
 struct SandboxPlan {
   std::string root;  // an existing directory the new root's tmpfs is mounted on
   std::vector<RootStep> steps;
-  std::string id_map;  // root and the sandbox user, each to itself
+  std::string id_map;  // the sandbox user, to itself
   std::string program;  // absolute, under /usr
   std::vector<std::string> argv_strings;
   std::vector<std::string> env_strings{"LC_ALL=C", "LANG=C", "PATH=/usr/bin:/bin"};
@@ -248,12 +248,13 @@ void write_map(pid_t pid, const char* file, const std::string& content) {
 
 // Remount of a bind mount, tighter. In a user namespace the flags the mount
 // came with (nosuid, nodev, noexec, atime) are locked and must be repeated.
-void restrict_mount(const char* target, bool read_only) {
+void restrict_mount(const char* target, bool read_only, bool executable) {
   struct statvfs info{};
   if (::statvfs(target, &info) != 0) die("statvfs of a bind mount");
   unsigned long locked = info.f_flag & (ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_NOATIME | ST_NODIRATIME | ST_RELATIME);
   unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | locked;
   if (read_only) flags |= MS_RDONLY;
+  if (!executable) flags |= MS_NOEXEC;
   if (::mount(nullptr, target, nullptr, flags, nullptr) != 0) die("remount of a bind mount");
 }
 
@@ -298,23 +299,36 @@ void run_step(const RootStep& step) {
       return;
     case RootStep::kBindDirectory:
       if (::mount(step.source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr) != 0) die("bind mount of a directory");
-      restrict_mount(target, true);
+      restrict_mount(target, true, true);
       return;
     case RootStep::kBindDevice:
       bind_file(step);
       return;
     case RootStep::kBindFile:
       bind_file(step);
-      restrict_mount(target, step.read_only);
+      restrict_mount(target, step.read_only, false);  // data, never a program
       return;
   }
+}
+
+// From here on the builder is the sandbox user (the only id mapped in its
+// namespace), and keeps its capabilities there: the uid it leaves, host
+// root, is not root of that namespace, so the change clears nothing.
+void become_sandbox_user() {
+  if (::setgroups(0, nullptr) != 0) die("setgroups");
+  if (::setresgid(kSandboxGid, kSandboxGid, kSandboxGid) != 0) die("setresgid");
+  if (::setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) die("setresuid");
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");  // cleared by the uid change
 }
 
 void build_root(const SandboxPlan& plan) {
   const char* root = plan.root.c_str();
   // Nothing done here may propagate back to the host's mounts.
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("make mounts private");
+  // Still host root here (unmapped in its namespace): owner of root's files
+  // and directories, so it can open what kiln named even under a 0700 one.
   open_file_sources(plan);
+  become_sandbox_user();
   if (::mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=64") != 0) {
     die("mount the new root");
   }
@@ -331,18 +345,15 @@ void build_root(const SandboxPlan& plan) {
 }
 
 // The program itself: pid 1 of the new pid namespace (it sees no other
-// process, and all it starts dies with it), as the sandbox user.
+// process, and all it starts dies with it).
 [[noreturn]] void exec_program(const SandboxPlan& plan) {
-  // Empty bounding set too: no file capability can ever come back, even past no_new_privs.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
+  // Empty bounding set: no file capability can ever come back, even past no_new_privs.
   for (int capability = 0; capability <= 63; ++capability) {
     if (::prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 && errno != EINVAL) die("PR_CAPBSET_DROP");
   }
-  if (::setgroups(0, nullptr) != 0) die("setgroups");
-  if (::setresgid(kSandboxGid, kSandboxGid, kSandboxGid) != 0) die("setresgid");
-  // From root to a non-zero uid: every capability goes, here and at exec.
-  if (::setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) die("setresuid");
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");  // cleared by the uid change
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("PR_SET_NO_NEW_PRIVS");
+  // Not root in its namespace: exec leaves it no capability.
   ::execve(plan.program.c_str(), plan.argv.data(), plan.envp.data());
   die("execve");
 }
@@ -381,7 +392,9 @@ int wait_child(pid_t pid) {
 
 SandboxPlanPtr plan_sandbox(const Sandbox& sandbox, const std::string& program, std::vector<std::string> argv) {
   SandboxPlanPtr plan(new SandboxPlan);
-  plan->id_map = "0 0 1\n" + std::to_string(kSandboxUid) + " " + std::to_string(kSandboxUid) + " 1\n";
+  // Only the sandbox user: mapping host root at all would need CAP_SETFCAP
+  // (Linux 5.12+), and nothing in the sandbox needs it.
+  plan->id_map = std::to_string(kSandboxUid) + " " + std::to_string(kSandboxUid) + " 1\n";
   static_assert(kSandboxUid == kSandboxGid, "one map serves both");
   plan->program = resolve_program(program).string();
   plan->root = staging_directory();

@@ -17,12 +17,14 @@
 // Mechanism: kiln's own fork children, not bubblewrap. bwrap 0.8 reads
 // /proc/sys/kernel/overflowuid and dies where /proc/sys is hidden, as in
 // kilnd.service (ProcSubset=pid), and needs capset/chroot/setuid inside. Here:
-// a child of kiln (root) forks a second one that unshares its namespaces; the
-// first writes its uid/gid maps (0 and kSandboxUid, each to itself: this
-// needs CAP_SETUID/CAP_SETGID); the second, root in its user namespace only,
-// binds the files by path (checking each is the inode kiln opened), pivots
-// into the new root and forks the program as pid 1 of its pid namespace,
-// which becomes kSandboxUid (dropping every capability) before exec.
+// a child of kiln (root) forks a builder that unshares its namespaces; the
+// first writes the builder's uid/gid maps (kSandboxUid to itself, nothing
+// else: this needs CAP_SETUID/CAP_SETGID, and mapping host root would also
+// need CAP_SETFCAP). The builder, still host root and so owner of root's
+// directories, opens the files by path (checking each is the inode kiln
+// identified), becomes kSandboxUid while keeping its capabilities in its own
+// namespace, builds and pivots into the new root, and forks the program as
+// pid 1 of its pid namespace; exec leaves it no capability.
 //
 // REQUIRES: kiln runs as root (CAP_SETUID, CAP_SETGID), the kernel allows user
 // namespaces, the program lives under /usr, and the files are readable
