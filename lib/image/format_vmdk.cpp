@@ -181,15 +181,31 @@ ScannedExtent scan_extent(std::string_view text) {
   return scanned;
 }
 
+// The extents qemu adds when it reads a descriptor file; it skips the rest
+// (RDONLY, NOACCESS and ZERO lines among them).
+bool qemu_opens(const ScannedExtent& scanned) {
+  const std::string& type = scanned.extent.type;
+  bool known = type == "FLAT" || type == "SPARSE" || type == "VMFS" || type == "VMFSSPARSE" ||
+               type == "SESPARSE";
+  return scanned.fields >= 4 && scanned.extent.access == "RW" && known && scanned.sectors > 0;
+}
+
 bool is_access_word(std::string_view word) {
   return word == "RW" || word == "RDONLY" || word == "NOACCESS";
 }
 
+// The extent lines of a descriptor: the first kMaxVmdkExtents kept, all counted.
+struct ExtentLines {
+  std::vector<ScannedExtent> kept;
+  std::size_t count = 0;
+  std::uint64_t sectors = 0;  // of those qemu opens, held at the largest byte count that fits
+};
+
 // Every line qemu (or another tool) could take for an extent: qemu tries
 // sscanf at each line start and opens what it reads there. A blank line is
 // skipped so that the extent after it is not counted twice.
-std::vector<ScannedExtent> scan_extent_lines(std::string_view text) {
-  std::vector<ScannedExtent> extents;
+ExtentLines scan_extent_lines(std::string_view text) {
+  ExtentLines lines;
   for (std::size_t line = 0; line < text.size();) {
     std::size_t end = text.find('\n', line);
     std::string_view rest = text.substr(line);
@@ -197,12 +213,17 @@ std::vector<ScannedExtent> scan_extent_lines(std::string_view text) {
     bool blank = std::all_of(own_line.begin(), own_line.end(), is_scanf_space);
     if (!blank) {
       ScannedExtent scanned = scan_extent(rest);
-      if (scanned.fields >= 1 && is_access_word(scanned.extent.access)) extents.push_back(scanned);
+      if (scanned.fields >= 1 && is_access_word(scanned.extent.access)) {
+        ++lines.count;
+        std::uint64_t room = ~std::uint64_t{0} / kSectorSize - lines.sectors;
+        if (qemu_opens(scanned)) lines.sectors += std::min(scanned.extent.sectors, room);
+        if (lines.kept.size() < kMaxVmdkExtents) lines.kept.push_back(std::move(scanned));
+      }
     }
     if (end == std::string_view::npos) break;
     line = end + 1;
   }
-  return extents;
+  return lines;
 }
 
 // qemu's vmdk_parse_description: the first occurrence of `key` anywhere,
@@ -233,12 +254,9 @@ bool names_a_path(std::string_view file_name) {
 
 // ----- what every kind of vmdk reports -----
 
-void keep_extents(const std::vector<ScannedExtent>& scanned, Inspection& inspection) {
+void keep_extents(const ExtentLines& lines, Inspection& inspection) {
   inspection.vmdk_extents.clear();
-  for (const auto& extent : scanned) {
-    if (inspection.vmdk_extents.size() == kMaxVmdkExtents) break;
-    inspection.vmdk_extents.push_back(extent.extent);
-  }
+  for (const auto& extent : lines.kept) inspection.vmdk_extents.push_back(extent.extent);
 }
 
 // The parent qemu would open: "parentFileNameHint" anywhere in `text`, its
@@ -262,13 +280,9 @@ void refuse_descriptor_file(std::string_view text, std::string rule, std::string
                             Inspection& inspection) {
   inspection.refusals.push_back({std::move(rule), std::move(sentence), ErrorCode::kImageUnsafe});
   if (auto type = qemu_quoted_value(text, kCreateTypeKey)) inspection.vmdk_create_type = *type;
-  std::vector<ScannedExtent> extents = scan_extent_lines(text);
+  ExtentLines extents = scan_extent_lines(text);
   keep_extents(extents, inspection);
-  std::uint64_t sectors = 0;
-  for (const auto& extent : extents) {
-    if (extent.extent.sectors <= ~std::uint64_t{0} / kSectorSize - sectors) {
-      sectors += extent.extent.sectors;
-    }
+  for (const auto& extent : extents.kept) {
     if (extent.extent.file_name.empty() || inspection.refused_by("vmdk_extent_path")) continue;
     inspection.refusals.push_back({"vmdk_extent_path",
                                    "its vmdk extent names file " +
@@ -276,7 +290,7 @@ void refuse_descriptor_file(std::string_view text, std::string rule, std::string
                                        ", which qemu would open from the host",
                                    ErrorCode::kImageUnsafe});
   }
-  inspection.virtual_size = sectors * kSectorSize;
+  inspection.virtual_size = extents.sectors * kSectorSize;
   check_parent_hint(text, inspection);
 }
 
@@ -442,17 +456,17 @@ void check_parent_cid(std::string_view window, Inspection& inspection) {
 
 // Exactly one extent line, `RW <capacity> SPARSE "<bare name>"`: the image itself.
 void check_self_extent(std::string_view text, Inspection& inspection) {
-  std::vector<ScannedExtent> extents = scan_extent_lines(text);
+  ExtentLines extents = scan_extent_lines(text);
   keep_extents(extents, inspection);
-  if (extents.empty()) refuse_malformed("vmdk_no_extent", "its vmdk descriptor lists no extent");
-  if (extents.size() > 1) {
+  if (extents.count == 0) refuse_malformed("vmdk_no_extent", "its vmdk descriptor lists no extent");
+  if (extents.count > 1) {
     inspection.refusals.push_back({"vmdk_multiple_extents",
-                                   "its vmdk descriptor lists " + std::to_string(extents.size()) +
+                                   "its vmdk descriptor lists " + std::to_string(extents.count) +
                                        " extents; only single-extent images are accepted",
                                    ErrorCode::kImageUnsafe});
     return;
   }
-  const ScannedExtent& only = extents.front();
+  const ScannedExtent& only = extents.kept.front();
   if (names_a_path(only.extent.file_name)) {
     inspection.refusals.push_back({"vmdk_extent_path",
                                    "its vmdk extent names file " +
