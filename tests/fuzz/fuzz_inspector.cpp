@@ -13,7 +13,8 @@
 // vhd, vhdx and vdi are not asked: qemu 7.2 opens no parent for any of them
 // (vpc has no parent support, vhdx and vdi refuse a parent); raw, iso and the
 // partition tables are read as raw; luks 1 names no other file.
-// KILN_FUZZ_ORACLE=0 turns the oracle off. At exit the oracle prints how many
+// KILN_FUZZ_ORACLE=0 turns the oracle off; KILN_FUZZ_ORACLE=all asks about
+// vhd, vhdx and vdi too. At exit the oracle prints how many
 // inputs it judged and how many findings it had.
 //
 // Build and run (option KILN_FUZZ of the top-level CMakeLists.txt; seeds from make-seeds):
@@ -51,9 +52,12 @@ namespace {
 namespace fs = std::filesystem;
 
 // The qemu driver to ask about an input of this format, or empty when qemu
-// cannot reach another file through that format.
-std::string_view qemu_driver_for(std::string_view format) {
+// cannot reach another file through that format. `all` (KILN_FUZZ_ORACLE=all)
+// asks about vhd, vhdx and vdi too, to check that claim by hand.
+std::string_view qemu_driver_for(std::string_view format, bool all) {
   if (format == "qcow2" || format == "vmdk") return format;
+  if (all && format == "vhd") return "vpc";
+  if (all && (format == "vhdx" || format == "vdi")) return format;
   return {};
 }
 
@@ -93,6 +97,7 @@ class QemuOracle {
     const char* setting = std::getenv("KILN_FUZZ_ORACLE");
     enabled_ = !(setting && std::string_view(setting) == "0") && on_path("qemu-img") &&
                on_path("timeout");
+    all_formats_ = setting && std::string_view(setting) == "all";
     sandboxed_ = ::access("/usr/bin/bwrap", X_OK) == 0;
     if (!enabled_) return;
     char pattern[] = "/tmp/kiln-fuzz-oracle-XXXXXX";
@@ -115,7 +120,7 @@ class QemuOracle {
   // Aborts when qemu reaches a file other than the input the inspector called safe.
   void judge(std::string_view bytes, const kiln::image::Inspection& inspection) {
     ++safe_;
-    std::string_view driver = qemu_driver_for(inspection.format);
+    std::string_view driver = qemu_driver_for(inspection.format, all_formats_);
     if (!enabled_ || driver.empty()) return;
     if (!seen_.insert(metadata_key(bytes)).second) {
       ++repeats_;
@@ -223,6 +228,7 @@ class QemuOracle {
   }
 
   bool enabled_ = false;
+  bool all_formats_ = false;
   bool sandboxed_ = false;
   fs::path directory_;
   fs::path input_;
