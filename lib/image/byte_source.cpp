@@ -28,7 +28,7 @@ std::string file_kind(mode_t mode) {
   if (S_ISCHR(mode)) return "a character device";
   if (S_ISBLK(mode)) return "a block device";
   if (S_ISLNK(mode)) return "a symbolic link";
-  return "not a regular file";
+  return "a special file";
 }
 
 [[noreturn]] void refuse_kind(const std::filesystem::path& path, mode_t mode) {
