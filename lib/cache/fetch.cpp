@@ -10,6 +10,7 @@
 #include "kiln/cache/base_info.h"
 #include "kiln/image/converter.h"
 #include "kiln/image/inspector.h"
+#include "kiln/image/second_opinion.h"
 #include "kiln/util/chunk_pipeline.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
@@ -98,10 +99,25 @@ struct Download {
   unsigned resumes = 0;
 };
 
+// The most bytes a download may bring (0: no bound): what Glance recorded,
+// else [image_cache] max_download_bytes.
+std::uint64_t download_bound(const glance::ImageRecord& record, const CachePolicy& policy) {
+  return record.size ? *record.size : policy.max_download_bytes;
+}
+
+Error too_large(const glance::ImageRecord& record, std::uint64_t bound) {
+  std::string why = record.size ? "the " + std::to_string(bound) + " bytes Glance recorded for it"
+                                : "[image_cache] max_download_bytes (" + std::to_string(bound) +
+                                      ") and Glance recorded no size";
+  return Error(ErrorCode::kImageTooLarge, "image " + record.id + " sent more than " + why + ": download stopped");
+}
+
 // Streams the image into `part`, resuming from the bytes already written.
+// Not a byte past download_bound() reaches the .part.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
                   const FetchProgress& progress) {
+  const std::uint64_t bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
   SparseWriter writer(fd.get(), part);
   ChunkPipeline pipeline([&](std::span<const char> chunk) {
@@ -111,9 +127,16 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   Download result;
   std::uint64_t received = 0;  // bytes handed to the pipeline, in image order
   auto backoff = policy.retry_backoff;
+  // The Glance client reports any failure after the first byte as an
+  // incomplete download (resumable); this keeps the real reason.
+  std::optional<Error> refused;
   for (unsigned attempt = 0;; ++attempt) {
     try {
       auto answer = glance.download(record.id, received, [&](std::span<const char> data) {
+        if (bound != 0 && data.size() > bound - std::min(bound, received)) {
+          refused = too_large(record, bound);
+          throw *refused;
+        }
         pipeline.push(data);
         received += data.size();
         result.network_bytes += data.size();
@@ -122,6 +145,7 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
       result.content_md5 = answer.content_md5;
       break;
     } catch (const Error& error) {
+      if (refused) throw *refused;
       if (!resumable(error) || attempt >= policy.download_retries) throw;
       ++result.resumes;
       std::this_thread::sleep_for(backoff);
@@ -139,10 +163,27 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   return result;
 }
 
+// The first two walls: the native inspector refuses, then qemu-img info
+// (sandboxed) must read the image as the inspector did. Returns the virtual
+// size they agreed on, which bounds the conversion; nothing only when a test
+// turned both walls off.
+std::optional<std::uint64_t> check_image(const glance::ImageRecord& record, const CachePolicy& policy,
+                                         const std::string& qemu_format, const fs::path& part) {
+  std::optional<image::Inspection> inspection;
+  if (policy.inspect_images) {
+    inspection = image::inspect_file(part, policy.inspector);
+    image::require_safe(*inspection, record.disk_format, record.id);
+  }
+  if (!policy.ask_qemu_second_opinion) {
+    return inspection ? std::optional<std::uint64_t>(inspection->virtual_size) : std::nullopt;
+  }
+  return image::require_qemu_agrees(part, inspection, qemu_format, record.id).virtual_size;
+}
+
 // Glance may not have known the virtual size; the inspector does.
-void check_room_for_conversion(const glance::ImageRecord& record, const image::Inspection& inspection,
+void check_room_for_conversion(const glance::ImageRecord& record, std::uint64_t virtual_size,
                                const fs::path& directory, const CachePolicy& policy) {
-  std::uint64_t needed = inspection.virtual_size + policy.reserved_bytes;
+  std::uint64_t needed = virtual_size + policy.reserved_bytes;
   std::uint64_t available = available_bytes(directory);
   if (available < needed) {
     throw Error(ErrorCode::kInsufficientSpace,
@@ -198,16 +239,15 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes};
   // The bytes are Glance's; now make sure they are what they claim to be and
   // name no other file, before any qemu tool opens them.
-  image::Inspection inspection = image::inspect_file(part.path(), policy.inspector);
-  image::require_safe(inspection, record.disk_format, record.id);
+  std::optional<std::uint64_t> virtual_size = check_image(record, policy, qemu_format, part.path());
 
   if (raw) {
     publish_base(record, part.path(), outcome.base_sha256, base_path);
     part.keep();
     return outcome;
   }
-  check_room_for_conversion(record, inspection, base_path.parent_path(), policy);
-  image::convert_to_raw(part.path(), qemu_format, converted.path(), policy.conversion);
+  if (virtual_size) check_room_for_conversion(record, *virtual_size, base_path.parent_path(), policy);
+  image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
   fsync_path(converted.path());
   outcome.base_sha256 = hex_digest_of_file("sha256", converted.path().string());
   publish_base(record, converted.path(), outcome.base_sha256, base_path);

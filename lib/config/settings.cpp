@@ -213,6 +213,8 @@ const std::map<std::string, Setter>& known_keys() {
        [](Settings& s, const std::string& v) { s.cache.unused_minimum_age = std::chrono::seconds(parse_count(v, 3650 * kDay)); }},
       {"image_cache.max_cache_bytes",
        [](Settings& s, const std::string& v) { s.cache.max_cache_bytes = parse_count(v, UINT64_MAX / 2); }},
+      {"image_cache.max_download_bytes",
+       [](Settings& s, const std::string& v) { s.cache.max_download_bytes = parse_count(v, UINT64_MAX / 2); }},
       {"image_cache.max_cache_percent",
        [](Settings& s, const std::string& v) { s.cache.max_cache_percent = static_cast<unsigned>(parse_count(v, 100)); }},
       {"image_cache.manager_interval_seconds",

@@ -162,10 +162,7 @@ cache::BaseImage build_root(const BootRequest& request, const Host& host, const 
   require_safe_base(lease.base, host.cache.policy());
   if (images.is_iso()) {
     root_bytes = request.root_gb * kGiB;
-    run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", directory.disk().string(),
-                  std::to_string(root_bytes)},
-                 {},
-                 std::chrono::seconds(60)});
+    disk::create_blank_qcow2(directory.disk(), root_bytes);  // qemu-img, in kiln's sandbox
     spec.cdrom_images.push_back(lease.base.path.string());
     spec.boot_from_cdrom = true;
   } else {

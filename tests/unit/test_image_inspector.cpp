@@ -2,9 +2,15 @@
 // made here by qemu-img, genisoimage and sfdisk must be read exactly as qemu-img
 // reads them, and a corpus of hostile images built here must be refused for
 // the right reasons, without crashes and with bounded reads.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -409,7 +415,7 @@ TEST_CASE("a vmdk descriptor naming a host file is refused, also when registered
                          "RW 2048 FLAT \"/etc/hostname\" 0\n");
   Inspection inspection = kiln::image::inspect_file(descriptor);
   REQUIRE(inspection.format == "vmdk");
-  require_refused_by(inspection, "vmdk_create_type", ErrorCode::kImageUnsafe);
+  require_refused_by(inspection, "vmdk_descriptor_file", ErrorCode::kImageUnsafe);
   require_refused_by(inspection, "vmdk_extent_path", ErrorCode::kImageUnsafe);
   REQUIRE(inspection.vmdk_create_type == "monolithicFlat");
   REQUIRE(inspection.vmdk_extents.at(0).file_name == "/etc/hostname");
@@ -428,12 +434,16 @@ TEST_CASE("a vmdk descriptor file is refused even when its type is allowed", "[i
   require_refused_by(inspection, "vmdk_extent_path", ErrorCode::kImageUnsafe);
   REQUIRE_FALSE(inspection.refused_by("vmdk_create_type"));
 
+  require_refused_by(inspection, "vmdk_descriptor_file", ErrorCode::kImageUnsafe);
+
   kiln::test::write_text(descriptor,
                          "version=1\ncreateType=\"twoGbMaxExtentSparse\"\n"
                          "RW 4192256 SPARSE \"disk-s001.vmdk\"\nRW 2048 SPARSE \"disk-s002.vmdk\"\n");
   Inspection split = kiln::image::inspect_file(descriptor);
-  require_refused_by(split, "vmdk_multiple_extents", ErrorCode::kImageUnsafe);
-  require_refused_by(split, "vmdk_create_type", ErrorCode::kImageUnsafe);
+  require_refused_by(split, "vmdk_descriptor_file", ErrorCode::kImageUnsafe);
+  REQUIRE(split.vmdk_create_type == "twoGbMaxExtentSparse");
+  REQUIRE(split.vmdk_extents.size() == 2);
+  REQUIRE(split.virtual_size == (4192256ULL + 2048) * 512);
 }
 
 TEST_CASE("a sparse vmdk whose descriptor names a parent or a path is refused", "[inspector]") {
@@ -713,5 +723,229 @@ TEST_CASE("inspecting a large image reads only its headers", "[inspector]") {
 TEST_CASE("a file that cannot be opened is an io error, not a verdict", "[inspector]") {
   kiln::test::ScratchDir scratch;
   REQUIRE_KILN_ERROR(kiln::image::inspect_file(scratch / "missing"), ErrorCode::kIoError);
-  REQUIRE_KILN_ERROR(kiln::image::inspect_file(scratch.path()), ErrorCode::kIoError);
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::inspect_file(scratch.path()),
+                              ErrorCode::kInvalidArgument, "a directory");
+}
+
+TEST_CASE("inspecting a FIFO, a device or a symbolic link fails at once instead of blocking",
+          "[inspector]") {
+  kiln::test::ScratchDir scratch;
+  fs::path fifo = scratch / "upload.part";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  auto verdict = std::async(std::launch::async, [&fifo] {
+    try {
+      kiln::image::inspect_file(fifo);
+      return std::string("no error");
+    } catch (const kiln::Error& error) {
+      return std::string(error.code_name()) + ": " + error.what();
+    }
+  });
+  if (verdict.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    // Release the open(2) that waits for a writer, so that the test ends, then fail.
+    int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (writer >= 0) ::close(writer);
+    FAIL("inspect_file blocked on a FIFO");
+  }
+  std::string result = verdict.get();
+  REQUIRE_THAT(result, Catch::StartsWith("invalid_argument: ") && Catch::Contains("a FIFO"));
+
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::inspect_file("/dev/null"), ErrorCode::kInvalidArgument,
+                              "a character device");
+  fs::path image = scratch / "disk.qcow2";
+  qemu_img({"create", "-q", "-f", "qcow2", image.string(), "1M"});
+  fs::create_symlink(image, scratch / "link.qcow2");
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::inspect_file(scratch / "link.qcow2"),
+                              ErrorCode::kInvalidArgument, "a symbolic link");
+  REQUIRE(kiln::image::inspect_file(image).safe());
+}
+
+TEST_CASE("a sparse vmdk is held to qemu's reading of its descriptor", "[inspector]") {
+  kiln::test::ScratchDir scratch;
+  fs::path good = scratch / "good.vmdk";
+  qemu_img({"create", "-q", "-f", "vmdk", good.string(), "1M"});
+  REQUIRE(kiln::image::inspect_file(good).safe());
+  const std::string text = read_bytes(good, 512, 10240).substr(0, read_bytes(good, 512, 10240).find('\0'));
+  const std::string create_type = "createType=\"monolithicSparse\"\n";
+  const std::string extent = "RW 2048 SPARSE \"good.vmdk\"\n";
+  const std::string no_parent = "parentCID=ffffffff\n";
+  REQUIRE(text.find(create_type) != std::string::npos);
+  REQUIRE(text.find(extent) != std::string::npos);
+  REQUIRE(text.find(no_parent) != std::string::npos);
+  auto replaced = [&text](const std::string& from, const std::string& to) {
+    std::string changed = text;
+    changed.replace(changed.find(from), from.size(), to);
+    return changed;
+  };
+  struct Mutation {
+    std::string what;
+    std::string descriptor;
+    std::string rule;
+    ErrorCode code;
+  };
+  const std::vector<Mutation> mutations{
+      {"createType first in a comment", replaced(create_type, "# createType=\"monolithicFlat\"\n" + create_type),
+       "vmdk_create_type", ErrorCode::kImageUnsafe},
+      {"createType twice", replaced(create_type, create_type + "createType=\"vmfs\"\n"),
+       "vmdk_create_type", ErrorCode::kImageUnsafe},
+      {"a createType the header contradicts", replaced(create_type, "createType=\"streamOptimized\"\n"),
+       "vmdk_create_type", ErrorCode::kImageUnsafe},
+      {"a second, tab-separated extent", replaced(extent, extent + "RW\t2048\tFLAT\t\"/etc/passwd\"\t0\n"),
+       "vmdk_multiple_extents", ErrorCode::kImageUnsafe},
+      {"an extent spread over lines", replaced(extent, "RW\n2048\nSPARSE\n\"/etc/passwd\"\n"),
+       "vmdk_extent_path", ErrorCode::kImageUnsafe},
+      {"a FLAT extent with a bare name", replaced(extent, "RW 2048 FLAT \"good.vmdk\" 0\n"),
+       "vmdk_extent", ErrorCode::kImageUnsafe},
+      {"an extent larger than the capacity", replaced(extent, "RW 4096 SPARSE \"good.vmdk\"\n"),
+       "vmdk_extent", ErrorCode::kImageUnsafe},
+      {"a parentCID", replaced(no_parent, "parentCID=12345678\n"), "vmdk_parent_cid",
+       ErrorCode::kImageUnsafe},
+      {"a parentCID first in a comment", replaced(no_parent, "# parentCID=1\n" + no_parent),
+       "vmdk_parent_cid", ErrorCode::kImageUnsafe},
+      {"no parentCID", replaced(no_parent, ""), "vmdk_parent_cid", ErrorCode::kImageMalformed},
+      {"a parent hint in a comment", replaced(no_parent, no_parent + "# parentFileNameHint=\"p\"\n"),
+       "vmdk_backing_file", ErrorCode::kImageUnsafe},
+      {"a parent hint after the text's end", text + std::string(1, '\0') + "parentFileNameHint=\"p\"",
+       "vmdk_backing_file", ErrorCode::kImageUnsafe},
+  };
+  for (const auto& mutation : mutations) {
+    INFO(mutation.what);
+    fs::path image = copy_of(good, scratch / "mutated.vmdk");
+    std::string area = mutation.descriptor;
+    REQUIRE(area.size() <= 10240);
+    area.resize(10240, '\0');
+    patch(image, 512, area);
+    require_refused_by(kiln::image::inspect_file(image), mutation.rule, mutation.code);
+  }
+
+  struct HeaderDamage {
+    std::string rule;
+    std::uint64_t offset;
+    std::string bytes;
+  };
+  const std::vector<HeaderDamage> damages{
+      {"vmdk_capacity_zero", 12, little_endian(0, 8)},
+      {"vmdk_descriptor_offset", 28, little_endian(0, 8)},
+      {"vmdk_descriptor_offset", 28, little_endian(40, 8)},
+      {"vmdk_vmfs_sparse", 0, "COWD"},
+  };
+  for (const auto& damage : damages) {
+    INFO(damage.rule << " at " << damage.offset);
+    fs::path image = copy_of(good, scratch / "damaged.vmdk");
+    patch(image, damage.offset, damage.bytes);
+    Inspection inspection = kiln::image::inspect_file(image);
+    REQUIRE(inspection.format == "vmdk");
+    require_refused_by(inspection, damage.rule, ErrorCode::kImageUnsafe);
+  }
+}
+
+TEST_CASE("a capacity-0 vmdk reports the extents qemu would open as a descriptor file",
+          "[inspector]") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "capacity-zero.vmdk";
+  qemu_img({"create", "-q", "-f", "vmdk", image.string(), "1M"});
+  std::string text = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                     "# createType=\"monolithicFlat\"\ncreateType=\"monolithicSparse\"\n"
+                     "RW 2048 FLAT \"other-base\" 0\n";
+  text.resize(10240, '\0');
+  patch(image, 512, text);
+  patch(image, 12, little_endian(0, 8));
+  Inspection inspection = kiln::image::inspect_file(image);
+  require_refused_by(inspection, "vmdk_capacity_zero", ErrorCode::kImageUnsafe);
+  require_refused_by(inspection, "vmdk_extent_path", ErrorCode::kImageUnsafe);
+  REQUIRE(inspection.vmdk_create_type == "monolithicFlat");  // the first, as qemu reads it
+  REQUIRE(inspection.vmdk_extents.size() == 1);
+  REQUIRE(inspection.vmdk_extents[0].file_name == "other-base");
+  // qemu opens the bare name next to the image: in kiln's cache, another image's base.
+  kiln::test::write_text(scratch / "other-base", std::string(2048 * 512, 'o'));
+  nlohmann::json data = qemu_info(image, "vmdk").at("format-specific").at("data");
+  REQUIRE(data.at("create-type") == "monolithicFlat");
+  REQUIRE(data.at("extents").at(0).at("filename") == (scratch / "other-base").string());
+}
+
+namespace {
+
+struct HostileImage {
+  fs::path path;
+  std::string disk_format;
+  std::string qemu_format;
+  ErrorCode expected = ErrorCode::kImageUnsafe;
+  std::string qemu_opens;  // empty: qemu refuses the image
+  std::string description;
+};
+
+// tests/hostile/make-images, run once; its manifest says what each image is.
+const std::vector<HostileImage>& hostile_images() {
+  static const std::vector<HostileImage> images = [] {
+    fs::path directory = shared_scratch() / "hostile";
+    run_tool({KILN_SOURCE_DIR "/tests/hostile/make-images", directory.string()});
+    nlohmann::json manifest = nlohmann::json::parse(kiln::read_file(directory / "manifest.json"));
+    std::vector<HostileImage> list;
+    for (const auto& entry : manifest.at("images")) {
+      auto code = kiln::code_from_name(entry.at("expected_error").get<std::string>());
+      REQUIRE(code.has_value());
+      list.push_back({directory / entry.at("file").get<std::string>(),
+                      entry.at("disk_format"), entry.at("qemu_format"), *code,
+                      entry.at("qemu_opens").is_null() ? "" : entry.at("qemu_opens").get<std::string>(),
+                      entry.at("description")});
+    }
+    return list;
+  }();
+  return images;
+}
+
+// Every file other than `image` that qemu-img info says it opened or would open.
+std::vector<std::string> files_qemu_reaches(const nlohmann::json& info, const fs::path& image) {
+  std::vector<std::string> files;
+  if (info.contains("backing-filename")) files.push_back(info.at("backing-filename"));
+  nlohmann::json data = info.value("format-specific", nlohmann::json::object())
+                            .value("data", nlohmann::json::object());
+  if (data.contains("data-file")) files.push_back(data.at("data-file"));
+  for (const auto& extent : data.value("extents", nlohmann::json::array())) {
+    std::string name = extent.at("filename");
+    if (name != image.string()) files.push_back(name);
+  }
+  return files;
+}
+
+}  // namespace
+
+TEST_CASE("every image of tests/hostile/make-images is refused with its manifest's code",
+          "[inspector]") {
+  REQUIRE(hostile_images().size() >= 11);
+  for (const auto& image : hostile_images()) {
+    INFO(image.path.filename().string() << ": " << image.description);
+    Inspection inspection = kiln::image::inspect_file(image.path);
+    INFO(rules_of(inspection));
+    REQUIRE(inspection.bytes_read <= kiln::image::kMaxInspectionBytes);
+    // CHECK, not REQUIRE: a regression names every image that got through.
+    std::string verdict = "accepted as safe";
+    try {
+      kiln::image::require_safe(inspection, image.disk_format, "hostile");
+    } catch (const kiln::Error& error) {
+      verdict = error.code_name();
+    }
+    CHECK(verdict == kiln::code_name(image.expected));
+  }
+}
+
+TEST_CASE("qemu-img reaches another file or gives up on every hostile image", "[inspector]") {
+  for (const auto& image : hostile_images()) {
+    INFO(image.path.filename().string() << ": " << image.description);
+    auto result = kiln::run({{"qemu-img", "info", "--output=json", "-f", image.qemu_format,
+                              image.path.string()}});
+    INFO(result.err);
+    if (image.qemu_opens.empty()) {
+      REQUIRE(result.exit_code != 0);
+      continue;
+    }
+    REQUIRE(result.exit_code == 0);
+    // qemu resolves a bare name next to the image.
+    fs::path expected = fs::path(image.qemu_opens).is_absolute()
+                            ? fs::path(image.qemu_opens)
+                            : image.path.parent_path() / image.qemu_opens;
+    std::vector<std::string> reached =
+        files_qemu_reaches(nlohmann::json::parse(result.out), image.path);
+    INFO("qemu reaches: " << nlohmann::json(reached).dump());
+    REQUIRE(std::find(reached.begin(), reached.end(), expected.string()) != reached.end());
+  }
 }

@@ -34,6 +34,18 @@ struct CachePolicy {
   bool verify_signatures = false;
   image::SignaturePolicy signatures;
 
+  // A download stops the moment it passes the size Glance recorded; when
+  // Glance recorded none, at this many bytes (0 = no bound). 64 GiB: above
+  // any cloud image a Glance serves in practice (Windows images are 20-40 GiB),
+  // well below what fills a compute node's disk, so a server that streams
+  // forever without a size costs at most that. kImageTooLarge.
+  std::uint64_t max_download_bytes = 64ULL << 30;
+
+  // Tests only, never a setting: each turns one wall off to show that the
+  // walls behind it still hold (issue 12). kiln itself never clears them.
+  bool inspect_images = true;        // the native inspector: inspect_file + require_safe
+  bool ask_qemu_second_opinion = true;  // image::require_qemu_agrees
+
   // Download retries (with Range resume) after a dropped or stalled
   // connection, and the first backoff, doubled each time.
   unsigned download_retries = 3;

@@ -34,4 +34,9 @@ void create_overlay(const std::filesystem::path& overlay, const std::filesystem:
                     std::uint64_t virtual_size, OverlayWriter writer = OverlayWriter::kNative,
                     Durability durability = Durability::kSynced);
 
+// `qemu-img create -f qcow2 <path> <virtual_size>` in kiln's sandbox: an empty
+// disk with no backing file (an ISO boot's root disk). Throws kIoError when
+// `path` exists, kSubprocessFailed when qemu-img fails.
+void create_blank_qcow2(const std::filesystem::path& path, std::uint64_t virtual_size);
+
 }  // namespace kiln::disk

@@ -30,7 +30,10 @@ class ByteSource {
   virtual std::string read_at(std::uint64_t offset, std::size_t length) const = 0;
 };
 
-// An open regular file. Throws kIoError naming `path` when it cannot be opened.
+// An open regular file. `path` is opened with O_NONBLOCK and O_NOFOLLOW: a
+// FIFO, a device, a directory, a socket or a symbolic link is refused at
+// once with kInvalidArgument, never waited on. Throws kIoError naming `path`
+// when it cannot be opened or read.
 class FileSource : public ByteSource {
  public:
   explicit FileSource(const std::filesystem::path& path);

@@ -56,7 +56,8 @@ struct Finding {
   ErrorCode code = ErrorCode::kImageUnsafe;  // kImageUnsafe, kImageMalformed or kImageTooLarge
 };
 
-// One line of a vmdk descriptor's extent section.
+// One extent line of a vmdk descriptor, as qemu's sscanf reads it (fields
+// split by any blanks, tabs and line ends included).
 struct VmdkExtent {
   std::string access;        // RW, RDONLY or NOACCESS
   std::uint64_t sectors = 0;
@@ -83,7 +84,8 @@ struct Inspection {
   std::uint64_t compatible_features = 0;
   std::uint64_t autoclear_features = 0;
 
-  // vmdk only: the descriptor's createType and its first kMaxVmdkExtents extents.
+  // vmdk only: the descriptor's createType (its first occurrence, as qemu
+  // finds it) and its first kMaxVmdkExtents extent lines.
   std::string vmdk_create_type;
   std::vector<VmdkExtent> vmdk_extents;
 
@@ -101,7 +103,9 @@ inline constexpr std::size_t kMaxVmdkExtents = 64;
 // kiln::Error kIoError only when a read of the source fails.
 Inspection inspect(const ByteSource& source, const InspectorPolicy& policy = {});
 
-// inspect() over a regular file. Throws kIoError when it cannot be opened or read.
+// inspect() over a regular file. Throws kInvalidArgument, without blocking,
+// when `path` is not a regular file (a FIFO, a device, a directory, a socket
+// or a symbolic link), and kIoError when it cannot be opened or read.
 Inspection inspect_file(const std::filesystem::path& path, const InspectorPolicy& policy = {});
 
 // True when content detected as `detected_format` may be used as the Glance

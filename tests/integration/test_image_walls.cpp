@@ -1,0 +1,233 @@
+// The walls behind the inspector, through the real Glance (issue 12): with
+// the inspector turned off (a test-only policy switch), hostile images still
+// put no host byte in a base, because qemu-img info's second opinion and the
+// sandboxed conversion each stop them; and a download stops the moment it
+// passes the size Glance recorded, or [image_cache] max_download_bytes when
+// Glance recorded none, with nothing past it written.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+
+#include "assertions.h"
+#include "kiln/cache/image_cache.h"
+#include "kiln/util/fs.h"
+#include "peers.h"
+#include "scratch.h"
+
+namespace fs = std::filesystem;
+using kiln::ErrorCode;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+// A proxy in front of the real Glance that lies as a broken or hostile server
+// would: --extra N serves N bytes more than the image (Content-Length
+// included), --no-size makes image records say "size": null.
+const char* const kLyingProxy = R"PY(
+import http.client, http.server, json, sys
+upstream, extra, no_size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+class Lie(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        conn = http.client.HTTPConnection("127.0.0.1", upstream)
+        conn.request("GET", self.path, headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+        answer = conn.getresponse()
+        body = answer.read()
+        if self.path.endswith("/file"):
+            body += b"\xAA" * extra
+        elif no_size and self.path.startswith("/v2/images/"):
+            record = json.loads(body)
+            record["size"] = None
+            body = json.dumps(record).encode()
+        self.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lie)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+)PY";
+
+class LyingGlance {
+ public:
+  LyingGlance(std::uint64_t extra_bytes, bool no_size) {
+    std::string glance = kiln::test::peers().glance_url;
+    std::vector<std::string> argv = {"python3", "-c", kLyingProxy, glance.substr(glance.rfind(':') + 1),
+                                     std::to_string(extra_bytes), no_size ? "1" : "0"};
+    std::vector<char*> pointers;
+    for (auto& arg : argv) pointers.push_back(arg.data());
+    pointers.push_back(nullptr);
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::dup2(out[1], STDOUT_FILENO);
+      ::close(out[0]);
+      ::execvp(pointers[0], pointers.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ::close(out[0]);
+    REQUIRE_FALSE(line.empty());
+    url_ = "http://127.0.0.1:" + line;
+  }
+  ~LyingGlance() {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  LyingGlance(const LyingGlance&) = delete;
+  LyingGlance& operator=(const LyingGlance&) = delete;
+  const std::string& url() const { return url_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string url_;
+};
+
+std::string host_secret() {
+  std::string passwd = kiln::read_file("/etc/passwd");
+  REQUIRE(passwd.starts_with("root:"));
+  return passwd.substr(0, passwd.find('\n'));
+}
+
+void qemu_img(std::vector<std::string> args) {
+  args.insert(args.begin(), "qemu-img");
+  kiln::run_checked({args});
+}
+
+// Every file under `directory`, read whole: where a leaked host byte would be.
+bool any_file_contains(const fs::path& directory, const std::string& needle) {
+  if (!fs::exists(directory)) return false;
+  for (const auto& entry : fs::recursive_directory_iterator(directory)) {
+    if (entry.is_regular_file() && kiln::read_file(entry.path()).find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+struct Hostile {
+  std::string what;
+  std::string disk_format;
+  std::string qemu_format;
+  std::function<void(const fs::path&)> make;
+};
+
+std::vector<Hostile> hostile_images() {
+  return {
+      {"qcow2 whose backing file is /etc/passwd", "qcow2", "qcow2",
+       [](const fs::path& file) {
+         qemu_img({"create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/passwd", file.string(), "1M"});
+       }},
+      {"vmdk descriptor whose flat extent is /etc/passwd", "vmdk", "vmdk",
+       [](const fs::path& file) {
+         kiln::test::write_text(file, "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                                      "createType=\"monolithicFlat\"\n\nRW 8 FLAT \"/etc/passwd\" 0\n");
+       }},
+  };
+}
+
+kiln::cache::CachePolicy walls_policy() {
+  kiln::cache::CachePolicy policy;
+  policy.reserved_bytes = 0;
+  policy.retry_backoff = std::chrono::milliseconds(10);
+  return policy;
+}
+
+}  // namespace
+
+TEST_CASE("with the inspector off, qemu-img info's second opinion refuses hostile images from Glance") {
+  for (const Hostile& hostile : hostile_images()) {
+    DYNAMIC_SECTION(hostile.what) {
+      kiln::test::ScratchDir scratch;
+      fs::path file = scratch / "hostile";
+      hostile.make(file);
+      // The proof that the image is hostile: plain qemu-img copies the host file.
+      qemu_img({"convert", "-q", "-f", hostile.qemu_format, "-O", "raw", file.string(), (scratch / "plain").string()});
+      REQUIRE(kiln::read_file(scratch / "plain").starts_with(host_secret()));
+
+      std::string image_id = kiln::test::upload_image("hostile", hostile.disk_format, file);
+      kiln::glance::GlanceClient glance({kiln::http::parse_url(kiln::test::peers().glance_url)});
+      auto policy = walls_policy();
+      policy.inspect_images = false;
+      kiln::cache::ImageCache cache(scratch / "instances", glance, policy);
+      REQUIRE_KILN_ERROR_MENTIONS(cache.acquire(cache.lookup(image_id)), ErrorCode::kImageQemuDisagrees,
+                                  "/etc/passwd");
+      REQUIRE_FALSE(any_file_contains(scratch / "instances", host_secret()));
+    }
+  }
+}
+
+TEST_CASE("with the inspector and the second opinion off, the sandboxed conversion still puts no host byte in a base") {
+  for (const Hostile& hostile : hostile_images()) {
+    DYNAMIC_SECTION(hostile.what) {
+      kiln::test::ScratchDir scratch;
+      fs::path file = scratch / "hostile";
+      hostile.make(file);
+      std::string image_id = kiln::test::upload_image("hostile", hostile.disk_format, file);
+      kiln::glance::GlanceClient glance({kiln::http::parse_url(kiln::test::peers().glance_url)});
+      auto policy = walls_policy();
+      policy.inspect_images = false;
+      policy.ask_qemu_second_opinion = false;
+      kiln::cache::ImageCache cache(scratch / "instances", glance, policy);
+      REQUIRE_KILN_ERROR_MENTIONS(cache.acquire(cache.lookup(image_id)), ErrorCode::kConversionFailed,
+                                  "Could not open '/etc/passwd'");
+      REQUIRE_FALSE(fs::exists(scratch / "instances" / "_base" / kiln::cache::base_name_for(image_id)));
+      REQUIRE_FALSE(any_file_contains(scratch / "instances", host_secret()));
+    }
+  }
+}
+
+TEST_CASE("a download stops the moment it passes the size Glance recorded") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "image.raw";
+  kiln::run_checked({{"sh", "-c", "head -c 3145728 /dev/urandom > " + image.string()}});
+  std::string image_id = kiln::test::upload_image("oversized", "raw", image);
+  LyingGlance lying(2 * kMiB, false);
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(lying.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, walls_policy());
+  auto record = cache.lookup(image_id);
+  REQUIRE(record.size == 3 * kMiB);
+
+  std::uint64_t most = 0;
+  auto progress = [&](std::uint64_t done, std::optional<std::uint64_t>) { most = std::max(most, done); };
+  REQUIRE_KILN_ERROR_MENTIONS(cache.acquire(record, progress), ErrorCode::kImageTooLarge,
+                              "more than the 3145728 bytes Glance recorded");
+  REQUIRE(most <= 3 * kMiB);  // not a byte past the recorded size reached the .part
+  REQUIRE_FALSE(fs::exists(scratch / "instances" / "_base" / kiln::cache::base_name_for(image_id)));
+}
+
+TEST_CASE("without a recorded size a download stops past max_download_bytes") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "image.raw";
+  kiln::run_checked({{"sh", "-c", "head -c 3145728 /dev/urandom > " + image.string()}});
+  std::string image_id = kiln::test::upload_image("sizeless", "raw", image);
+  LyingGlance lying(0, true);
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(lying.url())});
+
+  auto policy = walls_policy();
+  policy.max_download_bytes = kMiB;
+  kiln::cache::ImageCache bounded(scratch / "instances", glance, policy);
+  auto record = bounded.lookup(image_id);
+  REQUIRE_FALSE(record.size);
+  std::uint64_t most = 0;
+  auto progress = [&](std::uint64_t done, std::optional<std::uint64_t>) { most = std::max(most, done); };
+  REQUIRE_KILN_ERROR_MENTIONS(bounded.acquire(record, progress), ErrorCode::kImageTooLarge, "max_download_bytes");
+  REQUIRE(most <= kMiB);
+
+  // The same image under the default bound (64 GiB) arrives whole.
+  kiln::cache::ImageCache unbounded(scratch / "other-instances", glance, walls_policy());
+  auto lease = unbounded.acquire(unbounded.lookup(image_id));
+  REQUIRE(kiln::read_file(lease.base.path) == kiln::read_file(image));
+}
