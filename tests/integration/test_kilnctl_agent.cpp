@@ -8,7 +8,9 @@
 #include <regex>
 
 #include "kiln/cache/image_cache.h"
+#include "kiln/util/fs.h"
 #include "kiln/util/subprocess.h"
+#include "kiln/virt/connection.h"
 #include "kilnd_process.h"
 #include "peers.h"
 #include "scratch.h"
@@ -102,4 +104,36 @@ TEST_CASE("kilnctl boots, deletes and pre-caches through a running kilnd, and --
   // With the agent gone (its socket left behind or not), kilnctl works directly.
   auto alone = kilnctl_with_config(host.config, {"cache", "ls"});
   REQUIRE(alone.exit_code == 0);
+}
+
+// tests/hostile/make-images: every image of the corpus, registered in the real
+// Glance with its disk_format, is refused on both boot paths with the
+// manifest's code, and leaves no base, no instance directory and no domain.
+TEST_CASE("every image of the hostile corpus is refused through kilnd and through kilnctl --direct") {
+  AgentHost host;
+  fs::path corpus = host.scratch / "corpus";
+  kiln::run_checked({{KILN_SOURCE_DIR "/tests/hostile/make-images", corpus.string()}});
+  json manifest = json::parse(kiln::read_file(corpus / "manifest.json"));
+  REQUIRE(manifest["images"].size() >= 10);
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  for (const auto& image : manifest["images"]) {
+    std::string file = image["file"];
+    INFO(file << ": " << image["description"].get<std::string>());
+    std::string image_id = kiln::test::upload_image("hostile " + file, image["disk_format"], corpus / file);
+    for (bool direct : {false, true}) {
+      std::string uuid = kiln::test::random_uuid();
+      std::vector<std::string> args = {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
+                                       "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0"};
+      if (direct) args.push_back("--direct");
+      auto outcome = kilnctl_with_config(host.config, args);
+      INFO((direct ? "kilnctl --direct" : "through kilnd") << ": " << outcome.output.dump());
+      REQUIRE(outcome.exit_code == 1);
+      REQUIRE(outcome.output["error"]["code"] == image["expected_error"]);
+      REQUIRE_FALSE(fs::exists(host.instances / uuid));
+      REQUIRE_FALSE(kiln::virt::Connection(kiln::test::peers().libvirt_uri).lookup_by_uuid(uuid).has_value());
+    }
+    REQUIRE_FALSE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
+  }
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
 }
