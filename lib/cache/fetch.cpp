@@ -175,7 +175,8 @@ std::optional<std::uint64_t> check_image(const glance::ImageRecord& record, cons
     image::require_safe(*inspection, record.disk_format, record.id);
   }
   if (!policy.ask_qemu_second_opinion) {
-    return inspection ? std::optional<std::uint64_t>(inspection->virtual_size) : std::nullopt;
+    if (!inspection) return std::nullopt;
+    return image::qemu_virtual_size(inspection->virtual_size);
   }
   return image::require_qemu_agrees(part, inspection, qemu_format, record.id).virtual_size;
 }

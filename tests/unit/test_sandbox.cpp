@@ -314,6 +314,15 @@ TEST_CASE("a sandboxed child past its CPU budget is killed") {
   REQUIRE(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
 }
 
+TEST_CASE("qemu-img info agrees with the inspector on a raw file that is not whole sectors") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "kernel", std::string(65541, 'k'));
+  auto inspection = kiln::image::inspect_file(scratch / "kernel");
+  REQUIRE(inspection.virtual_size == 65541);
+  auto qemu = kiln::image::require_qemu_agrees(scratch / "kernel", inspection, "raw", "kernel");
+  REQUIRE(qemu.virtual_size == 66048);
+}
+
 TEST_CASE("qemu-img info agrees with the inspector on a clean qcow2") {
   kiln::test::ScratchDir scratch;
   qemu_img({"create", "-q", "-f", "qcow2", (scratch / "clean.qcow2").string(), "64M"});
@@ -349,6 +358,15 @@ TEST_CASE("the second opinion names every difference from the inspector's readin
     REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_agreement(inspection, changed, "qcow2", "img"),
                                 ErrorCode::kImageQemuDisagrees, fragment);
   };
+  // qemu counts whole sectors: 1000 bytes by the inspector are 1024 by qemu.
+  inspection.virtual_size = 1000;
+  auto sectors = qemu;
+  sectors.virtual_size = 1024;
+  kiln::image::require_agreement(inspection, sectors, "qcow2", "rounded");
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_agreement(inspection, qemu, "qcow2", "img"),
+                              ErrorCode::kImageQemuDisagrees, "virtual size of 1048576 bytes, the inspector 1000");
+  inspection.virtual_size = 1 << 20;
+
   auto other = qemu;
   other.virtual_size = 2 << 20;
   differs(other, "virtual size of 2097152 bytes, the inspector 1048576");
