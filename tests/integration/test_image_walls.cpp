@@ -324,3 +324,22 @@ TEST_CASE("kilnctl fetches and converts an image under kilnd.service's capabilit
   REQUIRE(refused.exit_code != 0);
   REQUIRE(refused.out.find("kiln's sandbox") != std::string::npos);
 }
+
+TEST_CASE("the private directory of a conversion killed with kiln is removed by the next fetch of that image") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::make_qcow2(scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("after-a-crash", "qcow2", scratch / "image.qcow2");
+  std::string base = kiln::cache::base_name_for(image_id);
+  fs::path leftover = scratch / "instances" / "_base" / ("." + base + ".converted.sandbox-Ab12Cd");
+  fs::create_directories(leftover);
+  kiln::test::write_text(leftover / "file", "half a conversion");
+  fs::path other = scratch / "instances" / "_base" / ".someone-else.converted.sandbox-Ab12Cd";
+  fs::create_directories(other);
+
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(kiln::test::peers().glance_url)});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, walls_policy());
+  auto lease = cache.acquire(cache.lookup(image_id));
+  REQUIRE(kiln::file_size(lease.base.path) == 16 * kMiB);
+  REQUIRE_FALSE(fs::exists(leftover));
+  REQUIRE(fs::exists(other));  // not this image's: its own lock guards it
+}
