@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "kiln/disk/overlay.h"
 #include "kiln/image/converter.h"
 #include "kiln/image/inspector.h"
 #include "kiln/image/second_opinion.h"
@@ -278,6 +279,22 @@ TEST_CASE("the converter makes a root-owned raw base with the image's bytes") {
   REQUIRE(st.st_uid == ::geteuid());
   REQUIRE((st.st_mode & 07777) == 0644);
   REQUIRE(kiln::test::tree_listing(scratch.path()).find("sandbox") == std::string::npos);
+}
+
+TEST_CASE("a blank qcow2 (an ISO boot's root disk) is made by sandboxed qemu-img and owned by kiln") {
+  kiln::test::ScratchDir scratch;
+  kiln::disk::create_blank_qcow2(scratch / "disk", 1ULL << 30);
+  auto info = kiln::image::parse_qemu_image_info(
+      kiln::run_checked({{"qemu-img", "info", "--output=json", "-f", "qcow2", (scratch / "disk").string()}}), "disk");
+  REQUIRE(info.virtual_size == 1ULL << 30);
+  REQUIRE(info.backing_file.empty());
+  struct stat st{};
+  REQUIRE(::stat((scratch / "disk").c_str(), &st) == 0);
+  REQUIRE(st.st_uid == ::geteuid());
+  REQUIRE((st.st_mode & 07777) == 0644);
+  REQUIRE(kiln::test::tree_listing(scratch.path()).find("sandbox") == std::string::npos);
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::disk::create_blank_qcow2(scratch / "disk", 1ULL << 30), ErrorCode::kIoError,
+                              "already exists");
 }
 
 TEST_CASE("qemu-img's output may not grow past the verified virtual size") {
