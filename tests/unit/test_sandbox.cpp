@@ -71,6 +71,25 @@ void write_qcow2_backed_by(const fs::path& file, const std::string& backing) {
   qemu_img({"create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", backing, file.string(), "1M"});
 }
 
+// A qcow2 whose raw external data file is /etc/passwd. Made with a scratch
+// data file whose path is as long as "/etc/passwd" (qemu-img create truncates
+// the data file it is given: never name a host file there), then renamed.
+void write_qcow2_with_data_file_passwd(const fs::path& file) {
+  char scratch_data[] = "/tmp/XXXXXX";
+  int fd = ::mkstemp(scratch_data);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  REQUIRE(std::string(scratch_data).size() == std::string("/etc/passwd").size());
+  qemu_img({"create", "-q", "-f", "qcow2", "-o", std::string("data_file=") + scratch_data + ",data_file_raw=on",
+            file.string(), "1M"});
+  fs::remove(scratch_data);
+  std::string image = kiln::read_file(file);
+  auto at = image.find(scratch_data);
+  REQUIRE(at != std::string::npos);
+  image.replace(at, std::strlen(scratch_data), "/etc/passwd");
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << image;
+}
+
 // What plain qemu-img (no sandbox, as kiln ran it before issue 12) writes.
 std::string plain_conversion(const fs::path& source, const std::string& format, const fs::path& out) {
   qemu_img({"convert", "-q", "-f", format, "-O", "raw", source.string(), out.string()});
@@ -266,6 +285,17 @@ TEST_CASE("a qcow2 whose backing file is /etc/passwd leaks it through plain qemu
   REQUIRE_FALSE(fs::exists(scratch / "base"));
 }
 
+TEST_CASE("a qcow2 whose external data file is /etc/passwd leaks it through plain qemu-img but not through kiln's converter") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "data-file.qcow2";
+  write_qcow2_with_data_file_passwd(image);
+  REQUIRE(plain_conversion(image, "qcow2", scratch / "plain.raw").starts_with(host_secret()));
+
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::convert_to_raw(image, "qcow2", scratch / "base", 1 << 20),
+                              ErrorCode::kConversionFailed, "Could not open '/etc/passwd'");
+  REQUIRE_FALSE(fs::exists(scratch / "base"));
+}
+
 TEST_CASE("the converter makes a root-owned raw base with the image's bytes") {
   kiln::test::ScratchDir scratch;
   fs::path raw = scratch / "data.raw";
@@ -359,6 +389,10 @@ TEST_CASE("with the inspector off, qemu-img info's second opinion still refuses 
   write_flat_vmdk(scratch / "flat.vmdk", "/etc/passwd");
   REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_qemu_agrees(scratch / "flat.vmdk", std::nullopt, "vmdk", "flat"),
                               ErrorCode::kImageQemuDisagrees, "Could not open '/etc/passwd'");
+  write_qcow2_with_data_file_passwd(scratch / "data-file.qcow2");
+  REQUIRE_KILN_ERROR_MENTIONS(
+      kiln::image::require_qemu_agrees(scratch / "data-file.qcow2", std::nullopt, "qcow2", "data-file"),
+      ErrorCode::kImageQemuDisagrees, "/etc/passwd");
 }
 
 TEST_CASE("the second opinion names every difference from the inspector's reading") {
