@@ -175,7 +175,8 @@ std::optional<std::uint64_t> check_image(const glance::ImageRecord& record, cons
     image::require_safe(*inspection, record.disk_format, record.id);
   }
   if (!policy.ask_qemu_second_opinion) {
-    return inspection ? std::optional<std::uint64_t>(inspection->virtual_size) : std::nullopt;
+    if (!inspection) return std::nullopt;
+    return image::qemu_virtual_size(inspection->virtual_size);
   }
   return image::require_qemu_agrees(part, inspection, qemu_format, record.id).virtual_size;
 }
@@ -216,6 +217,19 @@ void publish_base(const glance::ImageRecord& record, const fs::path& temporary,
   publish_file(temporary, base_path);
 }
 
+// A conversion killed with kiln leaves its private directory behind
+// (SandboxOutput: ".<base>.converted.sandbox-XXXXXX"); the lock says it is ours.
+void remove_sandbox_leftovers(const fs::path& converted) {
+  std::string prefix = "." + converted.filename().string() + ".sandbox-";
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(converted.parent_path(), error)) {
+    if (entry.path().filename().string().starts_with(prefix)) {
+      std::error_code ignored;
+      fs::remove_all(entry.path(), ignored);
+    }
+  }
+}
+
 void fsync_path(const fs::path& path) {
   UniqueFd fd = open_file(path, O_RDONLY);
   fsync_file(fd.get(), path);
@@ -231,6 +245,7 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   std::error_code ignored;
   fs::remove(part.path(), ignored);  // leftovers of a crash: the lock says nobody owns them
   fs::remove(converted.path(), ignored);
+  remove_sandbox_leftovers(converted.path());
 
   std::string qemu_format = image::qemu_format_for(record.disk_format).value_or("");
   bool raw = qemu_format == "raw";

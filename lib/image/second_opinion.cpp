@@ -36,6 +36,11 @@ void read_format_specific(const json& info, QemuImageInfo& result) {
 
 }  // namespace
 
+std::uint64_t qemu_virtual_size(std::uint64_t inspected_virtual_size) {
+  constexpr std::uint64_t kSector = 512;
+  return (inspected_virtual_size + kSector - 1) / kSector * kSector;
+}
+
 QemuImageInfo parse_qemu_image_info(std::string_view text, const std::string& image_label) {
   json info = json::parse(text, nullptr, false);
   auto size = info.is_object() ? info.find("virtual-size") : info.end();
@@ -80,7 +85,7 @@ void require_agreement(const std::optional<Inspection>& inspection, const QemuIm
   if (qemu.format != qemu_format) {
     differences.push_back("qemu-img reads it as " + qemu.format + ", not " + qemu_format);
   }
-  if (inspection && qemu.virtual_size != inspection->virtual_size) {
+  if (inspection && qemu.virtual_size != qemu_virtual_size(inspection->virtual_size)) {
     differences.push_back("qemu-img reads a virtual size of " + std::to_string(qemu.virtual_size) +
                           " bytes, the inspector " + std::to_string(inspection->virtual_size));
   }

@@ -371,8 +371,9 @@ int wait_child(pid_t pid) {
   return status;
 }
 
-// In new namespaces, root there only: waits for its id maps, builds the
-// root, runs the program as its child and exits with its status.
+// In new namespaces (every capability there, none outside): waits for its
+// id maps, builds the root, runs the program as its child and exits with its
+// status.
 [[noreturn]] void build_and_run(const SandboxPlan& plan, int ready_fd, int go_fd) {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");
   constexpr int kNamespaces =

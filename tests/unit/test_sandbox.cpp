@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "kiln/disk/overlay.h"
 #include "kiln/image/converter.h"
 #include "kiln/image/inspector.h"
 #include "kiln/image/second_opinion.h"
@@ -68,6 +69,25 @@ void write_flat_vmdk(const fs::path& file, const std::string& extent) {
 // -u: qemu-img records the name without opening it; the host file is only named.
 void write_qcow2_backed_by(const fs::path& file, const std::string& backing) {
   qemu_img({"create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", backing, file.string(), "1M"});
+}
+
+// A qcow2 whose raw external data file is /etc/passwd. Made with a scratch
+// data file whose path is as long as "/etc/passwd" (qemu-img create truncates
+// the data file it is given: never name a host file there), then renamed.
+void write_qcow2_with_data_file_passwd(const fs::path& file) {
+  char scratch_data[] = "/tmp/XXXXXX";
+  int fd = ::mkstemp(scratch_data);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  REQUIRE(std::string(scratch_data).size() == std::string("/etc/passwd").size());
+  qemu_img({"create", "-q", "-f", "qcow2", "-o", std::string("data_file=") + scratch_data + ",data_file_raw=on",
+            file.string(), "1M"});
+  fs::remove(scratch_data);
+  std::string image = kiln::read_file(file);
+  auto at = image.find(scratch_data);
+  REQUIRE(at != std::string::npos);
+  image.replace(at, std::strlen(scratch_data), "/etc/passwd");
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << image;
 }
 
 // What plain qemu-img (no sandbox, as kiln ran it before issue 12) writes.
@@ -265,6 +285,17 @@ TEST_CASE("a qcow2 whose backing file is /etc/passwd leaks it through plain qemu
   REQUIRE_FALSE(fs::exists(scratch / "base"));
 }
 
+TEST_CASE("a qcow2 whose external data file is /etc/passwd leaks it through plain qemu-img but not through kiln's converter") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "data-file.qcow2";
+  write_qcow2_with_data_file_passwd(image);
+  REQUIRE(plain_conversion(image, "qcow2", scratch / "plain.raw").starts_with(host_secret()));
+
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::convert_to_raw(image, "qcow2", scratch / "base", 1 << 20),
+                              ErrorCode::kConversionFailed, "Could not open '/etc/passwd'");
+  REQUIRE_FALSE(fs::exists(scratch / "base"));
+}
+
 TEST_CASE("the converter makes a root-owned raw base with the image's bytes") {
   kiln::test::ScratchDir scratch;
   fs::path raw = scratch / "data.raw";
@@ -278,6 +309,22 @@ TEST_CASE("the converter makes a root-owned raw base with the image's bytes") {
   REQUIRE(st.st_uid == ::geteuid());
   REQUIRE((st.st_mode & 07777) == 0644);
   REQUIRE(kiln::test::tree_listing(scratch.path()).find("sandbox") == std::string::npos);
+}
+
+TEST_CASE("a blank qcow2 (an ISO boot's root disk) is made by sandboxed qemu-img and owned by kiln") {
+  kiln::test::ScratchDir scratch;
+  kiln::disk::create_blank_qcow2(scratch / "disk", 1ULL << 30);
+  auto info = kiln::image::parse_qemu_image_info(
+      kiln::run_checked({{"qemu-img", "info", "--output=json", "-f", "qcow2", (scratch / "disk").string()}}), "disk");
+  REQUIRE(info.virtual_size == 1ULL << 30);
+  REQUIRE(info.backing_file.empty());
+  struct stat st{};
+  REQUIRE(::stat((scratch / "disk").c_str(), &st) == 0);
+  REQUIRE(st.st_uid == ::geteuid());
+  REQUIRE((st.st_mode & 07777) == 0644);
+  REQUIRE(kiln::test::tree_listing(scratch.path()).find("sandbox") == std::string::npos);
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::disk::create_blank_qcow2(scratch / "disk", 1ULL << 30), ErrorCode::kIoError,
+                              "already exists");
 }
 
 TEST_CASE("qemu-img's output may not grow past the verified virtual size") {
@@ -314,6 +361,15 @@ TEST_CASE("a sandboxed child past its CPU budget is killed") {
   REQUIRE(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
 }
 
+TEST_CASE("qemu-img info agrees with the inspector on a raw file that is not whole sectors") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "kernel", std::string(65541, 'k'));
+  auto inspection = kiln::image::inspect_file(scratch / "kernel");
+  REQUIRE(inspection.virtual_size == 65541);
+  auto qemu = kiln::image::require_qemu_agrees(scratch / "kernel", inspection, "raw", "kernel");
+  REQUIRE(qemu.virtual_size == 66048);
+}
+
 TEST_CASE("qemu-img info agrees with the inspector on a clean qcow2") {
   kiln::test::ScratchDir scratch;
   qemu_img({"create", "-q", "-f", "qcow2", (scratch / "clean.qcow2").string(), "64M"});
@@ -333,6 +389,10 @@ TEST_CASE("with the inspector off, qemu-img info's second opinion still refuses 
   write_flat_vmdk(scratch / "flat.vmdk", "/etc/passwd");
   REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_qemu_agrees(scratch / "flat.vmdk", std::nullopt, "vmdk", "flat"),
                               ErrorCode::kImageQemuDisagrees, "Could not open '/etc/passwd'");
+  write_qcow2_with_data_file_passwd(scratch / "data-file.qcow2");
+  REQUIRE_KILN_ERROR_MENTIONS(
+      kiln::image::require_qemu_agrees(scratch / "data-file.qcow2", std::nullopt, "qcow2", "data-file"),
+      ErrorCode::kImageQemuDisagrees, "/etc/passwd");
 }
 
 TEST_CASE("the second opinion names every difference from the inspector's reading") {
@@ -349,6 +409,15 @@ TEST_CASE("the second opinion names every difference from the inspector's readin
     REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_agreement(inspection, changed, "qcow2", "img"),
                                 ErrorCode::kImageQemuDisagrees, fragment);
   };
+  // qemu counts whole sectors: 1000 bytes by the inspector are 1024 by qemu.
+  inspection.virtual_size = 1000;
+  auto sectors = qemu;
+  sectors.virtual_size = 1024;
+  kiln::image::require_agreement(inspection, sectors, "qcow2", "rounded");
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::image::require_agreement(inspection, qemu, "qcow2", "img"),
+                              ErrorCode::kImageQemuDisagrees, "virtual size of 1048576 bytes, the inspector 1000");
+  inspection.virtual_size = 1 << 20;
+
   auto other = qemu;
   other.virtual_size = 2 << 20;
   differs(other, "virtual size of 2097152 bytes, the inspector 1048576");

@@ -59,6 +59,11 @@ QemuImageInfo qemu_image_info(const std::filesystem::path& path, const std::stri
 void require_agreement(const std::optional<Inspection>& inspection, const QemuImageInfo& qemu,
                        const std::string& qemu_format, const std::string& image_label);
 
+// qemu counts a disk in 512-byte sectors: it reports a 65541-byte raw file
+// (or a qcow2 header saying so) as 66048 bytes. The inspector's exact size,
+// rounded up so, is what qemu must report, and what a conversion writes.
+std::uint64_t qemu_virtual_size(std::uint64_t inspected_virtual_size);
+
 // qemu_image_info() and require_agreement(). Returns qemu's reading.
 QemuImageInfo require_qemu_agrees(const std::filesystem::path& path, const std::optional<Inspection>& inspection,
                                   const std::string& qemu_format, const std::string& image_label,

@@ -24,7 +24,8 @@
 // directories, opens the files by path (checking each is the inode kiln
 // identified), becomes kSandboxUid while keeping its capabilities in its own
 // namespace, builds and pivots into the new root, and forks the program as
-// pid 1 of its pid namespace; exec leaves it no capability.
+// pid 1 of its pid namespace; exec leaves it no capability. Cost: 2.5-5 ms
+// per run over plain qemu-img on the test VM (bwrap via setpriv: about 11).
 //
 // REQUIRES: kiln runs as root (CAP_SETUID, CAP_SETGID), the kernel allows user
 // namespaces, the program lives under /usr, and the files are readable
