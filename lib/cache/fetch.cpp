@@ -128,7 +128,9 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   std::uint64_t received = 0;  // bytes handed to the pipeline, in image order
   auto backoff = policy.retry_backoff;
   // The Glance client reports any failure after the first byte as an
-  // incomplete download (resumable); this keeps the real reason.
+  // incomplete download (resumable); this keeps the real reason of a failure
+  // that is ours (a bound passed, a full or read-only disk), which no retry
+  // to Glance can cure.
   std::optional<Error> refused;
   for (unsigned attempt = 0;; ++attempt) {
     try {
@@ -137,7 +139,12 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
           refused = too_large(record, bound);
           throw *refused;
         }
-        pipeline.push(data);
+        try {
+          pipeline.push(data);  // rethrows the writer's error (ENOSPC, EROFS, EFBIG)
+        } catch (const Error& local) {
+          refused = local;
+          throw;
+        }
         received += data.size();
         result.network_bytes += data.size();
         if (progress) progress(received, record.size);

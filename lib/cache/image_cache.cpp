@@ -42,9 +42,14 @@ void check_usable(const glance::ImageRecord& record, const CachePolicy& policy) 
 // Failure records let those who waited on a failed download share its error.
 fs::path failure_path(const fs::path& lock_path) { return fs::path(lock_path.string() + ".failed"); }
 
-void record_failure(const fs::path& lock_path, const Error& error) {
-  nlohmann::json record = {{"code", error.code_name()}, {"message", error.what()}};
-  atomic_write_file(failure_path(lock_path), record.dump() + "\n");
+// Best effort: on a full or read-only filesystem the record cannot be
+// written, and that must never replace the failure the caller is told about.
+void record_failure(const fs::path& lock_path, const Error& error) noexcept {
+  try {
+    nlohmann::json record = {{"code", error.code_name()}, {"message", error.what()}};
+    atomic_write_file(failure_path(lock_path), record.dump() + "\n");
+  } catch (const std::exception&) {
+  }
 }
 
 // Throws the failure recorded after `since` (by the holder we waited for), if any.

@@ -1,5 +1,6 @@
 #include "kiln/util/error.h"
 
+#include <cerrno>
 #include <cstring>
 
 namespace kiln {
@@ -52,7 +53,9 @@ std::optional<ErrorCode> code_from_name(std::string_view name) {
 }
 
 void throw_io_error(const std::string& what, int errno_value) {
-  throw Error(ErrorCode::kIoError, what + ": " + std::strerror(errno_value));
+  // A full disk or quota is the operator's to free, not a fault to retry.
+  bool full = errno_value == ENOSPC || errno_value == EDQUOT;
+  throw Error(full ? ErrorCode::kInsufficientSpace : ErrorCode::kIoError, what + ": " + std::strerror(errno_value));
 }
 
 }  // namespace kiln

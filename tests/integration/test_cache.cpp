@@ -367,3 +367,26 @@ TEST_CASE("an image record whose id is not the id asked for is refused before an
   auto direct = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "fetch", asked});
   REQUIRE(direct.exit_code == 0);
 }
+
+TEST_CASE("a local write error ends a download at once with its own code, without retrying Glance") {
+  // kilnctl may write files of at most 1 KiB (ulimit -f, SIGXFSZ ignored), so
+  // the .part's first chunk fails with EFBIG while Glance is still sending.
+  // No Range retry can cure that; before, three of them ran and the error
+  // became download_incomplete.
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("local fault", "raw", make_raw(scratch.path(), "image.raw", 24));
+  kiln::test::write_text(scratch / "kiln.conf", kSmallReserve);
+  kiln::test::FaultProxy proxy;
+  fs::path instances = scratch / "instances";
+  auto result = kiln::run({{"sh", "-c", "trap '' XFSZ; ulimit -f 2; exec \"$0\" \"$@\"", KILN_KILNCTL, "--json",
+                            "--config", (scratch / "kiln.conf").string(), "--glance", proxy.url(), "--libvirt-uri",
+                            kiln::test::peers().libvirt_uri, "--instances-path", instances.string(), "cache", "fetch",
+                            image_id}});
+  INFO(result.out << result.err);
+  auto output = json::parse(result.out, nullptr, false);
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(output["error"]["code"] == "io_error");
+  REQUIRE(output["error"]["message"].get<std::string>().find("File too large") != std::string::npos);
+  REQUIRE(proxy.downloads() == 1);
+  REQUIRE(kiln::test::tree_listing(instances / "_base").empty());
+}

@@ -150,3 +150,11 @@ TEST_CASE("write_new_file never replaces a file, and fsync_together names the pa
                               kiln::ErrorCode::kIoError, (scratch / "gone").string());
   kiln::fsync_together({});
 }
+
+TEST_CASE("a full disk is insufficient_space, other filesystem errors io_error") {
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::throw_io_error("cannot write /x", ENOSPC), kiln::ErrorCode::kInsufficientSpace,
+                              "cannot write /x: No space left on device");
+  REQUIRE_KILN_ERROR(kiln::throw_io_error("cannot write /x", EDQUOT), kiln::ErrorCode::kInsufficientSpace);
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::throw_io_error("cannot write /x", EROFS), kiln::ErrorCode::kIoError,
+                              "Read-only file system");
+}

@@ -70,7 +70,8 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
-// Throws kIoError with "<what>: <strerror(errno_value)>".
+// Throws kIoError with "<what>: <strerror(errno_value)>"; kInsufficientSpace
+// when errno_value is ENOSPC or EDQUOT.
 [[noreturn]] void throw_io_error(const std::string& what, int errno_value);
 
 }  // namespace kiln
