@@ -32,7 +32,10 @@ std::unique_ptr<glance::GlanceClient> make_glance_client(const Settings& setting
     tokens = std::make_shared<StaticToken>(settings.glance_token);
   }
   if (endpoints.empty()) throw Error(ErrorCode::kInvalidArgument, "no Glance endpoint: set [glance] api_servers");
-  return std::make_unique<glance::GlanceClient>(endpoints, settings.glance_timeouts, settings.glance_tls, tokens);
+  // [glance] num_retries and retry_backoff_ms: the record GET like the download.
+  glance::RetryPolicy retry{settings.cache.download_retries, settings.cache.retry_backoff};
+  return std::make_unique<glance::GlanceClient>(endpoints, settings.glance_timeouts, settings.glance_tls, tokens,
+                                                retry);
 }
 
 }  // namespace kiln::config

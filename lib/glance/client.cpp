@@ -1,5 +1,7 @@
 #include "kiln/glance/client.h"
 
+#include <thread>
+
 #include "kiln/util/error.h"
 #include "kiln/util/uuid.h"
 
@@ -44,8 +46,8 @@ std::string describe_status(const http::Response& response) {
 }  // namespace
 
 GlanceClient::GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts,
-                           http::TlsOptions tls, std::shared_ptr<TokenSource> tokens)
-    : tokens_(std::move(tokens)) {
+                           http::TlsOptions tls, std::shared_ptr<TokenSource> tokens, RetryPolicy retry)
+    : tokens_(std::move(tokens)), retry_(retry) {
   if (api_servers.empty()) {
     throw Error(ErrorCode::kInvalidArgument, "no Glance endpoint configured ([glance] api_servers or --glance)");
   }
@@ -60,15 +62,21 @@ http::Headers GlanceClient::auth_headers() const {
 }
 
 template <typename Call>
-auto GlanceClient::with_failover(const Call& call) const {
+auto GlanceClient::with_failover(const Call& call, std::size_t attempts) const {
+  auto backoff = retry_.backoff;
   for (std::size_t i = 0;; ++i) {
-    bool last = i + 1 == endpoints_.size();
+    bool last = i + 1 >= attempts;
     try {
-      return call(endpoints_[i]);
+      return call(endpoints_[i % endpoints_.size()]);
     } catch (const ServerError& error) {
       if (last) throw Error(error.code(), error.what());
     } catch (const Error& error) {
       if (last || error.code() != ErrorCode::kHttpError) throw;
+    }
+    // Every endpoint failed once more: give them time before the next round.
+    if ((i + 1) % endpoints_.size() == 0) {
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
     }
   }
 }
@@ -88,7 +96,7 @@ ImageRecord GlanceClient::get_image(const std::string& image_id) const {
                                                " with the record of image '" + record.id + "': refused");
     }
     return record;
-  });
+  }, endpoints_.size() + retry_.retries);
 }
 
 DownloadResult GlanceClient::download(const std::string& image_id, std::uint64_t offset,
@@ -134,7 +142,7 @@ DownloadResult GlanceClient::download(const std::string& image_id, std::uint64_t
     }
     result.content_md5 = response.header("content-md5");
     return result;
-  });
+  }, endpoints_.size());  // a broken download is resumed by its caller, not repeated here
 }
 
 }  // namespace kiln::glance

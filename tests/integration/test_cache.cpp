@@ -3,6 +3,7 @@
 // free space, identification, repair and pruning.
 #include <sys/mount.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <future>
@@ -389,4 +390,29 @@ TEST_CASE("a local write error ends a download at once with its own code, withou
   REQUIRE(output["error"]["message"].get<std::string>().find("File too large") != std::string::npos);
   REQUIRE(proxy.downloads() == 1);
   REQUIRE(kiln::test::tree_listing(instances / "_base").empty());
+}
+
+TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries times") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("flaky record", "raw", make_raw(scratch.path(), "image.raw", 2));
+  auto record_gets = [&](const kiln::test::FaultProxy& proxy) {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(), [&](const std::string& line) {
+      return line.starts_with("GET /v2/images/" + image_id + " ");
+    });
+  };
+
+  kiln::test::FaultProxy flaky({"--fail-records", "2"});
+  auto fetched = cache_command(scratch / "a", flaky.url(), kSmallReserve, {"cache", "fetch", image_id});
+  REQUIRE(fetched.exit_code == 0);  // num_retries defaults to 3
+  REQUIRE(record_gets(flaky) == 3);
+
+  kiln::test::FaultProxy down({"--fail-records", "100"});
+  auto refused = cache_command(scratch / "b", down.url(), kSmallReserve + "num_retries = 1\n",
+                               {"cache", "fetch", image_id});
+  REQUIRE(refused.exit_code == 1);
+  REQUIRE(refused.output["error"]["code"] == "glance_error");
+  REQUIRE(refused.output["error"]["message"].get<std::string>().find("503") != std::string::npos);
+  REQUIRE(record_gets(down) == 2);
+  REQUIRE(down.downloads() == 0);
 }

@@ -6,7 +6,8 @@ stall the first N responses to image downloads after a number of bytes.
 Usage: fault_proxy.py UPSTREAM_PORT LOG_FILE [--cut BYTES] [--stall BYTES] [--times N]
                       [--swap-image ASKED SERVED]
 --swap-image answers requests for image ASKED with image SERVED (a lying or
-misrouting endpoint).
+misrouting endpoint); --fail-records N answers the first N image-record GETs
+with 503.
 Prints the port it listens on as the first line of stdout, then serves until killed.
 LOG_FILE gets one line per request: the request line and its Range header.
 """
@@ -22,6 +23,8 @@ parser.add_argument("--cut", type=int, default=None, help="close after this many
 parser.add_argument("--stall", type=int, default=None, help="stop forwarding after this many response bytes")
 parser.add_argument("--times", type=int, default=1, help="how many /file downloads get the fault")
 parser.add_argument("--swap-image", nargs=2, default=None, metavar=("ASKED", "SERVED"))
+parser.add_argument("--fail-records", type=int, default=0,
+                    help="answer this many image-record GETs with 503 Service Unavailable")
 args = parser.parse_args()
 
 lock = threading.Lock()
@@ -54,6 +57,21 @@ def take_fault(request_line):
     return ("cut", args.cut) if args.cut is not None else ("stall", args.stall) if args.stall is not None else None
 
 
+record_failures_left = args.fail_records
+
+
+def take_record_failure(request_line):
+    global record_failures_left
+    parts = request_line.split(" ")
+    if len(parts) < 2 or parts[0] != "GET" or not parts[1].startswith("/v2/images/") or "/file" in parts[1]:
+        return False
+    with lock:
+        if record_failures_left <= 0:
+            return False
+        record_failures_left -= 1
+    return True
+
+
 def serve(client):
     upstream = socket.create_connection(("127.0.0.1", args.upstream_port))
     head, data = read_request_head(client)
@@ -64,6 +82,11 @@ def serve(client):
     lines = head.split("\r\n")
     ranges = [l for l in lines[1:] if l.lower().startswith("range:")]
     log(lines[0] + ("  " + ranges[0] if ranges else ""))
+    if take_record_failure(lines[0]):
+        client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        client.close()
+        upstream.close()
+        return
     fault = take_fault(lines[0])
     if args.swap_image:
         asked, served = ("/v2/images/" + i for i in args.swap_image)

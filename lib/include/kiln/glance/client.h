@@ -2,11 +2,14 @@
 //
 // `api_servers` is a list of endpoint roots (without /v2), as in nova.conf's
 // [glance] api_servers. A request goes to the first endpoint and fails over to
-// the next on a connection error or a 5xx answer; the last failure is thrown.
+// the next on a connection error or a 5xx answer; an image record is asked
+// for `retries` more times (nova's num_retries), round the endpoints, with a
+// doubling backoff after each round; the last failure is thrown.
 // A download fails over only before its first byte reached the sink (resuming
 // a broken download is the cache's job). Thread-safe: calls share nothing.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,11 +34,17 @@ class TokenSource {
   virtual void invalidate() = 0;
 };
 
+struct RetryPolicy {
+  unsigned retries = 0;  // attempts beyond one per endpoint
+  std::chrono::milliseconds backoff{1000};
+};
+
 class GlanceClient {
  public:
   // REQUIRES: api_servers is not empty.
   explicit GlanceClient(std::vector<http::Url> api_servers, http::Timeouts timeouts = {},
-                        http::TlsOptions tls = {}, std::shared_ptr<TokenSource> tokens = nullptr);
+                        http::TlsOptions tls = {}, std::shared_ptr<TokenSource> tokens = nullptr,
+                        RetryPolicy retry = {});
 
   // Throws kiln::Error: kInvalidArgument (image id not a UUID), kImageNotFound
   // (404), kGlanceError (other status), kHttpError (no endpoint reachable).
@@ -52,11 +61,12 @@ class GlanceClient {
 
  private:
   template <typename Call>
-  auto with_failover(const Call& call) const;
+  auto with_failover(const Call& call, std::size_t attempts) const;
   http::Headers auth_headers() const;
 
   std::vector<http::Client> endpoints_;
   std::shared_ptr<TokenSource> tokens_;
+  RetryPolicy retry_;
 };
 
 }  // namespace kiln::glance
