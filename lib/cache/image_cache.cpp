@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fetch.h"
+#include "lease_table.h"
 #include "kiln/cache/base_info.h"
 #include "kiln/cache/maintenance.h"
 #include "kiln/image/converter.h"
@@ -70,6 +71,7 @@ void rethrow_failure_since(const fs::path& lock_path, Clock::time_point since) {
 // write (two fsyncs) after the first.
 void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now) {
   constexpr auto kResolution = std::chrono::minutes(1);
+  touch_base(base_path);  // as nova does: a base something was built on is young
   if (now - info.last_used_at < kResolution && now >= info.last_used_at) return;
   info.last_used_at = now;
   save_base_info(base_path, info);
@@ -113,22 +115,24 @@ glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
 
 // Room for the download plus, when it must be converted, the raw result
 // (its virtual size; the download's size when Glance does not know it),
-// plus the reserve. Conservative: the raw output is sparse. Unused bases are
-// evicted (least recently used first) to make room before giving up.
+// plus the reserve. Conservative: the raw output is sparse. When that cannot
+// fit even with every evictable base gone, nothing is evicted: a request
+// that fails anyway must not empty the cache on its way out.
 void ImageCache::ensure_space(const glance::ImageRecord& record) const {
   std::uint64_t size = record.size.value_or(0);
   bool converts = image::qemu_format_for(record.disk_format) != "raw";
   std::uint64_t needed = size + (converts ? record.virtual_size.value_or(size) : 0) + policy_.reserved_bytes;
   std::uint64_t available = available_bytes(base_directory());
-  if (available < needed) {
-    make_room(instances_path_, needed);
-    available = available_bytes(base_directory());
-  }
+  if (available >= needed) return;
+  RoomResult room = make_room(instances_path_, needed, policy_, Clock::now());
+  available = available_bytes(base_directory());
   if (available < needed) {
     throw Error(ErrorCode::kInsufficientSpace,
                 "not enough free space in " + base_directory().string() + " for image " + record.id +
                     ": " + std::to_string(needed) + " bytes needed (download, conversion and reserve), " +
-                    std::to_string(available) + " available");
+                    std::to_string(available) + " available" +
+                    (room.fits ? "" : " and " + std::to_string(room.evictable_bytes) +
+                                          " more in unused bases; nothing was evicted"));
   }
 }
 
@@ -141,7 +145,7 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   if (error) throw_io_error("cannot create " + base_directory().string(), error.value());
 
   Clock::time_point waiting_since = Clock::now();
-  FileLock lock(lock_path(name));
+  std::shared_ptr<void> lock = take_base_lock(lock_path(name), policy_.lock_timeout);
   std::optional<BaseInfo> info = load_base_info(base_path);
   FetchOutcome outcome;
   // A base without a valid .info, or whose file is not what its .info says

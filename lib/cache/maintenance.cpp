@@ -9,10 +9,12 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 
 #include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
+#include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/lock.h"
 
@@ -67,23 +69,25 @@ std::optional<CacheEntry> describe_entry(const fs::path& path, BaseKind kind) {
   return entry;
 }
 
-std::vector<fs::path> users_of(const fs::path& instances_path, const fs::path& base) {
-  auto users = scan_users(instances_path);
-  auto it = users.find(base);
-  return it == users.end() ? std::vector<fs::path>{} : it->second;
-}
+// Whether `entry` is kiln's own: an image base with a kiln .info. Swap and
+// ephemeral bases follow nova's names, so nova's may sit among kiln's; they
+// are aged (as nova ages them) but never evicted for room or budget.
+bool made_by_kiln(const CacheEntry& entry) { return entry.kind == BaseKind::kImage && entry.info.has_value(); }
 
-// Removes one unused base under its lock, re-checking use and `still_wanted` there.
+// Removes one unused base under its lock, re-checking use and `still_wanted`
+// there, and then its lock file, still under the lock: waiters that opened
+// the old lock file notice it is gone once they get it (kiln/util/lock.h).
 bool remove_if_unused(const fs::path& instances_path, const CacheEntry& entry,
                       const std::function<bool(const CacheEntry&)>& still_wanted) {
   auto lock = FileLock::try_lock(lock_path(instances_path, entry.name));
   if (!lock) return false;  // being fetched or given an overlay right now
   auto fresh = describe_entry(entry.path, entry.kind);
-  if (!fresh || !users_of(instances_path, entry.path).empty() || !still_wanted(*fresh)) return false;
+  if (!fresh || !scan_users(instances_path).users_of(entry.path).empty() || !still_wanted(*fresh)) return false;
   std::error_code error;
   fs::remove(entry.path, error);  // the base first: a base never exists without its .info
   if (error) return false;
   fs::remove(info_path_for(entry.path), error);
+  lock->unlink_locked();
   return true;
 }
 
@@ -125,41 +129,96 @@ std::string kind_name(BaseKind kind) {
   return "unknown";
 }
 
+namespace {
+
+// Resolves one reference (as written: absolute, or relative to the file that
+// holds it) into the index: by identity when it names a file here, else by
+// its name when it points into a `_base` directory.
+void add_reference(UserIndex& index, const fs::path& written, const fs::path& referrer) {
+  if (written.empty()) return;
+  fs::path target = written.is_absolute() ? written : referrer.parent_path() / written;
+  struct stat info {};
+  if (::stat(target.c_str(), &info) == 0) {
+    index.by_identity[{static_cast<std::uint64_t>(info.st_dev), static_cast<std::uint64_t>(info.st_ino)}]
+        .push_back(referrer);
+  } else if (target.lexically_normal().parent_path().filename() == "_base") {
+    index.by_base_name[target.lexically_normal().filename().string()].push_back(referrer);
+  }
+}
+
 // Files an instance's domain opens directly from _base: ISO cdroms and
 // kernel/initrd images, named in its libvirt.xml.
-void add_direct_users(const fs::path& directory, std::map<fs::path, std::vector<fs::path>>& users) {
+void add_direct_users(const fs::path& directory, UserIndex& index) {
   fs::path definition = directory / "libvirt.xml";
   pugi::xml_document document;
   if (!document.load_file(definition.c_str())) return;
   for (const char* xpath : {"/domain/devices/disk/source/@file", "/domain/os/kernel", "/domain/os/initrd"}) {
     for (const auto& found : document.select_nodes(xpath)) {
-      std::string path = found.attribute() ? found.attribute().value() : found.node().text().get();
-      if (!path.empty()) users[fs::path(path).lexically_normal()].push_back(definition);
+      add_reference(index, found.attribute() ? found.attribute().value() : found.node().text().get(), definition);
     }
   }
 }
 
-std::map<fs::path, std::vector<fs::path>> scan_users(const fs::path& instances_path) {
-  std::map<fs::path, std::vector<fs::path>> users;
+// disk.info lists disks by path; one that is a base (a copied or linked
+// disk, nova's Flat backend) keeps it in use.
+void add_disk_info_users(const fs::path& directory, UserIndex& index) {
+  fs::path disk_info = directory / "disk.info";
+  std::string text;
+  try {
+    text = read_file(disk_info);
+  } catch (const Error&) {
+    return;
+  }
+  auto record = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!record.is_object()) return;
+  for (const auto& [path, format] : record.items()) add_reference(index, path, disk_info);
+}
+
+void add_backing_users(const fs::path& directory, UserIndex& index) {
+  std::error_code error;
+  for (const auto& file : fs::directory_iterator(directory, error)) {
+    if (!file.is_regular_file(error) || !starts_like_qcow2(file.path())) continue;
+    try {
+      image::Inspection inspection = image::inspect_file(file.path());
+      if (inspection.format == "qcow2") add_reference(index, inspection.backing_file, file.path());
+    } catch (const Error&) {
+      // Unreadable or vanished (deleted meanwhile): it backs nothing we can see.
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<fs::path> UserIndex::users_of(const fs::path& base) const {
+  std::vector<fs::path> users;
+  auto add = [&users](const std::vector<fs::path>& found) {
+    for (const auto& user : found) {
+      if (std::find(users.begin(), users.end(), user) == users.end()) users.push_back(user);
+    }
+  };
+  struct stat info {};
+  if (::stat(base.c_str(), &info) == 0) {
+    auto it = by_identity.find({static_cast<std::uint64_t>(info.st_dev), static_cast<std::uint64_t>(info.st_ino)});
+    if (it != by_identity.end()) add(it->second);
+  }
+  if (auto it = by_base_name.find(base.filename().string()); it != by_base_name.end()) add(it->second);
+  return users;
+}
+
+UserIndex scan_users(const fs::path& instances_path) {
+  UserIndex index;
   std::error_code error;
   for (const auto& directory : fs::directory_iterator(instances_path, error)) {
     std::string name = directory.path().filename().string();
     if (name == "_base" || name == "locks" || !directory.is_directory(error)) continue;
-    add_direct_users(directory.path(), users);
-    for (const auto& file : fs::directory_iterator(directory.path(), error)) {
-      if (!file.is_regular_file(error) || !starts_like_qcow2(file.path())) continue;
-      try {
-        image::Inspection inspection = image::inspect_file(file.path());
-        if (inspection.format == "qcow2" && !inspection.backing_file.empty()) {
-          users[fs::path(inspection.backing_file).lexically_normal()].push_back(file.path());
-        }
-      } catch (const Error&) {
-        // Unreadable or vanished (deleted meanwhile): it backs nothing we can see.
-      }
-    }
+    add_direct_users(directory.path(), index);
+    add_disk_info_users(directory.path(), index);
+    add_backing_users(directory.path(), index);
   }
-  return users;
+  return index;
 }
+
+void touch_base(const fs::path& base) { ::utimensat(AT_FDCWD, base.c_str(), nullptr, 0); }
 
 std::vector<CacheEntry> list_cache(const fs::path& instances_path) {
   std::vector<CacheEntry> entries;
@@ -170,7 +229,7 @@ std::vector<CacheEntry> list_cache(const fs::path& instances_path) {
     if (!kind) continue;
     auto entry = describe_entry(file.path(), *kind);
     if (!entry) continue;
-    if (auto it = users.find(file.path().lexically_normal()); it != users.end()) entry->users = it->second;
+    entry->users = users.users_of(file.path());
     entries.push_back(std::move(*entry));
   }
   std::sort(entries.begin(), entries.end(),
@@ -185,8 +244,8 @@ std::vector<VerifyResult> verify_cache(const fs::path& instances_path) {
     VerifyResult result{entry.name, "ok", "", ""};
     if (!entry.info) {
       result.state = "no-info";
-    } else if (auto lock = FileLock::try_lock(lock_path(instances_path, entry.name)); !lock) {
-      result.state = "busy";
+    } else if (auto lock = FileLock::probe(lock_path(instances_path, entry.name)); !lock) {
+      result.state = "busy";  // probed, not taken: verify creates and writes nothing
     } else {
       result.expected_sha256 = entry.info->base_sha256;
       result.actual_sha256 = hex_digest_of_file("sha256", entry.path.string());
@@ -197,8 +256,16 @@ std::vector<VerifyResult> verify_cache(const fs::path& instances_path) {
   return results;
 }
 
-std::vector<RepairAction> repair_cache(const fs::path& instances_path) {
-  std::vector<RepairAction> actions;
+namespace {
+
+bool older_than(const fs::path& path, std::chrono::seconds age, Clock::time_point now) {
+  struct stat info {};
+  return ::lstat(path.c_str(), &info) == 0 && now - modified_at(info) > age;
+}
+
+// Temporaries whose base's lock is free (a crash left them) and .info files
+// without a base.
+void repair_base_directory(const fs::path& instances_path, std::vector<RepairAction>& actions) {
   fs::path base_directory = instances_path / "_base";
   std::error_code error;
   std::vector<fs::path> files;
@@ -213,16 +280,45 @@ std::vector<RepairAction> repair_cache(const fs::path& instances_path) {
     if (fs::remove(path, error)) {
       actions.push_back({path, temporary ? "removed stale temporary" : "removed .info without a base"});
     }
+    if (!fs::exists(base_directory / owner_name(name), error)) lock->unlink_locked();
   }
-  for (const auto& entry : list_cache(instances_path)) {
-    if (entry.kind != BaseKind::kImage || entry.info) continue;
-    if (!entry.users.empty()) {
-      actions.push_back({entry.path, "kept base without a valid .info: in use by " +
-                                         std::to_string(entry.users.size()) + " disk(s)"});
-    } else if (remove_if_unused(instances_path, entry, [](const CacheEntry& e) { return !e.info; })) {
-      actions.push_back({entry.path, "removed base without a valid .info (unverifiable)"});
+}
+
+// locks/: lock files of bases that are gone (taken, then unlinked under the
+// lock) and failed-download records past their time to live.
+void repair_lock_directory(const fs::path& instances_path, const CachePolicy& policy,
+                           std::vector<RepairAction>& actions) {
+  fs::path lock_directory = instances_path / "locks";
+  std::error_code error;
+  std::vector<std::string> names;
+  for (const auto& file : fs::directory_iterator(lock_directory, error)) names.push_back(file.path().filename().string());
+  auto now = Clock::now();
+  for (const auto& name : names) {
+    if (name.rfind("kiln-", 0) != 0) continue;  // kilnd.lock and anything not kiln's per-base locks
+    bool failed_record = has_suffix(name, ".failed");
+    std::string base = failed_record ? owner_name(name).substr(5) : name.substr(5);
+    if (failed_record && !older_than(lock_directory / name, policy.failed_download_ttl, now)) continue;
+    if (!failed_record && (base.find('.') != std::string::npos || fs::exists(instances_path / "_base" / base, error))) {
+      continue;
+    }
+    auto lock = FileLock::try_lock(lock_path(instances_path, base));
+    if (!lock) continue;
+    if (failed_record && fs::remove(lock_directory / name, error)) {
+      actions.push_back({lock_directory / name, "removed expired failed-download record"});
+    }
+    if (!fs::exists(instances_path / "_base" / base, error)) {
+      lock->unlink_locked();
+      if (!failed_record) actions.push_back({lock_directory / name, "removed lock file of a base that is gone"});
     }
   }
+}
+
+}  // namespace
+
+std::vector<RepairAction> repair_cache(const fs::path& instances_path, const CachePolicy& policy) {
+  std::vector<RepairAction> actions;
+  repair_base_directory(instances_path, actions);
+  repair_lock_directory(instances_path, policy, actions);
   return actions;
 }
 
@@ -243,17 +339,21 @@ std::vector<PruneDecision> prune_cache(const fs::path& instances_path, const Cac
   for (const auto& entry : entries) total += entry.physical_bytes;
   std::uint64_t budget = cache_budget(instances_path, policy);
   std::string age_reason = "unused for more than " + std::to_string(policy.unused_minimum_age.count()) + " s";
-  auto aged = [&](const CacheEntry& entry) { return now - entry.last_used > policy.unused_minimum_age; };
+  // Nova's aging, for every base when remove_unused_base_images allows it.
+  auto aged = [&](const CacheEntry& entry) {
+    return policy.remove_unused_base_images && now - entry.last_used > policy.unused_minimum_age;
+  };
+  // The budget is kiln's own and takes only what kiln made.
+  auto over_budget = [&](const CacheEntry& entry) { return made_by_kiln(entry) && budget > 0 && total > budget; };
 
   for (const auto& entry : unused_oldest_first(instances_path)) {
-    bool over_budget = budget > 0 && total > budget;
-    if (!aged(entry) && !over_budget) continue;
+    if (!aged(entry) && !over_budget(entry)) continue;
     PruneDecision decision{entry.name, entry.path, entry.physical_bytes,
                            aged(entry) ? age_reason : "over the cache budget of " + std::to_string(budget) + " bytes",
                            false};
     if (!dry_run) {
       decision.removed = remove_if_unused(instances_path, entry, [&](const CacheEntry& fresh) {
-        return aged(fresh) || (budget > 0 && total > budget);
+        return aged(fresh) || over_budget(fresh);
       });
     }
     if (dry_run || decision.removed) total -= std::min(total, entry.physical_bytes);
@@ -262,16 +362,29 @@ std::vector<PruneDecision> prune_cache(const fs::path& instances_path, const Cac
   return decisions;
 }
 
-std::vector<PruneDecision> make_room(const fs::path& instances_path, std::uint64_t bytes) {
-  std::vector<PruneDecision> decisions;
+RoomResult make_room(const fs::path& instances_path, std::uint64_t bytes, const CachePolicy& policy,
+                     Clock::time_point now) {
+  RoomResult result;
   fs::path base_directory = instances_path / "_base";
-  for (const auto& entry : unused_oldest_first(instances_path)) {
+  auto evictable = [&](const CacheEntry& entry) {
+    return made_by_kiln(entry) && now - entry.last_used > policy.eviction_minimum_age;
+  };
+  std::vector<CacheEntry> candidates;
+  for (auto& entry : unused_oldest_first(instances_path)) {
+    if (!evictable(entry)) continue;
+    result.evictable_bytes += entry.physical_bytes;
+    candidates.push_back(std::move(entry));
+  }
+  std::uint64_t available = filesystem_bytes(base_directory, true);
+  result.fits = available + result.evictable_bytes >= bytes;
+  if (!result.fits) return result;  // evicting would not make it fit: keep everything
+  for (const auto& entry : candidates) {
     if (filesystem_bytes(base_directory, true) >= bytes) break;
     PruneDecision decision{entry.name, entry.path, entry.physical_bytes, "to make room", false};
-    decision.removed = remove_if_unused(instances_path, entry, [](const CacheEntry&) { return true; });
-    decisions.push_back(decision);
+    decision.removed = remove_if_unused(instances_path, entry, evictable);
+    result.evicted.push_back(decision);
   }
-  return decisions;
+  return result;
 }
 
 }  // namespace kiln::cache

@@ -47,6 +47,7 @@ ImageRecord parse_image_record(const std::string& json_body) {
   image.container_format = string_or_empty(record, "container_format");
   image.size = size_or_null(record, "size");
   image.virtual_size = size_or_null(record, "virtual_size");
+  image.min_disk = size_or_null(record, "min_disk").value_or(0);
   image.checksum = string_or_empty(record, "checksum");
   image.os_hash_algo = string_or_empty(record, "os_hash_algo");
   image.os_hash_value = string_or_empty(record, "os_hash_value");

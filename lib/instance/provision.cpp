@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "kiln/cache/maintenance.h"
 #include "kiln/disk/disk_info.h"
 #include "kiln/disk/ephemeral.h"
 #include "kiln/disk/overlay.h"
@@ -67,6 +68,22 @@ std::uint64_t root_size(const BootRequest& request, const std::string& image_id,
   return bytes;
 }
 
+}  // namespace
+
+void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image) {
+  if (root_gb == 0 || image.disk_format == "iso") return;
+  if (image.min_disk > root_gb) {
+    throw Error(ErrorCode::kFlavorDiskTooSmall, "root disk of " + std::to_string(root_gb) +
+                                                    " GiB is smaller than image " + image.id + "'s min_disk of " +
+                                                    std::to_string(image.min_disk) + " GiB");
+  }
+  BootRequest flavor;
+  flavor.root_gb = root_gb;
+  if (image.virtual_size) root_size(flavor, image.id, *image.virtual_size);
+}
+
+namespace {
+
 void check_absent(const InstanceDir& directory, virt::Connection& libvirt) {
   std::error_code error;
   if (fs::exists(directory.path(), error)) {
@@ -96,9 +113,7 @@ Images look_up_images(const BootRequest& request, const cache::ImageCache& cache
   if (images.is_iso() && request.root_gb == 0) {
     invalid("image " + images.root.id + " is an ISO: the flavor needs root_gb > 0 for the blank root disk");
   }
-  if (!images.is_iso() && images.root.virtual_size) {
-    root_size(request, images.root.id, *images.root.virtual_size);
-  }
+  check_root_fits(request.root_gb, images.root);
   return images;
 }
 
@@ -193,6 +208,7 @@ std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& 
   disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                          request.ephemeral_gb,
                                                          disk::ephemeral_filesystem_for(spec.os_type));
+  cache::touch_base(base.path);
   disk::create_overlay(directory.ephemeral_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
                        Durability::kCallerSyncs);
   disk_info.add(directory.ephemeral_disk(), "qcow2");
@@ -205,6 +221,7 @@ std::optional<fs::path> build_swap(const BootRequest& request, const Host& host,
   if (request.swap_mb == 0) return std::nullopt;
   disk::SwapBase base = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                request.swap_mb);
+  cache::touch_base(base.path);
   disk::create_overlay(directory.swap_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
                        Durability::kCallerSyncs);
   disk_info.add(directory.swap_disk(), "qcow2");

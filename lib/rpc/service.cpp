@@ -211,7 +211,8 @@ Response Service::accepted(const std::shared_ptr<Operation>& operation) {
   return response;
 }
 
-void Service::fetch_base(const Backend& backend, const std::string& image_id, Operation& operation) {
+void Service::fetch_base(const Backend& backend, const std::string& image_id, Operation& operation,
+                         std::optional<std::uint64_t> root_gb) {
   const auto& cache = backend.cache();
   // A cached base needs no download slot; provision() still asks Glance
   // about the image, so a warm boot asks once, not twice.
@@ -219,6 +220,9 @@ void Service::fetch_base(const Backend& backend, const std::string& image_id, Op
   if (fs::exists(cache.base_directory() / cache::base_name_for(image_id), error)) return;
   operation.set_step("looking up the image");
   auto record = cache.lookup(image_id);
+  // As provision() does, and before the download: an image the flavor cannot
+  // hold must not make room in the cache, or take a download slot, for nothing.
+  if (root_gb) instance::check_root_fits(*root_gb, record);
   operation.set_step("waiting for a download slot");
   DownloadSlot slot(download_slots_);
   operation.set_step("fetching the image");
@@ -264,7 +268,7 @@ Response Service::boot(const Request& request) {
                                   [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
-    fetch_base(*backend, boot_request.image_id, operation);
+    fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
     operation.set_step("building the instance");
     virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
@@ -361,6 +365,7 @@ Response Service::prune(const Request& request) {
   json body = validate_body("prune-request", request.body);
   auto backend = this->backend();
   bool dry_run = body.value("dry_run", false);
+  if (!dry_run) cache::repair_cache(backend->settings().instances_path, backend->settings().cache);
   auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
                                       cache::Clock::now(), dry_run);
   Response response;
@@ -410,6 +415,9 @@ std::vector<std::string> Service::reload(const config::Settings& settings) {
   const auto& a = old.cache;
   const auto& b = settings.cache;
   if (a.unused_minimum_age != b.unused_minimum_age || a.max_cache_bytes != b.max_cache_bytes ||
+      a.remove_unused_base_images != b.remove_unused_base_images ||
+      a.eviction_minimum_age != b.eviction_minimum_age || a.lock_timeout != b.lock_timeout ||
+      a.failed_download_ttl != b.failed_download_ttl ||
       a.max_cache_percent != b.max_cache_percent || a.reserved_bytes != b.reserved_bytes ||
       a.allowed_disk_formats != b.allowed_disk_formats || a.download_retries != b.download_retries ||
       a.verify_signatures != b.verify_signatures) {
@@ -427,6 +435,7 @@ std::vector<std::string> Service::reload(const config::Settings& settings) {
 
 std::size_t Service::run_cache_manager() {
   auto backend = this->backend();
+  cache::repair_cache(backend->settings().instances_path, backend->settings().cache);
   auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
                                       cache::Clock::now(), false);
   std::size_t removed = 0;

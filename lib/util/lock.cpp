@@ -2,46 +2,110 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "kiln/util/error.h"
 
 namespace kiln {
 
-FileLock::FileLock(const std::filesystem::path& path) {
-  bool locked = false;
-  *this = FileLock(path, /*wait=*/true, locked);
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+// Whether `path` still names the inode `fd` has open (false once it was
+// unlinked or replaced by the holder we waited for).
+bool still_named(int fd, const fs::path& path) {
+  struct stat opened {}, named {};
+  if (::fstat(fd, &opened) != 0 || ::lstat(path.c_str(), &named) != 0) return false;
+  return opened.st_dev == named.st_dev && opened.st_ino == named.st_ino;
 }
 
-std::optional<FileLock> FileLock::try_lock(const std::filesystem::path& path) {
-  bool locked = false;
-  FileLock lock(path, /*wait=*/false, locked);
-  if (!locked) return std::nullopt;
+void record_holder(int fd) {
+  std::string pid = std::to_string(::getpid()) + "\n";
+  // Best effort: the pid only serves error messages.
+  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
+}
+
+}  // namespace
+
+std::string lock_holder(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return "an unknown process";
+  UniqueFd owned(fd);
+  char text[32] = {};
+  ssize_t got = ::pread(fd, text, sizeof text - 1, 0);
+  std::string pid = got > 0 ? std::string(text, static_cast<std::size_t>(got)) : "";
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return "an unknown process";
+  return "pid " + pid;
+}
+
+FileLock::FileLock(const fs::path& path, std::chrono::milliseconds timeout) {
+  if (!lock(path, SteadyClock::now() + timeout, /*create=*/true)) {
+    throw Error(ErrorCode::kLockFailed, "gave up waiting " + std::to_string(timeout.count() / 1000) +
+                                            " s for lock " + path.string() + ", held by " + lock_holder(path));
+  }
+}
+
+std::optional<FileLock> FileLock::try_lock(const fs::path& path) {
+  FileLock lock;
+  if (!lock.lock(path, std::nullopt, /*create=*/true)) return std::nullopt;
   return lock;
 }
 
-FileLock::FileLock(const std::filesystem::path& path, bool wait, bool& locked) {
-  std::error_code error;
-  std::filesystem::create_directories(path.parent_path(), error);
-  // O_NOFOLLOW: a lock file planted as a symlink must not make kiln create or
-  // open the file it points at.
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+std::optional<FileLock> FileLock::probe(const fs::path& path) {
+  FileLock lock;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
-    throw Error(ErrorCode::kLockFailed,
-                "cannot open lock file " + path.string() + ": " + std::strerror(errno));
+    if (errno == ENOENT) return lock;  // nobody holds a lock that has no file
+    throw Error(ErrorCode::kLockFailed, "cannot open lock file " + path.string() + ": " + std::strerror(errno));
   }
-  fd_ = UniqueFd(fd);
-  int result;
-  do {
-    result = ::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
-  } while (result != 0 && errno == EINTR);
-  if (result != 0 && !wait && errno == EWOULDBLOCK) return;
-  locked = result == 0;
-  if (result != 0) {
-    throw Error(ErrorCode::kLockFailed, "cannot lock " + path.string() + ": " + std::strerror(errno));
+  lock.fd_ = UniqueFd(fd);
+  lock.path_ = path;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return std::nullopt;
+  return lock;
+}
+
+bool FileLock::lock(const fs::path& path, std::optional<SteadyClock::time_point> deadline, bool create) {
+  path_ = path;
+  std::error_code error;
+  if (create) fs::create_directories(path.parent_path(), error);
+  auto pause = std::chrono::milliseconds(5);
+  for (;;) {
+    // O_NOFOLLOW: a lock file planted as a symlink must not make kiln create or
+    // open the file it points at.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      throw Error(ErrorCode::kLockFailed, "cannot open lock file " + path.string() + ": " + std::strerror(errno));
+    }
+    UniqueFd owned(fd);
+    int result;
+    do {
+      result = ::flock(fd, LOCK_EX | LOCK_NB);
+    } while (result != 0 && errno == EINTR);
+    if (result != 0 && errno != EWOULDBLOCK) {
+      throw Error(ErrorCode::kLockFailed, "cannot lock " + path.string() + ": " + std::strerror(errno));
+    }
+    if (result == 0) {
+      if (!still_named(fd, path)) continue;  // its holder removed it: lock the new one
+      record_holder(fd);
+      fd_ = std::move(owned);
+      return true;
+    }
+    if (!deadline || SteadyClock::now() >= *deadline) return false;
+    std::this_thread::sleep_for(std::min<SteadyClock::duration>(pause, *deadline - SteadyClock::now()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
   }
+}
+
+void FileLock::unlink_locked() {
+  if (fd_.valid() && still_named(fd_.get(), path_)) ::unlink(path_.c_str());
 }
 
 }  // namespace kiln

@@ -2,6 +2,7 @@
 // is needed) and the real filesystem: single flight, resume, verification,
 // free space, identification, repair and pruning.
 #include <sys/mount.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -179,6 +180,7 @@ TEST_CASE("an unused base is evicted to make room for a new one") {
   std::string glance = kiln::test::peers().glance_url;
 
   REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", old_id}).exit_code == 0);
+  age_base(base_of(instances, old_id), std::chrono::hours(1));  // past eviction_minimum_age_seconds
   // 20 MiB free would not do with the reserve: the old, unused base must go.
   auto result = cache_command(instances, glance, "[image_cache]\nreserved_space_mb = 8\n", {"cache", "fetch", new_id});
   INFO(result.err);
@@ -231,7 +233,7 @@ TEST_CASE("cache verify finds a base that rotted") {
   REQUIRE(result.output[0]["state"] == "rotted");
 }
 
-TEST_CASE("cache repair removes what a crash left and nothing that is in use") {
+TEST_CASE("cache repair removes what a crash left and no base, in use or not") {
   kiln::test::ScratchDir scratch;
   std::string image_id = kiln::test::upload_image("repaired", "raw", make_raw(scratch.path(), "image.raw", 4));
   fs::path instances = scratch / "instances";
@@ -242,7 +244,7 @@ TEST_CASE("cache repair removes what a crash left and nothing that is in use") {
   kiln::test::write_text(base_directory / (stale + ".part"), "half a download");
   kiln::test::write_text(base_directory / (stale + ".converted"), "half a conversion");
   kiln::test::write_text(base_directory / (std::string(40, 'b') + ".info"), "{}");
-  kiln::test::write_text(base_directory / std::string(40, 'c'), "a base nobody can vouch for");
+  kiln::test::write_text(base_directory / std::string(40, 'c'), "a base kiln did not make (nova's)");
   // A download in progress: its lock is held, so its .part stays.
   std::string busy = std::string(40, 'd');
   kiln::test::write_text(base_directory / (busy + ".part"), "being written");
@@ -250,13 +252,13 @@ TEST_CASE("cache repair removes what a crash left and nothing that is in use") {
 
   auto result = cache_command(instances, glance, kSmallReserve, {"cache", "repair"});
   REQUIRE(result.exit_code == 0);
-  REQUIRE(result.output.size() == 4);
+  REQUIRE(result.output.size() == 3);
   std::string listing = kiln::test::tree_listing(base_directory);
   std::string name = kiln::cache::base_name_for(image_id);
   REQUIRE(listing.find(busy + ".part") != std::string::npos);
   REQUIRE(listing.find(stale) == std::string::npos);
   REQUIRE(listing.find(std::string(40, 'b')) == std::string::npos);
-  REQUIRE(listing.find(std::string(40, 'c')) == std::string::npos);
+  REQUIRE(listing.find(std::string(40, 'c')) != std::string::npos);
   REQUIRE(listing.find(name + " ") != std::string::npos);
   REQUIRE(listing.find(name + ".info") != std::string::npos);
 }
@@ -415,4 +417,119 @@ TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries 
   REQUIRE(refused.output["error"]["message"].get<std::string>().find("503") != std::string::npos);
   REQUIRE(record_gets(down) == 2);
   REQUIRE(down.downloads() == 0);
+
+TEST_CASE("read-only commands change nothing on disk, and prune --dry-run still sees bases kiln did not make") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::string glance = kiln::test::peers().glance_url;
+  std::string image_id = kiln::test::upload_image("looked-at", "raw", make_raw(scratch.path(), "image.raw", 4));
+  std::string uuid = kiln::test::random_uuid();
+  auto boot = cache_command(instances, glance, kSmallReserve,
+                            {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1", "--memory-mb", "64",
+                             "--root-gb", "0", "--swap-mb", "0", "--no-start"});
+  REQUIRE(boot.exit_code == 0);
+  struct Delete {
+    fs::path instances;
+    std::string glance, uuid;
+    ~Delete() { cache_command(instances, glance, kSmallReserve, {"delete", uuid}); }
+  } cleanup{instances, glance, uuid};
+  // What a crash, nova and older kiln versions leave behind: all of it stays.
+  fs::path base_directory = instances / "_base";
+  fs::path nova_base = base_directory / std::string(40, 'c');
+  kiln::test::write_text(nova_base, "a base nova made, unused for two days");
+  kiln::run_checked({{"touch", "-d", "2 days ago", nova_base.string()}});
+  kiln::test::write_text(base_directory / (std::string(40, 'a') + ".part"), "half a download");
+  kiln::test::write_text(base_directory / (std::string(40, 'b') + ".info"), "{}");
+  kiln::test::write_text(instances / "locks" / ("kiln-" + std::string(40, 'e') + ".failed"), "{}");
+  kiln::run_checked({{"touch", "-d", "1 hour ago", (instances / "locks" / ("kiln-" + std::string(40, 'e') + ".failed")).string()}});
+  std::string before = kiln::test::tree_snapshot(scratch.path());
+
+  for (std::vector<std::string> command : std::vector<std::vector<std::string>>{
+           {"cache", "ls"}, {"cache", "verify"}, {"instance", "list"}, {"instance", "show", uuid}, {"du"},
+           {"instance", "reconcile", "--dry-run"}, {"cache", "prune", "--dry-run"}}) {
+    INFO(kiln::describe(command));
+    auto result = cache_command(instances, glance, kSmallReserve, command);
+    REQUIRE(result.exit_code == 0);
+    REQUIRE(kiln::test::tree_snapshot(scratch.path()) == before);
+  }
+  auto dry = cache_command(instances, glance, kSmallReserve, {"cache", "prune", "--dry-run"});
+  REQUIRE(dry.output.size() == 1);
+  REQUIRE(dry.output[0]["name"] == std::string(40, 'c'));
+
+  // The real prune repairs (kiln's own leftovers) and ages nova's base as nova would.
+  auto pruned = cache_command(instances, glance, kSmallReserve, {"cache", "prune"});
+  REQUIRE(pruned.exit_code == 0);
+  REQUIRE_FALSE(fs::exists(nova_base));
+  REQUIRE_FALSE(fs::exists(base_directory / (std::string(40, 'a') + ".part")));
+  REQUIRE(fs::exists(base_of(instances, image_id)));
+  // With nova's switch off, aging takes nothing.
+  kiln::test::write_text(nova_base, "another one");
+  kiln::run_checked({{"touch", "-d", "2 days ago", nova_base.string()}});
+  auto kept = cache_command(instances, glance, kSmallReserve + "[image_cache]\nremove_unused_base_images = false\n", {"cache", "prune"});
+  REQUIRE(kept.exit_code == 0);
+  REQUIRE(kept.output.empty());
+  REQUIRE(fs::exists(nova_base));
+}
+
+TEST_CASE("a fetch that cannot fit even with every unused base gone fails before evicting anything") {
+  kiln::test::ScratchDir scratch;
+  std::string old_id = kiln::test::upload_image("kept", "raw", make_raw(scratch.path(), "old.raw", 4));
+  kiln::run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", (scratch / "huge.qcow2").string(), "8T"}});
+  std::string huge_id = kiln::test::upload_image("8 TiB virtual", "qcow2", scratch / "huge.qcow2");
+  INFO(kiln::test::image_record(huge_id).dump());
+  REQUIRE(kiln::test::image_record(huge_id)["virtual_size"] == 8ULL << 40);
+  fs::path instances = scratch / "instances";
+  fs::create_directories(instances);
+  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=30m") == 0);
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{instances};
+  kiln::test::FaultProxy proxy;
+
+  REQUIRE(cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", old_id}).exit_code == 0);
+  age_base(base_of(instances, old_id), std::chrono::hours(48));
+  auto result = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", huge_id});
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.output["error"]["code"] == "insufficient_space");
+  REQUIRE(result.output["error"]["message"].get<std::string>().find("nothing was evicted") != std::string::npos);
+  REQUIRE(fs::exists(base_of(instances, old_id)));
+  REQUIRE(proxy.downloads() == 1);  // the old image's, nothing for the huge one
+}
+
+TEST_CASE("one thread may take a base twice, and another waits only lock_timeout_seconds, told who holds it") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("kernel-and-ramdisk", "raw", make_raw(scratch.path(), "k.raw", 2));
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(kiln::test::peers().glance_url)});
+  kiln::cache::CachePolicy policy;
+  policy.reserved_bytes = 0;
+  policy.lock_timeout = std::chrono::seconds(1);
+  kiln::cache::ImageCache cache(scratch / "instances", glance, policy);
+  auto record = cache.lookup(image_id);
+
+  // Before the lease table this waited for itself forever: SIGALRM ends such a run.
+  ::alarm(60);
+  std::pair<kiln::cache::BaseLease, kiln::cache::BaseLease> leases{cache.acquire(record),   // the kernel
+                                                                   cache.acquire(record)};  // the ramdisk
+  ::alarm(0);
+  REQUIRE(leases.first.base.path == leases.second.base.path);
+  REQUIRE(leases.first.lock == leases.second.lock);
+
+  // Another thread of this process, and another process, give up after the timeout.
+  auto started = std::chrono::steady_clock::now();
+  auto other_thread = std::async(std::launch::async, [&] { return cache.acquire(record); });
+  REQUIRE_KILN_ERROR_MENTIONS(other_thread.get(), kiln::ErrorCode::kLockFailed, "pid " + std::to_string(::getpid()));
+  REQUIRE(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+  auto other_process = cache_command(scratch / "instances", kiln::test::peers().glance_url,
+                                     kSmallReserve + "[image_cache]\nlock_timeout_seconds = 1\n",
+                                     {"cache", "fetch", image_id});
+  REQUIRE(other_process.exit_code == 1);
+  REQUIRE(other_process.output["error"]["code"] == "lock_failed");
+  REQUIRE(other_process.output["error"]["message"].get<std::string>().find("pid " + std::to_string(::getpid())) !=
+          std::string::npos);
+
+  // Released with the last lease: the base is free again.
+  fs::path base = leases.first.base.path;
+  leases = {};
+  REQUIRE(cache.acquire(record).base.path == base);
 }

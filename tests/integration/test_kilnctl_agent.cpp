@@ -106,6 +106,28 @@ TEST_CASE("kilnctl boots, deletes and pre-caches through a running kilnd, and --
   REQUIRE(alone.exit_code == 0);
 }
 
+TEST_CASE("kilnd measures the image against the flavor before it fetches a byte") {
+  AgentHost host;
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  kiln::test::make_qcow2(host.scratch / "small.qcow2", "16M");
+  std::string needs_two = kiln::test::upload_image("min_disk 2", "qcow2", host.scratch / "small.qcow2");
+  REQUIRE(kiln::test::patch_image(needs_two, {{"min_disk", 2}}).exit_code == 0);
+  kiln::run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", (host.scratch / "huge.qcow2").string(), "8T"}});
+  std::string huge = kiln::test::upload_image("8 TiB virtual", "qcow2", host.scratch / "huge.qcow2");
+
+  for (const auto& image_id : {needs_two, huge}) {
+    INFO(kiln::test::image_record(image_id).dump());
+    auto refused = kilnctl_with_config(host.config, {"boot", "--image", image_id, "--uuid", kiln::test::random_uuid(),
+                                                     "--vcpus", "1", "--memory-mb", "64", "--root-gb", "1",
+                                                     "--swap-mb", "0", "--no-start"});
+    REQUIRE(refused.exit_code == 1);
+    REQUIRE(refused.output["error"]["code"] == "flavor_disk_too_small");
+    REQUIRE_FALSE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
+  }
+  REQUIRE(metric(kilnd, "kiln_downloaded_bytes_total") == 0);
+}
+
 // tests/hostile/make-images: every image of the corpus, registered in the real
 // Glance with its disk_format, is refused on both boot paths with the
 // manifest's code, and leaves no base, no instance directory and no domain.

@@ -51,4 +51,19 @@ std::string tree_listing(const fs::path& root) {
   return listing;
 }
 
+std::string tree_snapshot(const fs::path& root) {
+  std::set<std::string> lines;
+  std::error_code error;
+  if (!fs::exists(root, error)) return "";
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    struct stat info {};
+    if (::lstat(entry.path().c_str(), &info) != 0) continue;
+    lines.insert(fs::relative(entry.path(), root).string() + " size=" + std::to_string(info.st_size) +
+                 " mtime=" + std::to_string(info.st_mtim.tv_sec) + "." + std::to_string(info.st_mtim.tv_nsec));
+  }
+  std::string snapshot;
+  for (const auto& line : lines) snapshot += line + "\n";
+  return snapshot;
+}
+
 }  // namespace kiln::test

@@ -30,4 +30,9 @@ void write_text(const std::filesystem::path& path, const std::string& text);
 // a snapshot to prove that a failed command changed nothing.
 std::string tree_listing(const std::filesystem::path& root);
 
+// Every file and directory under `root` with its size and mtime (ns): two
+// snapshots are equal only when nothing was created, removed, resized or
+// written.
+std::string tree_snapshot(const std::filesystem::path& root);
+
 }  // namespace kiln::test

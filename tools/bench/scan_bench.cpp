@@ -84,9 +84,7 @@ int main(int argc, char** argv) {
       auto found = kiln::cache::scan_users(instances);
       scan_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       users = 0;
-      for (const auto& [file, disks] : found) {
-        if (file.parent_path() == instances / "_base") users += disks.size();
-      }
+      for (int b = 0; b < kBases; ++b) users += found.users_of(instances / "_base" / base_name(b)).size();
     }
     if (users != static_cast<std::size_t>(count)) {
       std::fprintf(stderr, "kiln_scan_bench: scan found %zu users, expected %d\n", users, count);

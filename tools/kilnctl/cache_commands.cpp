@@ -1,5 +1,6 @@
-// kilnctl cache ls / fetch / verify / prune / repair. Until kilnd exists to
-// do it at start, every cache command first repairs what a crash left behind.
+// kilnctl cache ls / fetch / verify / prune / repair. ls, verify and
+// prune --dry-run change nothing on disk; only repair and a real prune clean
+// up what a crash left (kilnd does too, at start).
 #include <iomanip>
 #include <sstream>
 
@@ -67,12 +68,11 @@ json decisions_json(const std::vector<cache::PruneDecision>& decisions) {
   return out;
 }
 
-void repair_quietly(Context& context) { cache::repair_cache(context.instances_path()); }
+void repair_quietly(Context& context) { cache::repair_cache(context.instances_path(), context.settings().cache); }
 
 void add_ls(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("ls", "one row per base: image, sizes, users, last use, state");
   registry.emplace_back(command, [](Context& context) {
-    repair_quietly(context);
     auto entries = cache::list_cache(context.instances_path());
     json out = json::array();
     for (const auto& entry : entries) out.push_back(entry_json(entry));
@@ -92,7 +92,6 @@ void add_fetch(CLI::App& group, Registry& registry) {
       context.print(result, "image " + *image_id + ": cached by kilnd\n");
       return 0;
     }
-    repair_quietly(context);
     auto record = context.cache().lookup(*image_id);
     auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
     finish_progress();
@@ -109,7 +108,6 @@ void add_fetch(CLI::App& group, Registry& registry) {
 void add_verify(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("verify", "re-hash every image base against its .info");
   registry.emplace_back(command, [](Context& context) {
-    repair_quietly(context);
     auto results = cache::verify_cache(context.instances_path());
     json out = json::array();
     std::ostringstream text;
@@ -131,7 +129,7 @@ void add_prune(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("prune", "remove unused bases past their age or over the budget");
   command->add_flag("--dry-run", *dry_run, "say what would go, remove nothing");
   registry.emplace_back(command, [dry_run](Context& context) {
-    repair_quietly(context);
+    if (!*dry_run) repair_quietly(context);
     auto decisions = cache::prune_cache(context.instances_path(), context.settings().cache,
                                         cache::Clock::now(), *dry_run);
     std::ostringstream text;
@@ -148,7 +146,7 @@ void add_prune(CLI::App& group, Registry& registry) {
 void add_repair(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("repair", "remove what a crash left behind");
   registry.emplace_back(command, [](Context& context) {
-    auto actions = cache::repair_cache(context.instances_path());
+    auto actions = cache::repair_cache(context.instances_path(), context.settings().cache);
     json out = json::array();
     std::ostringstream text;
     for (const auto& a : actions) {

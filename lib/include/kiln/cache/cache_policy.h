@@ -61,6 +61,24 @@ struct CachePolicy {
   // first until the cache fits. The smaller of the two limits applies.
   std::uint64_t max_cache_bytes = 0;
   unsigned max_cache_percent = 0;  // of the filesystem's size
+  // Nova's switch: false and aging removes nothing. The budget and making
+  // room for a download only ever take bases kiln made (with a kiln .info).
+  bool remove_unused_base_images = true;
+  // Making room for a download takes only unused bases whose last use is
+  // older than this: a base fetched a moment ago (a pre-cache, or kilnd's
+  // fetch just before the boot's own lease) is about to be used. 10 minutes
+  // covers the longest gap between the two in a queued boot.
+  std::chrono::seconds eviction_minimum_age{600};
+
+  // The longest wait for a base's lock. The holder may be downloading and
+  // converting the largest image kiln accepts (max_download_bytes, 64 GiB: at
+  // 200 Mbit/s about 45 minutes), so an hour; a holder stuck longer is a bug
+  // an operator must hear about (kLockFailed names its pid), not a wait.
+  std::chrono::seconds lock_timeout{3600};
+  // A failed download's record (locks/kiln-<name>.failed) lets those who
+  // waited for it share its error; after this long it only takes room, and
+  // repair removes it. 10 minutes: far longer than a waiter takes to read it.
+  std::chrono::seconds failed_download_ttl{600};
 
   // How long lookup() may answer from a record Glance gave earlier (0: always
   // ask Glance). A boot of a cached image otherwise spends most of its time on

@@ -41,10 +41,12 @@ struct BaseImage {
 };
 
 // A base together with its lock: while a lease is alive nobody else creates,
-// replaces or deletes that base, so overlays can safely be made on it.
+// replaces or deletes that base, so overlays can safely be made on it. One
+// thread may hold several leases on one base (a kernel that is also the
+// ramdisk): they share one flock, released with the last of them.
 struct BaseLease {
   BaseImage base;
-  FileLock lock;
+  std::shared_ptr<void> lock;
 };
 
 // Called from the downloading thread with bytes so far and the total if known.
@@ -67,7 +69,8 @@ class ImageCache {
   // converting it first if it is not cached, and records the use.
   // Throws kiln::Error: kInsufficientSpace, kChecksumMismatch,
   // kDownloadIncomplete, kConversionFailed, kHttpError, kGlanceError,
-  // kIoError, kLockFailed. On failure nothing is left in _base.
+  // kIoError, kLockFailed (after policy().lock_timeout, naming the holder).
+  // On failure nothing is left in _base.
   BaseLease acquire(const glance::ImageRecord& record, const FetchProgress& progress = nullptr) const;
 
   std::filesystem::path base_directory() const { return instances_path_ / "_base"; }

@@ -20,6 +20,7 @@ struct ImageRecord {
   std::string container_format;
   std::optional<std::uint64_t> size;          // bytes of stored data
   std::optional<std::uint64_t> virtual_size;  // may be null
+  std::uint64_t min_disk = 0;                 // GiB the image needs as a root disk
   std::string checksum;                       // md5 hex, "" when null
   std::string os_hash_algo;                   // "" when null
   std::string os_hash_value;                  // "" when null

@@ -67,6 +67,12 @@ struct BootResult {
 // What kilnctl --json prints and kilnd's boot operation returns as its result.
 nlohmann::json to_json(const BootResult& result);
 
+// What Glance says about the image against the flavor's root disk, before
+// any byte is fetched: its virtual size and min_disk must fit in root_gb
+// (root_gb 0: the disk takes the image's size, as in nova). ISOs boot a blank
+// root disk and are not measured. Throws kiln::Error kFlavorDiskTooSmall.
+void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image);
+
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
 // kFlavorDiskTooSmall, kLibvirtError and every ImageCache::acquire error).
 // `progress` (may be null) sees the download, if one is needed.

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <semaphore>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,7 +78,10 @@ class Service {
   Response accepted(const std::shared_ptr<Operation>& operation);
   std::shared_ptr<Backend> backend() const;
   // Waits for a download slot when the image's base is not cached yet, then fetches it.
-  void fetch_base(const Backend& backend, const std::string& image_id, Operation& operation);
+  // Downloads the image's base unless cached. With a flavor's root_gb, checks
+  // first that the image fits it (kFlavorDiskTooSmall before any byte).
+  void fetch_base(const Backend& backend, const std::string& image_id, Operation& operation,
+                  std::optional<std::uint64_t> root_gb = std::nullopt);
 
   struct BootRecord {
     std::string fingerprint;  // the validated body, serialised with sorted keys
