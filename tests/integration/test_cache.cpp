@@ -417,6 +417,7 @@ TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries 
   REQUIRE(refused.output["error"]["message"].get<std::string>().find("503") != std::string::npos);
   REQUIRE(record_gets(down) == 2);
   REQUIRE(down.downloads() == 0);
+}
 
 TEST_CASE("read-only commands change nothing on disk, and prune --dry-run still sees bases kiln did not make") {
   kiln::test::ScratchDir scratch;
