@@ -96,17 +96,7 @@ void make_qcow2(const std::filesystem::path& path, const std::string& size) {
 
 namespace kiln::test {
 
-FaultProxy::FaultProxy(std::vector<std::string> fault_args) {
-  char pattern[] = "/tmp/kiln-proxy.XXXXXX";
-  int log_fd = ::mkstemp(pattern);
-  REQUIRE(log_fd >= 0);
-  ::close(log_fd);
-  log_ = pattern;
-  std::string glance = peers().glance_url;
-  std::string upstream_port = glance.substr(glance.rfind(':') + 1);
-  std::vector<std::string> argv = {"python3", KILN_SOURCE_DIR "/tests/support/fault_proxy.py", upstream_port,
-                                   log_.string()};
-  argv.insert(argv.end(), fault_args.begin(), fault_args.end());
+PortProcess::PortProcess(std::vector<std::string> argv) {
   std::vector<char*> pointers;
   for (auto& arg : argv) pointers.push_back(arg.data());
   pointers.push_back(nullptr);
@@ -126,16 +116,37 @@ FaultProxy::FaultProxy(std::vector<std::string> fault_args) {
   char c;
   while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
   ::close(out[0]);
-  INFO("fault proxy said: " << line);
+  INFO(describe(argv) << " said: " << line);
   REQUIRE_FALSE(line.empty());
   port_ = std::stoi(line);
 }
 
-FaultProxy::~FaultProxy() {
+PortProcess::~PortProcess() {
   if (pid_ > 0) {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
+}
+
+std::string glance_port() {
+  const std::string& glance = peers().glance_url;
+  return glance.substr(glance.rfind(':') + 1);
+}
+
+FaultProxy::FaultProxy(std::vector<std::string> fault_args) {
+  char pattern[] = "/tmp/kiln-proxy.XXXXXX";
+  int log_fd = ::mkstemp(pattern);
+  REQUIRE(log_fd >= 0);
+  ::close(log_fd);
+  log_ = pattern;
+  std::vector<std::string> argv = {"python3", KILN_SOURCE_DIR "/tests/support/fault_proxy.py", glance_port(),
+                                   log_.string()};
+  argv.insert(argv.end(), fault_args.begin(), fault_args.end());
+  process_ = std::make_unique<PortProcess>(argv);
+}
+
+FaultProxy::~FaultProxy() {
+  process_.reset();
   std::error_code ignored;
   std::filesystem::remove(log_, ignored);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -49,6 +50,26 @@ void make_qcow2(const std::filesystem::path& path, const std::string& size);
 
 namespace kiln::test {
 
+// A helper server (python3 -c ..., fault_proxy.py) that prints the port it
+// listens on as its first line of stdout; SIGTERM'd and reaped on destruction.
+class PortProcess {
+ public:
+  explicit PortProcess(std::vector<std::string> argv);
+  ~PortProcess();
+  PortProcess(const PortProcess&) = delete;
+  PortProcess& operator=(const PortProcess&) = delete;
+
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int pid_ = -1;
+  int port_ = 0;
+};
+
+// The peers' Glance port, for proxies placed in front of it.
+std::string glance_port();
+
 // tests/support/fault_proxy.py in front of the peers' Glance: counts the
 // requests it forwards and can cut or stall the first download responses.
 class FaultProxy {
@@ -59,16 +80,15 @@ class FaultProxy {
   FaultProxy(const FaultProxy&) = delete;
   FaultProxy& operator=(const FaultProxy&) = delete;
 
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return process_->url(); }
   // Request lines forwarded so far, with their Range header if any.
   std::vector<std::string> requests() const;
   // How many of them were GET .../file (downloads).
   int downloads() const;
 
  private:
-  int pid_ = -1;
-  int port_ = 0;
   std::filesystem::path log_;
+  std::unique_ptr<PortProcess> process_;
 };
 
 }  // namespace kiln::test

@@ -62,42 +62,13 @@ server.serve_forever()
 
 class LyingGlance {
  public:
-  LyingGlance(std::uint64_t extra_bytes, bool no_size) {
-    std::string glance = kiln::test::peers().glance_url;
-    std::vector<std::string> argv = {"python3", "-c", kLyingProxy, glance.substr(glance.rfind(':') + 1),
-                                     std::to_string(extra_bytes), no_size ? "1" : "0"};
-    std::vector<char*> pointers;
-    for (auto& arg : argv) pointers.push_back(arg.data());
-    pointers.push_back(nullptr);
-    int out[2];
-    REQUIRE(::pipe(out) == 0);
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      ::dup2(out[1], STDOUT_FILENO);
-      ::close(out[0]);
-      ::execvp(pointers[0], pointers.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    std::string line;
-    char c;
-    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
-    ::close(out[0]);
-    REQUIRE_FALSE(line.empty());
-    url_ = "http://127.0.0.1:" + line;
-  }
-  ~LyingGlance() {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  LyingGlance(const LyingGlance&) = delete;
-  LyingGlance& operator=(const LyingGlance&) = delete;
-  const std::string& url() const { return url_; }
+  LyingGlance(std::uint64_t extra_bytes, bool no_size)
+      : process_({"python3", "-c", kLyingProxy, kiln::test::glance_port(), std::to_string(extra_bytes),
+                  no_size ? "1" : "0"}) {}
+  std::string url() const { return process_.url(); }
 
  private:
-  pid_t pid_ = -1;
-  std::string url_;
+  kiln::test::PortProcess process_;
 };
 
 // Runs a program as kilnd.service would: its capability bounding set, no_new_privs,
