@@ -99,10 +99,13 @@ struct Download {
   unsigned resumes = 0;
 };
 
-// The most bytes a download may bring (0: no bound): what Glance recorded,
-// else [image_cache] max_download_bytes.
-std::uint64_t download_bound(const glance::ImageRecord& record, const CachePolicy& policy) {
-  return record.size ? *record.size : policy.max_download_bytes;
+// The most bytes a download may bring (nullopt: no bound): what Glance
+// recorded (0 included: then not one byte), else [image_cache]
+// max_download_bytes (0 there means no bound).
+std::optional<std::uint64_t> download_bound(const glance::ImageRecord& record, const CachePolicy& policy) {
+  if (record.size) return *record.size;
+  if (policy.max_download_bytes != 0) return policy.max_download_bytes;
+  return std::nullopt;
 }
 
 Error too_large(const glance::ImageRecord& record, std::uint64_t bound) {
@@ -117,7 +120,7 @@ Error too_large(const glance::ImageRecord& record, std::uint64_t bound) {
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
                   const FetchProgress& progress) {
-  const std::uint64_t bound = download_bound(record, policy);
+  const std::optional<std::uint64_t> bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
   SparseWriter writer(fd.get(), part);
   ChunkPipeline pipeline([&](std::span<const char> chunk) {
@@ -135,8 +138,8 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   for (unsigned attempt = 0;; ++attempt) {
     try {
       auto answer = glance.download(record.id, received, [&](std::span<const char> data) {
-        if (bound != 0 && data.size() > bound - std::min(bound, received)) {
-          refused = too_large(record, bound);
+        if (bound && data.size() > *bound - std::min(*bound, received)) {
+          refused = too_large(record, *bound);
           throw *refused;
         }
         try {

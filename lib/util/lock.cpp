@@ -69,6 +69,8 @@ std::optional<FileLock> FileLock::probe(const fs::path& path) {
   lock.fd_ = UniqueFd(fd);
   lock.path_ = path;
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return std::nullopt;
+  // Unlinked by its holder since we opened it: someone is replacing it, busy.
+  if (!still_named(fd, path)) return std::nullopt;
   return lock;
 }
 
@@ -77,7 +79,7 @@ bool FileLock::lock(const fs::path& path, std::optional<SteadyClock::time_point>
   std::error_code error;
   if (create) fs::create_directories(path.parent_path(), error);
   auto pause = std::chrono::milliseconds(5);
-  for (;;) {
+  for (unsigned renamed = 0;; ++renamed) {
     // O_NOFOLLOW: a lock file planted as a symlink must not make kiln create or
     // open the file it points at.
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -93,7 +95,10 @@ bool FileLock::lock(const fs::path& path, std::optional<SteadyClock::time_point>
       throw Error(ErrorCode::kLockFailed, "cannot lock " + path.string() + ": " + std::strerror(errno));
     }
     if (result == 0) {
-      if (!still_named(fd, path)) continue;  // its holder removed it: lock the new one
+      if (!still_named(fd, path)) {  // its holder removed it: lock the new one
+        if (renamed < 1000) continue;
+        throw Error(ErrorCode::kLockFailed, "the lock file " + path.string() + " keeps being replaced");
+      }
       record_holder(fd);
       fd_ = std::move(owned);
       return true;

@@ -314,11 +314,17 @@ void run_step(const RootStep& step) {
 // From here on the builder is the sandbox user (the only id mapped in its
 // namespace), and keeps its capabilities there: the uid it leaves, host
 // root, is not root of that namespace, so the change clears nothing.
+// The process that forked the builder (set before the fork): the builder
+// must not outlive it.
+pid_t builder_parent = -1;
+
 void become_sandbox_user() {
   if (::setgroups(0, nullptr) != 0) die("setgroups");
   if (::setresgid(kSandboxGid, kSandboxGid, kSandboxGid) != 0) die("setresgid");
   if (::setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) die("setresuid");
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die("PR_SET_PDEATHSIG");  // cleared by the uid change
+  // A parent killed while the death signal was cleared sent none: go now.
+  if (::getppid() != builder_parent) die("the process that started the sandbox is gone");
 }
 
 void build_root(const SandboxPlan& plan) {
@@ -411,6 +417,7 @@ void enter_sandbox_and_exec(const SandboxPlan& plan) {
   int ready[2];
   int go[2];
   if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0) die("pipe");
+  builder_parent = ::getpid();
   pid_t builder = ::fork();
   if (builder < 0) die("fork");
   if (builder == 0) {

@@ -58,16 +58,16 @@ void set_limit(int resource, const std::optional<std::uint64_t>& value) {
   ::setrlimit(resource, &limit);
 }
 
-// No descriptor of kiln's but stdio survives exec: marked close-on-exec
-// rather than closed, so that a sandbox can still bind its files through
-// /proc/self/fd before it execs.
+// No descriptor of kiln's but stdio survives in the child: closed, not only
+// marked close-on-exec, because a sandbox's helper processes never exec and
+// live as long as qemu-img does; a copy of another thread's lock fd would
+// keep that flock held, and a copy of another run's pipe would keep it from
+// seeing EOF. (The sandbox opens the files it binds itself, afterwards.)
 void close_inherited_descriptors() {
-  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (::close_range(3, ~0U, 0) == 0) return;
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
-  for (int fd = 3; fd < static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20)); ++fd) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  }
+  for (int fd = 3; fd < static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20)); ++fd) ::close(fd);
 }
 
 // In the child, between fork and exec: only async-signal-safe calls.

@@ -47,9 +47,15 @@ std::string shutoff_reason(int reason) {
   }
 }
 
-// The last lines of QEMU's log for `name`, or "" when there is none to read.
-std::string qemu_log_tail(const std::filesystem::path& directory, const std::string& name) {
-  std::ifstream log(directory / (name + ".log"));
+std::filesystem::path qemu_log(const StartPolicy& policy, const std::string& name) {
+  return policy.qemu_log_dir / (name + ".log");
+}
+
+// The last lines QEMU's log for `name` got after `offset` (the log is
+// appended across starts: older lines are another start's), or "".
+std::string qemu_log_tail(const std::filesystem::path& file, std::uint64_t offset) {
+  std::ifstream log(file);
+  log.seekg(static_cast<std::streamoff>(offset));
   std::vector<std::string> lines;
   for (std::string line; std::getline(log, line);) {
     if (line.empty()) continue;
@@ -66,9 +72,10 @@ std::string duration_text(std::chrono::milliseconds duration) {
   return std::to_string(duration.count()) + " ms";
 }
 
-[[noreturn]] void fail(const Domain& domain, const std::string& what, const StartPolicy& policy) {
+[[noreturn]] void fail(const Domain& domain, const std::string& what, const StartPolicy& policy,
+                       std::uint64_t log_offset) {
   std::string message = "domain " + domain.name() + " " + what;
-  std::string tail = qemu_log_tail(policy.qemu_log_dir, domain.name());
+  std::string tail = qemu_log_tail(qemu_log(policy, domain.name()), log_offset);
   if (!tail.empty()) message += "; QEMU's log ends: " + tail;
   throw Error(ErrorCode::kDomainStartFailed, message);
 }
@@ -115,15 +122,18 @@ std::string describe_state(int state, int reason) {
 }
 
 void start_and_confirm(Connection& libvirt, Domain& domain, const StartPolicy& policy) {
+  std::error_code absent;
+  std::uint64_t log_offset = std::filesystem::file_size(qemu_log(policy, domain.name()), absent);
+  if (absent) log_offset = 0;
   try {
     domain.start();
   } catch (const Error& error) {
-    fail(domain, "did not start: " + std::string(error.what()), policy);
+    fail(domain, "did not start: " + std::string(error.what()), policy, log_offset);
   }
-  confirm_running(libvirt, domain, policy);
+  confirm_running(libvirt, domain, policy, log_offset);
 }
 
-void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& policy) {
+void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& policy, std::uint64_t log_offset) {
   auto settle = libvirt.driver() == "Test" ? std::chrono::milliseconds(0) : policy.settle;
   auto deadline = Clock::now() + policy.timeout;
   std::optional<Clock::time_point> running_since;
@@ -132,7 +142,7 @@ void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& pol
     auto now = Clock::now();
     switch (judge_start(state, reason)) {
       case StartVerdict::kFailed:
-        fail(domain, "is " + describe_state(state, reason) + " right after its start", policy);
+        fail(domain, "is " + describe_state(state, reason) + " right after its start", policy, log_offset);
       case StartVerdict::kRunning:
         if (!running_since) running_since = now;
         if (now - *running_since >= settle) return;
@@ -142,7 +152,7 @@ void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& pol
         if (now >= deadline) {
           fail(domain, "is still " + describe_state(state, reason) + " " + duration_text(policy.timeout) +
                            " after its start",
-               policy);
+               policy, log_offset);
         }
         break;
     }

@@ -183,6 +183,23 @@ std::string describe(const Report& report, const std::string& device) {
   return "unknown probe result";
 }
 
+// Whether a report will be the same on the next try: a guest that ran (or
+// stopped with KVM's own error), a device that is not there or not KVM. Out
+// of memory or a busy system is not.
+bool is_lasting(const Report& report) {
+  switch (report.stage) {
+    case Stage::kWorked:
+    case Stage::kApiVersion:
+    case Stage::kUnexpectedExit:
+    case Stage::kWrongOutput:
+      return true;
+    case Stage::kOpen:
+      return report.value == ENOENT || report.value == ENODEV || report.value == ENXIO;
+    default:
+      return report.value != ENOMEM && report.value != EAGAIN && report.value != EBUSY && report.value != EINTR;
+  }
+}
+
 // Waits for `child` until `timeout`; kills it after that. True when it was reaped in time.
 bool wait_or_kill(pid_t child, int pipe_fd, std::chrono::milliseconds timeout) {
   pollfd readable{pipe_fd, POLLIN, 0};
@@ -201,16 +218,19 @@ bool wait_or_kill(pid_t child, int pipe_fd, std::chrono::milliseconds timeout) {
 
 KvmProbe probe_kvm(const std::filesystem::path& device, std::chrono::milliseconds timeout) {
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return {false, std::string("cannot probe KVM: pipe: ") + std::strerror(errno)};
+  if (pipe2(fds, O_CLOEXEC) != 0) return {false, std::string("cannot probe KVM: pipe: ") + std::strerror(errno), false};
   std::string device_name = device.string();
   pid_t child = fork();
   if (child < 0) {
     close(fds[0]);
     close(fds[1]);
-    return {false, std::string("cannot probe KVM: fork: ") + std::strerror(errno)};
+    return {false, std::string("cannot probe KVM: fork: ") + std::strerror(errno), false};
   }
   if (child == 0) {
-    close(fds[0]);
+    // Keep only the report pipe: a copy of another thread's lock or socket
+    // must not outlive the probe's few milliseconds in a stuck KVM_RUN.
+    if (fds[1] > 3) close_range(3, static_cast<unsigned>(fds[1]) - 1, 0);
+    close_range(static_cast<unsigned>(fds[1]) + 1, ~0U, 0);
     Report report = probe_in_child(device_name.c_str());
     ssize_t ignored = write(fds[1], &report, sizeof report);
     (void)ignored;
@@ -221,10 +241,12 @@ KvmProbe probe_kvm(const std::filesystem::path& device, std::chrono::millisecond
   bool in_time = wait_or_kill(child, fds[0], timeout);
   bool complete = in_time && read(fds[0], &report, sizeof report) == static_cast<ssize_t>(sizeof report);
   close(fds[0]);
-  if (!in_time) return {false, "the KVM probe on " + device_name + " did not finish in " +
-                                   std::to_string(timeout.count()) + " ms"};
-  if (!complete) return {false, "the KVM probe on " + device_name + " died before it reported"};
-  return {report.stage == Stage::kWorked, describe(report, device_name)};
+  if (!in_time) {
+    return {false, "the KVM probe on " + device_name + " did not finish in " + std::to_string(timeout.count()) + " ms",
+            false};
+  }
+  if (!complete) return {false, "the KVM probe on " + device_name + " died before it reported", false};
+  return {report.stage == Stage::kWorked, describe(report, device_name), is_lasting(report)};
 }
 
 VirtTypeChoice choose_virt_type(const std::string& configured, bool libvirt_offers_kvm, const KvmProbe& probe) {
@@ -242,8 +264,10 @@ VirtTypeChoice resolve_virt_type(const std::string& configured, Connection& libv
   static std::map<std::filesystem::path, KvmProbe> probes;
   std::lock_guard lock(mutex);
   auto found = probes.find(device);
-  if (found == probes.end()) found = probes.emplace(device, probe_kvm(device)).first;
-  return choose_virt_type(configured, true, found->second);
+  if (found != probes.end()) return choose_virt_type(configured, true, found->second);
+  KvmProbe probe = probe_kvm(device);
+  if (probe.lasting) probes.emplace(device, probe);
+  return choose_virt_type(configured, true, probe);
 }
 
 }  // namespace kiln::virt

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -44,7 +45,8 @@ std::string describe_state(int state, int reason);
 // QEMU's last log lines; the domain is left as it is (the caller rolls back).
 void start_and_confirm(Connection& libvirt, Domain& domain, const StartPolicy& policy);
 
-// The second half of start_and_confirm(): waits for an already started domain.
-void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& policy);
+// The second half of start_and_confirm(): waits for an already started
+// domain. A failure quotes QEMU's log from `log_offset` on (what this start wrote).
+void confirm_running(Connection& libvirt, Domain& domain, const StartPolicy& policy, std::uint64_t log_offset = 0);
 
 }  // namespace kiln::virt

@@ -22,6 +22,9 @@ inline constexpr const char* kKvmDevice = "/dev/kvm";
 struct KvmProbe {
   bool works = false;
   std::string detail;  // what the probe saw: "ran a 64-bit guest to hlt", "KVM_RUN: internal error 1", ...
+  // False when the answer may change (a timeout under load, out of memory):
+  // such a verdict is not remembered, the next boot probes again.
+  bool lasting = true;
 };
 
 // Creates a VM on `device`, runs a 64-bit guest with paging that executes
@@ -41,8 +44,8 @@ struct VirtTypeChoice {
 VirtTypeChoice choose_virt_type(const std::string& configured, bool libvirt_offers_kvm, const KvmProbe& probe);
 
 // choose_virt_type() with libvirt's capabilities and probe_kvm(`device`). The
-// probe runs only when libvirt offers kvm, and its verdict is remembered for
-// the life of the process (per device), so a busy agent probes once.
+// probe runs only when libvirt offers kvm, and a lasting verdict is
+// remembered for the life of the process (per device), so a busy agent probes once.
 VirtTypeChoice resolve_virt_type(const std::string& configured, Connection& libvirt,
                                  const std::filesystem::path& device = kKvmDevice);
 
