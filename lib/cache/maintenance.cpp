@@ -32,6 +32,15 @@ bool is_temporary(const std::string& name) {
   return has_suffix(name, ".part") || has_suffix(name, ".converted") || has_suffix(name, ".tmp");
 }
 
+// The private directory of a conversion kiln was killed in (SandboxOutput:
+// ".<base>.converted.sandbox-XXXXXX"): the base it belongs to, or nullopt.
+std::optional<std::string> sandbox_leftover_owner(const std::string& name) {
+  constexpr std::string_view kMarker = ".converted.sandbox-";
+  auto at = name.find(kMarker);
+  if (name.size() < 2 || name[0] != '.' || at == std::string::npos || at < 2) return std::nullopt;
+  return name.substr(1, at - 1);
+}
+
 std::optional<BaseKind> kind_of(const std::string& name) {
   if (name.rfind("swap_", 0) == 0) return BaseKind::kSwap;
   if (name.rfind("ephemeral_", 0) == 0) return BaseKind::kEphemeral;
@@ -263,8 +272,8 @@ bool older_than(const fs::path& path, std::chrono::seconds age, Clock::time_poin
   return ::lstat(path.c_str(), &info) == 0 && now - modified_at(info) > age;
 }
 
-// Temporaries whose base's lock is free (a crash left them) and .info files
-// without a base.
+// Temporaries whose base's lock is free (a crash left them: .part, .converted,
+// .tmp, a conversion's private directory) and .info files without a base.
 void repair_base_directory(const fs::path& instances_path, std::vector<RepairAction>& actions) {
   fs::path base_directory = instances_path / "_base";
   std::error_code error;
@@ -272,15 +281,17 @@ void repair_base_directory(const fs::path& instances_path, std::vector<RepairAct
   for (const auto& file : fs::directory_iterator(base_directory, error)) files.push_back(file.path());
   for (const auto& path : files) {
     std::string name = path.filename().string();
-    bool temporary = is_temporary(name);
-    bool orphan_info = has_suffix(name, ".info") && !fs::exists(base_directory / owner_name(name), error);
+    std::optional<std::string> leftover_owner = sandbox_leftover_owner(name);
+    std::string owner = leftover_owner ? *leftover_owner : owner_name(name);
+    bool temporary = is_temporary(name) || leftover_owner;
+    bool orphan_info = has_suffix(name, ".info") && !fs::exists(base_directory / owner, error);
     if (!temporary && !orphan_info) continue;
-    auto lock = FileLock::try_lock(lock_path(instances_path, owner_name(name)));
+    auto lock = FileLock::try_lock(lock_path(instances_path, owner));
     if (!lock) continue;  // its owner is at work
-    if (fs::remove(path, error)) {
+    if (fs::remove_all(path, error) > 0) {
       actions.push_back({path, temporary ? "removed stale temporary" : "removed .info without a base"});
     }
-    if (!fs::exists(base_directory / owner_name(name), error)) lock->unlink_locked();
+    if (!fs::exists(base_directory / owner, error)) lock->unlink_locked();
   }
 }
 

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fstream>
@@ -168,6 +169,23 @@ TEST_CASE("repair never deletes a base kiln did not make, in use or not") {
   REQUIRE(fs::exists(foreign));
   REQUIRE_FALSE(fs::exists(stale));
   for (const auto& action : actions) REQUIRE(action.path != foreign);
+}
+
+TEST_CASE("repair removes a conversion's private directory once its base's lock is free") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::string base = std::string(40, 'c');
+  fs::path leftover = instances / "_base" / ("." + base + ".converted.sandbox-a1b2c3");
+  fs::create_directories(leftover);
+  kiln::test::write_text(leftover / (base + ".converted"), std::string(4096, 'x'));  // killed mid-conversion
+  {
+    kiln::FileLock converting(instances / "locks" / ("kiln-" + base));
+    cache::repair_cache(instances);
+    REQUIRE(fs::exists(leftover));  // a conversion at work is left alone
+  }
+  auto actions = cache::repair_cache(instances);
+  REQUIRE_FALSE(fs::exists(leftover));
+  REQUIRE(std::any_of(actions.begin(), actions.end(), [&](const auto& action) { return action.path == leftover; }));
 }
 
 TEST_CASE("prune ages a base kiln did not make by its mtime, and only when remove_unused_base_images allows") {
