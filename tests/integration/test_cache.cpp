@@ -36,6 +36,22 @@ fs::path make_raw(const fs::path& directory, const std::string& name, int mib) {
   return path;
 }
 
+// A tmpfs of `size` mounted on `path` (made if missing) for one test: a real
+// filesystem that fills up; unmounted at the end.
+class SmallFilesystem {
+ public:
+  SmallFilesystem(const fs::path& path, const std::string& size) : path_(path) {
+    fs::create_directories(path);
+    REQUIRE(::mount("tmpfs", path.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0);
+  }
+  ~SmallFilesystem() { ::umount2(path_.c_str(), MNT_DETACH); }
+  SmallFilesystem(const SmallFilesystem&) = delete;
+  SmallFilesystem& operator=(const SmallFilesystem&) = delete;
+
+ private:
+  fs::path path_;
+};
+
 // kilnctl with a config file and a Glance URL of the test's choosing.
 kiln::test::KilnctlResult cache_command(const fs::path& instances, const std::string& glance,
                                         const std::string& config_text, std::vector<std::string> args) {
@@ -150,12 +166,7 @@ TEST_CASE("too little free space fails before any byte is fetched") {
   fs::path image = make_raw(scratch.path(), "image.raw", 24);
   std::string image_id = kiln::test::upload_image("too big", "raw", image);
   fs::path instances = scratch / "instances";
-  fs::create_directories(instances);
-  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=16m") == 0);
-  struct Unmount {
-    fs::path path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{instances};
+  SmallFilesystem filesystem(instances, "16m");
   kiln::test::FaultProxy proxy;
 
   auto result = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
@@ -170,13 +181,8 @@ TEST_CASE("an unused base is evicted to make room for a new one") {
   std::string old_id = kiln::test::upload_image("old", "raw", make_raw(scratch.path(), "old.raw", 20));
   std::string new_id = kiln::test::upload_image("new", "raw", make_raw(scratch.path(), "new.raw", 20));
   fs::path instances = scratch / "instances";
-  fs::create_directories(instances);
   // Sparse bases: 20 MiB images hold 2 MiB of data; the check counts apparent sizes.
-  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=30m") == 0);
-  struct Unmount {
-    fs::path path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{instances};
+  SmallFilesystem filesystem(instances, "30m");
   std::string glance = kiln::test::peers().glance_url;
 
   REQUIRE(cache_command(instances, glance, kSmallReserve, {"cache", "fetch", old_id}).exit_code == 0);
@@ -480,12 +486,7 @@ TEST_CASE("a fetch that cannot fit even with every unused base gone fails before
   INFO(kiln::test::image_record(huge_id).dump());
   REQUIRE(kiln::test::image_record(huge_id)["virtual_size"] == 8ULL << 40);
   fs::path instances = scratch / "instances";
-  fs::create_directories(instances);
-  REQUIRE(::mount("tmpfs", instances.c_str(), "tmpfs", 0, "size=30m") == 0);
-  struct Unmount {
-    fs::path path;
-    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
-  } unmount{instances};
+  SmallFilesystem filesystem(instances, "30m");
   kiln::test::FaultProxy proxy;
 
   REQUIRE(cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", old_id}).exit_code == 0);
