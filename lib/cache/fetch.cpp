@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "kiln/cache/base_info.h"
 #include "kiln/image/converter.h"
@@ -115,7 +116,13 @@ Error too_large(const glance::ImageRecord& record, std::uint64_t bound) {
   return Error(ErrorCode::kImageTooLarge, "image " + record.id + " sent more than " + why + ": download stopped");
 }
 
-// Streams the image into `part`, resuming from the bytes already written.
+Error incomplete(const glance::ImageRecord& record, std::uint64_t received) {
+  return Error(ErrorCode::kDownloadIncomplete, "image " + record.id + " is " + std::to_string(*record.size) +
+                                                   " bytes in Glance but " + std::to_string(received) + " arrived");
+}
+
+// Streams the image into `part`, resuming from the bytes already written
+// (each resume asks the next Glance endpoint first).
 // Not a byte past download_bound() reaches the .part.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
@@ -151,8 +158,11 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
         received += data.size();
         result.network_bytes += data.size();
         if (progress) progress(received, record.size);
-      });
+      }, attempt);
       result.content_md5 = answer.content_md5;
+      // A body that ends cleanly but short (no Content-Length: it ends
+      // where the connection closed) is a broken transfer like any other.
+      if (record.size && received < *record.size) throw incomplete(record, received);
       break;
     } catch (const Error& error) {
       if (refused) throw *refused;
@@ -165,11 +175,6 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   pipeline.finish();
   writer.finish();
   fsync_file(fd.get(), part);
-  if (record.size && *record.size != received) {
-    throw Error(ErrorCode::kDownloadIncomplete, "image " + record.id + " is " +
-                                                    std::to_string(*record.size) + " bytes in Glance but " +
-                                                    std::to_string(received) + " arrived");
-  }
   return result;
 }
 
@@ -245,7 +250,39 @@ void fsync_path(const fs::path& path) {
   fsync_file(fd.get(), path);
 }
 
+// Feeds every byte of `path` (not followed if a symlink) to the verifier.
+void verify_file(const fs::path& path, Verifier& verifier) {
+  UniqueFd fd = open_file(path, O_RDONLY | O_NOFOLLOW);
+  std::vector<char> buffer(1 << 20);
+  for (;;) {
+    ssize_t count = ::read(fd.get(), buffer.data(), buffer.size());
+    if (count < 0 && errno == EINTR) continue;
+    if (count < 0) throw_io_error("cannot read " + path.string(), errno);
+    if (count == 0) return;
+    verifier.update(std::span<const char>(buffer.data(), static_cast<std::size_t>(count)));
+  }
+}
+
 }  // namespace
+
+std::optional<FetchOutcome> adopt_foreign_base(const CachePolicy& policy, const glance::ImageRecord& record,
+                                               const fs::path& base_path) {
+  if (image::qemu_format_for(record.disk_format) != "raw" || !record.size) return std::nullopt;
+  if (record.os_hash_value.empty() && record.checksum.empty()) return std::nullopt;
+  if (!is_regular_file_of_size(base_path, *record.size)) return std::nullopt;
+  try {
+    Verifier verifier(record, policy, /*raw_image=*/true);
+    verify_file(base_path, verifier);
+    FetchOutcome outcome{0, verifier.check(""), 0};
+    check_image(record, policy, "raw", base_path);
+    save_base_info(base_path, describe(record, *record.size, outcome.base_sha256));
+    return outcome;
+  } catch (const Error&) {
+    // Whatever the file is, it is not provably this image: a download decides
+    // (and reports the image's own error, if it has one).
+    return std::nullopt;
+  }
+}
 
 FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& policy,
                         const glance::ImageRecord& record, const fs::path& base_path,

@@ -150,12 +150,15 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   FetchOutcome outcome;
   // A base without a valid .info, or whose file is not what its .info says
   // (a planted symlink, a truncated copy), cannot be trusted: fetch it again
-  // over it (publishing replaces the link itself, never its target).
+  // over it (publishing replaces the link itself, never its target) unless
+  // it is another tool's raw base that proves to be exactly Glance's image.
   if (!info || !is_regular_file_of_size(base_path, info->virtual_size)) {
     rethrow_failure_since(lock_path(name), waiting_since);
     try {
-      ensure_space(record);
-      outcome = fetch_base(glance_, policy_, record, base_path, progress);
+      std::optional<FetchOutcome> adopted;
+      if (!info) adopted = adopt_foreign_base(policy_, record, base_path);
+      if (!adopted) ensure_space(record);
+      outcome = adopted ? *adopted : fetch_base(glance_, policy_, record, base_path, progress);
     } catch (const Error& failure) {
       record_failure(lock_path(name), failure);
       throw;

@@ -62,12 +62,12 @@ http::Headers GlanceClient::auth_headers() const {
 }
 
 template <typename Call>
-auto GlanceClient::with_failover(const Call& call, std::size_t attempts) const {
+auto GlanceClient::with_failover(const Call& call, std::size_t attempts, std::size_t first) const {
   auto backoff = retry_.backoff;
   for (std::size_t i = 0;; ++i) {
     bool last = i + 1 >= attempts;
     try {
-      return call(endpoints_[i % endpoints_.size()]);
+      return call(endpoints_[(first + i) % endpoints_.size()]);
     } catch (const ServerError& error) {
       if (last) throw Error(error.code(), error.what());
     } catch (const Error& error) {
@@ -100,7 +100,7 @@ ImageRecord GlanceClient::get_image(const std::string& image_id) const {
 }
 
 DownloadResult GlanceClient::download(const std::string& image_id, std::uint64_t offset,
-                                      const http::BodySink& sink) const {
+                                      const http::BodySink& sink, unsigned resume) const {
   check_image_id(image_id);
   http::Request request{"GET", "/v2/images/" + image_id + "/file", auth_headers(), ""};
   if (offset > 0) request.headers["Range"] = "bytes=" + std::to_string(offset) + "-";
@@ -142,7 +142,7 @@ DownloadResult GlanceClient::download(const std::string& image_id, std::uint64_t
     }
     result.content_md5 = response.header("content-md5");
     return result;
-  }, endpoints_.size());  // a broken download is resumed by its caller, not repeated here
+  }, endpoints_.size(), resume);  // a broken download is resumed by its caller, not repeated here
 }
 
 }  // namespace kiln::glance

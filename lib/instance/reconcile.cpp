@@ -8,6 +8,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/uuid.h"
+#include "kiln/virt/domain_xml.h"
 #include "kiln/virt/guest_start.h"
 #include "provisioning_marker.h"
 
@@ -49,6 +50,38 @@ std::optional<ReconcileFinding> reconcile_half_built(const InstanceDir& director
                           !dry_run};
 }
 
+// kiln writes a libvirt.xml carrying its metadata element into every
+// directory it builds; nova (which writes none since Liberty), an operator or
+// another tool does not. A directory without one is not kiln's to recover.
+bool made_by_kiln(const InstanceDir& directory) {
+  std::error_code error;
+  if (!fs::is_regular_file(directory.libvirt_xml(), error)) return false;
+  pugi::xml_document xml;
+  if (!xml.load_string(read_file(directory.libvirt_xml()).c_str())) return false;
+  for (const auto& element : xml.child("domain").child("metadata").children()) {
+    for (const auto& attribute : element.attributes()) {
+      if (std::string_view(attribute.name()).starts_with("xmlns") &&
+          std::string_view(attribute.value()) == virt::kMetadataNamespace) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+ReconcileFinding without_domain(const InstanceDir& directory) {
+  if (!made_by_kiln(directory)) {
+    return {directory.uuid(), "foreign_directory",
+            "kept: not made by kiln (no libvirt.xml with kiln's metadata; nova leaves such directories), "
+            "so kiln neither recovers nor removes it; its disks still keep their bases in use",
+            false};
+  }
+  return {directory.uuid(), "directory_without_domain",
+          "kept (disks may hold data): re-define it with `kilnctl instance recover " + directory.uuid() +
+              "` or remove it with `kilnctl delete " + directory.uuid() + "`",
+          false};
+}
+
 struct KnownDomains {
   std::set<std::string> all;
   std::set<std::string> kiln;  // marked as kiln's in their metadata
@@ -81,10 +114,7 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
         report.findings.push_back(*finding);
       }
     } else if (!defined) {
-      report.findings.push_back({name, "directory_without_domain",
-                                 "kept (disks may hold data): re-define it with `kilnctl instance recover " +
-                                     name + "` or remove it with `kilnctl delete " + name + "`",
-                                 false});
+      report.findings.push_back(without_domain(directory));
     }
   }
   for (const auto& uuid : domains.kiln) {

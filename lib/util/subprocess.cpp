@@ -177,7 +177,9 @@ CommandResult run(const Command& command) {
   err.write_end = UniqueFd();
   CommandResult result;
   if (!drain(out.read_end.get(), err.read_end.get(), result, deadline)) {
-    ::kill(pid, SIGKILL);
+    // The child leads its own session and process group (setsid): whatever
+    // it started (mkfs's helpers, a shell's children) goes with it.
+    ::kill(-pid, SIGKILL);
     result.timed_out = true;
   }
   result.exit_code = wait_for(pid);

@@ -2,6 +2,7 @@
 // is needed) and the real filesystem: single flight, resume, verification,
 // free space, identification, repair and pruning.
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -144,6 +145,37 @@ TEST_CASE("a stalled download times out and resumes") {
                               {"cache", "fetch", image_id});
   REQUIRE(result.exit_code == 0);
   REQUIRE(result.output["resumes"] == 1);
+  REQUIRE(kiln::read_file(base_of(scratch / "instances", image_id)) == kiln::read_file(image));
+}
+
+TEST_CASE("a resume after a stall goes to the next Glance endpoint, not back to the one that stalled") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 4);
+  std::string image_id = kiln::test::upload_image("stalls-first", "raw", image);
+  kiln::test::FaultProxy stalling({"--stall", std::to_string(kMiB), "--times", "100"});
+  kiln::test::FaultProxy healthy;
+
+  auto result = cache_command(scratch / "instances", stalling.url() + "," + healthy.url(),
+                              kSmallReserve + "timeout = 1\n", {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output["resumes"] == 1);
+  REQUIRE(stalling.downloads() == 1);
+  REQUIRE(healthy.downloads() == 1);
+  REQUIRE(healthy.requests().back().find("Range: bytes=") != std::string::npos);
+  REQUIRE(kiln::read_file(base_of(scratch / "instances", image_id)) == kiln::read_file(image));
+}
+
+TEST_CASE("a body without Content-Length cut short is resumed up to the size Glance recorded") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = make_raw(scratch.path(), "image.raw", 4);
+  std::string image_id = kiln::test::upload_image("no-length", "raw", image);
+  kiln::test::FaultProxy proxy({"--strip-length", "--cut", std::to_string(kMiB + 4321), "--times", "1"});
+
+  auto result = cache_command(scratch / "instances", proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
+  REQUIRE(result.exit_code == 0);
+  REQUIRE(result.output["resumes"] == 1);
+  REQUIRE(proxy.downloads() == 2);
+  REQUIRE(proxy.requests().back().find("Range: bytes=" + std::to_string(kMiB + 4321) + "-") != std::string::npos);
   REQUIRE(kiln::read_file(base_of(scratch / "instances", image_id)) == kiln::read_file(image));
 }
 
@@ -534,4 +566,72 @@ TEST_CASE("one thread may take a base twice, and another waits only lock_timeout
   fs::path base = leases.first.base.path;
   leases = {};
   REQUIRE(cache.acquire(record).base.path == base);
+}
+
+TEST_CASE("nova on the same instances path: its base in use is kept, reused without a download, and its directory is foreign") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch / "instances";
+  std::string image_id = kiln::test::upload_image("shared-with-nova", "raw", make_raw(scratch.path(), "image.raw", 4));
+  // nova-compute's own code fetches the base and builds an instance on it.
+  std::string nova_uuid = kiln::test::random_uuid();
+  kiln::run_checked({{"/usr/bin/python3", KILN_SOURCE_DIR "/tests/support/nova_made.py", instances.string(),
+                      kiln::test::peers().glance_url, image_id, nova_uuid, "1"}});
+  fs::path base = base_of(instances, image_id);
+  REQUIRE(fs::is_regular_file(base));
+  REQUIRE_FALSE(fs::exists(kiln::cache::info_path_for(base)));
+  REQUIRE(kiln::read_file(instances / nova_uuid / "disk.info").find("qcow2") != std::string::npos);
+  auto inode_of = [](const fs::path& path) {
+    struct stat info {};
+    REQUIRE(::stat(path.c_str(), &info) == 0);
+    return info.st_ino;
+  };
+  const auto nova_inode = inode_of(base);
+
+  // Old and unused by kiln, but nova's instance is backed by it: kept.
+  kiln::run_checked({{"touch", "-d", "3 days ago", base.string()}});
+  kiln::test::FaultProxy proxy;
+  auto pruned = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "prune"});
+  REQUIRE(pruned.exit_code == 0);
+  REQUIRE(fs::exists(base));
+  REQUIRE(fs::exists(instances / "locks" / ("nova-" + base.filename().string())));
+
+  // nova's directory is not kiln's to recover.
+  auto reconciled = cache_command(instances, proxy.url(), kSmallReserve, {"instance", "reconcile", "--dry-run"});
+  REQUIRE(reconciled.exit_code == 0);
+  REQUIRE(reconciled.output["findings"].size() == 1);
+  REQUIRE(reconciled.output["findings"][0]["uuid"] == nova_uuid);
+  REQUIRE(reconciled.output["findings"][0]["kind"] == "foreign_directory");
+
+  // kiln boots the same image on nova's base: checked against Glance's
+  // os_hash, adopted in place, nothing downloaded, nova's inode untouched.
+  std::string uuid = kiln::test::random_uuid();
+  auto boot = cache_command(instances, proxy.url(), kSmallReserve,
+                            {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1", "--memory-mb", "64",
+                             "--root-gb", "1", "--swap-mb", "0", "--no-start"});
+  REQUIRE(boot.exit_code == 0);
+  struct Delete {
+    fs::path instances;
+    std::string glance, uuid;
+    ~Delete() { cache_command(instances, glance, kSmallReserve, {"delete", uuid}); }
+  } cleanup{instances, proxy.url(), uuid};
+  REQUIRE(proxy.downloads() == 0);
+  REQUIRE(inode_of(base) == nova_inode);
+  auto info = kiln::cache::load_base_info(base);
+  REQUIRE(info);
+  REQUIRE(info->image_id == image_id);
+  REQUIRE(info->os_hash_value == kiln::test::image_record(image_id)["os_hash_value"]);
+  auto verified = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "verify"});
+  REQUIRE(verified.exit_code == 0);
+  auto listing = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "ls"});
+  REQUIRE(listing.output.size() == 1);
+  REQUIRE(listing.output[0]["in_use"] == 2);  // nova's instance and kiln's
+
+  // A nova base whose bytes are not Glance's image is not adopted: fetched again.
+  std::string other_id = kiln::test::upload_image("nova-base-rotted", "raw", make_raw(scratch.path(), "other.raw", 4));
+  fs::path rotted = base_of(instances, other_id);
+  kiln::run_checked({{"sh", "-c", "head -c 4194304 /dev/urandom > " + rotted.string()}});
+  auto fetched = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", other_id});
+  REQUIRE(fetched.exit_code == 0);
+  REQUIRE(proxy.downloads() == 1);
+  REQUIRE(kiln::cache::load_base_info(rotted)->os_hash_value == kiln::test::image_record(other_id)["os_hash_value"]);
 }

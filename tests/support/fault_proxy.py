@@ -4,7 +4,9 @@ produce by itself: it records every request line it forwards, and can cut or
 stall the first N responses to image downloads after a number of bytes.
 
 Usage: fault_proxy.py UPSTREAM_PORT LOG_FILE [--cut BYTES] [--stall BYTES] [--times N]
-                      [--swap-image ASKED SERVED]
+                      [--strip-length] [--swap-image ASKED SERVED]
+--strip-length sends the faulted downloads without their Content-Length
+(the body then ends where the connection closes, so a cut looks complete).
 --swap-image answers requests for image ASKED with image SERVED (a lying or
 misrouting endpoint); --fail-records N answers the first N image-record GETs
 with 503.
@@ -22,6 +24,8 @@ parser.add_argument("log_file")
 parser.add_argument("--cut", type=int, default=None, help="close after this many response bytes")
 parser.add_argument("--stall", type=int, default=None, help="stop forwarding after this many response bytes")
 parser.add_argument("--times", type=int, default=1, help="how many /file downloads get the fault")
+parser.add_argument("--strip-length", action="store_true",
+                    help="faulted downloads lose Content-Length and end with the connection")
 parser.add_argument("--swap-image", nargs=2, default=None, metavar=("ASKED", "SERVED"))
 parser.add_argument("--fail-records", type=int, default=0,
                     help="answer this many image-record GETs with 503 Service Unavailable")
@@ -105,11 +109,24 @@ def serve(client):
 
     threading.Thread(target=forward_requests, daemon=True).start()
     sent = 0
+    head_pending = fault is not None and args.strip_length
+    buffered = b""
     try:
         while True:
             chunk = upstream.recv(65536)
             if not chunk:
                 break
+            if head_pending:
+                buffered += chunk
+                if b"\r\n\r\n" not in buffered:
+                    continue
+                response_head, body = buffered.split(b"\r\n\r\n", 1)
+                kept = [l for l in response_head.split(b"\r\n") if not l.lower().startswith(b"content-length:")]
+                head = b"\r\n".join(kept + [b"Connection: close"]) + b"\r\n\r\n"
+                client.sendall(head)
+                head_pending, chunk = False, body
+                if not chunk:
+                    continue
             if fault is not None and sent + len(chunk) >= fault[1]:
                 client.sendall(chunk[: fault[1] - sent])
                 if fault[0] == "stall":

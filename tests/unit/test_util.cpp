@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/error.h"
@@ -113,6 +115,20 @@ TEST_CASE("subprocesses report output, exit codes, and are killed at the timeout
                      ErrorCode::kSubprocessFailed);
   REQUIRE_KILN_ERROR(kiln::run({{"/nonexistent/program"}}), ErrorCode::kSubprocessFailed);
   REQUIRE(kiln::run({{"sh", "-c", "echo $LC_ALL"}}).out == "C\n");
+}
+
+TEST_CASE("a child killed at the timeout takes the processes it started with it") {
+  auto result = kiln::run({{"sh", "-c", "sleep 300 & echo $!; wait"}, {}, std::chrono::milliseconds(300)});
+  REQUIRE(result.timed_out);
+  pid_t grandchild = std::stoi(result.out);
+  // Killed with its group; the reaper (init or a subreaper) collects it.
+  auto alive = [&] {
+    std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+    std::string pid, name, state;
+    return stat >> pid >> name >> state && state != "Z" && state != "X";
+  };
+  for (int i = 0; i < 100 && alive(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE_FALSE(alive());
 }
 
 TEST_CASE("resource limits apply to the child") {

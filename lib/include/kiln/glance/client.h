@@ -6,7 +6,9 @@
 // for `retries` more times (nova's num_retries), round the endpoints, with a
 // doubling backoff after each round; the last failure is thrown.
 // A download fails over only before its first byte reached the sink (resuming
-// a broken download is the cache's job). Thread-safe: calls share nothing.
+// a broken download is the cache's job; each resume starts one endpoint
+// further, so an endpoint that stalls or cuts is not asked again first).
+// Thread-safe: calls share nothing.
 #pragma once
 
 #include <chrono>
@@ -55,13 +57,15 @@ class GlanceClient {
   // whole image, the bytes before `offset` are dropped, so the sink always
   // sees the image from `offset`. Throws as get_image, plus
   // kImageNotActive when Glance has no data (204) and kDownloadIncomplete
-  // when the body ends early (after some bytes reached the sink).
-  DownloadResult download(const std::string& image_id, std::uint64_t offset,
-                          const http::BodySink& sink) const;
+  // when the body ends early (after some bytes reached the sink). `resume`
+  // counts the earlier attempts of this download: attempt k starts at
+  // endpoint k (round the list).
+  DownloadResult download(const std::string& image_id, std::uint64_t offset, const http::BodySink& sink,
+                          unsigned resume = 0) const;
 
  private:
   template <typename Call>
-  auto with_failover(const Call& call, std::size_t attempts) const;
+  auto with_failover(const Call& call, std::size_t attempts, std::size_t first = 0) const;
   http::Headers auth_headers() const;
 
   std::vector<http::Client> endpoints_;

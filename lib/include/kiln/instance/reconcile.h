@@ -9,6 +9,9 @@
 //     and marker removal) gets its marker removed;
 //   - a directory without a domain is reported: recover_instance() re-defines
 //     it; reconcile never deletes disks that may hold a guest's data;
+//   - a directory kiln did not make (no libvirt.xml with kiln's metadata:
+//     nova's, on a shared instances path) is reported as foreign and left
+//     alone, unless libvirt defines a domain for it;
 //   - a kiln domain without a directory is reported, never undefined;
 // and repairs the image cache (kiln/cache/maintenance.h repair_cache).
 // With dry_run nothing changes and the actions say what would be done.
@@ -30,7 +33,8 @@ namespace kiln::instance {
 
 struct ReconcileFinding {
   std::string uuid;
-  // "half_built", "half_defined", "directory_without_domain", "domain_without_directory"
+  // "half_built", "half_defined", "directory_without_domain", "foreign_directory",
+  // "domain_without_directory"
   std::string kind;
   std::string action;  // what was (or, on a dry run, would be) done, in words
   bool changed = false;
