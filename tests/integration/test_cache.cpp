@@ -403,6 +403,43 @@ TEST_CASE("within image_record_ttl a lookup is answered from memory, without it 
   REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
 }
 
+TEST_CASE("concurrent lookups of one image share one image-record GET, its answer and its error") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("storm", "raw", make_raw(scratch.path(), "image.raw", 1));
+  std::string queued = kiln::test::upload_image("storm, queued", "raw", "");
+  // Each record GET takes a second: 16 lookups started together overlap it.
+  kiln::test::FaultProxy proxy({"--delay-records", "1"});
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
+  auto storm = [&](const std::string& id) {
+    std::vector<std::future<std::string>> lookups;
+    for (int i = 0; i < 16; ++i) {
+      lookups.push_back(std::async(std::launch::async, [&] {
+        try {
+          return cache.lookup(id).id;
+        } catch (const kiln::Error& error) {
+          return std::string(error.code_name());
+        }
+      }));
+    }
+    std::vector<std::string> answers;
+    for (auto& lookup : lookups) answers.push_back(lookup.get());
+    return answers;
+  };
+  auto record_gets = [&](const std::string& id) {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(),
+                         [&](const std::string& line) { return line.find("GET /v2/images/" + id + " ") == 0; });
+  };
+  REQUIRE(storm(image_id) == std::vector<std::string>(16, image_id));
+  REQUIRE(record_gets(image_id) == 1);
+  REQUIRE(storm(queued) == std::vector<std::string>(16, "image_not_active"));
+  REQUIRE(record_gets(queued) == 1);
+  // Nothing is remembered once answered (ttl 0): the next lookup asks again.
+  cache.lookup(image_id);
+  REQUIRE(record_gets(image_id) == 2);
+}
+
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
   kiln::test::ScratchDir scratch;
   std::string asked = kiln::test::upload_image("asked", "raw", make_raw(scratch.path(), "asked.raw", 2));
