@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -36,6 +37,7 @@ bool is_operation_record(const json& record) {
 
 struct Parsed {
   OperationJournal::Contents contents;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> lines;  // offset and length of each record's latest line
   std::uint64_t complete_bytes = 0;  // up to and including the last newline
   std::size_t complete_lines = 0;
 };
@@ -52,6 +54,7 @@ Parsed parse(const std::string& text) {
       break;
     }
     std::string_view line(text.data() + start, end - start);
+    std::pair<std::uint64_t, std::uint64_t> where{start, end + 1 - start};
     start = end + 1;
     parsed.complete_bytes = start;
     ++parsed.complete_lines;
@@ -65,12 +68,54 @@ Parsed parse(const std::string& text) {
     auto [at, inserted] = position.emplace(id, parsed.contents.records.size());
     if (inserted) {
       parsed.contents.records.push_back(std::move(record));
+      parsed.lines.push_back(where);
     } else {
       parsed.contents.records[at->second] = std::move(record);
+      parsed.lines[at->second] = where;
     }
   }
   return parsed;
 }
+
+// Writes a new journal file in chunks: <path>.tmp, fsync'd, renamed over the
+// path by publish(); removed unless published.
+class NewJournalFile {
+ public:
+  explicit NewJournalFile(const fs::path& path) : path_(path), temporary_(fs::path(path.string() + ".tmp")) {
+    // A leftover (a crash during a compaction) or a planted link is unlinked, never followed.
+    if (::unlink(temporary_.path().c_str()) != 0 && errno != ENOENT) {
+      throw_io_error("cannot remove " + temporary_.path().string(), errno);
+    }
+    fd_ = open_file(temporary_.path(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0640);
+  }
+  // Returns the offset the line starts at.
+  std::uint64_t add(std::string_view line) {
+    std::uint64_t offset = size_;
+    buffer_.append(line);
+    size_ += line.size();
+    if (buffer_.size() >= 65536) flush();
+    return offset;
+  }
+  std::uint64_t size() const { return size_; }
+  void publish() {
+    flush();
+    fsync_file(fd_.get(), temporary_.path());
+    fd_ = UniqueFd();
+    publish_file(temporary_.path(), path_);
+    temporary_.keep();
+  }
+
+ private:
+  void flush() {
+    write_all(fd_.get(), buffer_, temporary_.path());
+    buffer_.clear();
+  }
+  fs::path path_;
+  TemporaryPath temporary_;
+  UniqueFd fd_;
+  std::string buffer_;
+  std::uint64_t size_ = 0;
+};
 
 std::string line_of(const json& record) {
   // Invalid UTF-8 (an error message quoting bytes from a peer) is replaced,
@@ -90,7 +135,10 @@ OperationJournal::OperationJournal(fs::path path) : path_(std::move(path)) {
   contents_ = std::move(parsed.contents);
   size_ = parsed.complete_bytes;
   lines_ = parsed.complete_lines;
-  for (const auto& record : contents_.records) live_.insert(record["id"].get<std::string>());
+  for (std::size_t i = 0; i < contents_.records.size(); ++i) {
+    live_[contents_.records[i]["id"].get<std::string>()] = Line{next_order_++, parsed.lines[i].first,
+                                                                parsed.lines[i].second};
+  }
   open_for_append();
   if (text.size() != size_ && ::ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0) {
     throw_io_error("cannot cut the torn last line of " + path_.string(), errno);
@@ -120,9 +168,12 @@ void OperationJournal::append(const json& record) {
     }
     throw;
   }
+  auto [entry, inserted] = live_.try_emplace(id);
+  if (inserted) entry->second.order = next_order_++;
+  entry->second.offset = size_;
+  entry->second.length = line.size();
   size_ += line.size();
   ++lines_;
-  live_.insert(id);
   std::uint64_t mine = ++written_;
   // One fdatasync makes every line written before it durable: whoever finds
   // none running syncs for all that are waiting.
@@ -166,36 +217,56 @@ void OperationJournal::compact() {
 void OperationJournal::compact_locked(std::unique_lock<std::mutex>& lock) {
   // The descriptor is replaced below; no fdatasync may still be using it.
   synced_changed_.wait(lock, [this] { return !syncing_; });
-  auto parsed = parse(read_file(path_));
-  std::string text;
-  std::size_t kept = 0;
-  for (const auto& record : parsed.contents.records) {
-    if (!live_.count(record["id"].get<std::string>())) continue;
-    text += line_of(record);
-    ++kept;
+  std::vector<std::pair<Line, Line*>> kept;  // where the line is now, and the entry to update
+  kept.reserve(live_.size());
+  for (auto& [id, line] : live_) kept.emplace_back(line, &line);
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.first.order < b.first.order; });
+  UniqueFd old = open_file(path_, O_RDONLY);
+  NewJournalFile file(path_);
+  std::vector<std::uint64_t> offsets;
+  offsets.reserve(kept.size());
+  std::string line;
+  for (const auto& [where, entry] : kept) {
+    line.resize(where.length);
+    std::uint64_t done = 0;
+    while (done < where.length) {
+      ssize_t n = ::pread(old.get(), line.data() + done, where.length - done, static_cast<off_t>(where.offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_io_error("cannot read " + path_.string(), errno);
+      if (n == 0) throw Error(ErrorCode::kIoError, path_.string() + " is shorter than the lines it was given");
+      done += static_cast<std::uint64_t>(n);
+    }
+    offsets.push_back(file.add(line));
   }
-  replace_locked(lock, text, kept);
+  file.publish();
+  for (std::size_t i = 0; i < kept.size(); ++i) kept[i].second->offset = offsets[i];
+  open_for_append();
+  size_ = file.size();
+  lines_ = kept.size();
+  ++compactions_;
+  synced_ = written_;  // the new file holds every line written, fsync'd
+  synced_changed_.notify_all();
 }
 
 void OperationJournal::rewrite(const std::vector<json>& records) {
   std::unique_lock lock(mutex_);
   synced_changed_.wait(lock, [this] { return !syncing_; });
-  std::string text;
-  live_.clear();
+  NewJournalFile file(path_);
+  std::unordered_map<std::string, Line> live;
+  std::uint64_t order = 0;
   for (const auto& record : records) {
-    text += line_of(record);
-    live_.insert(record.at("id").get<std::string>());
+    std::string line = line_of(record);
+    std::uint64_t offset = file.add(line);
+    live[record.at("id").get<std::string>()] = Line{order++, offset, line.size()};
   }
-  replace_locked(lock, text, records.size());
-}
-
-void OperationJournal::replace_locked(std::unique_lock<std::mutex>&, const std::string& text, std::size_t lines) {
-  atomic_write_file(path_, text, kJournalMode);
+  file.publish();
+  live_ = std::move(live);
+  next_order_ = order;
   open_for_append();
-  size_ = text.size();
-  lines_ = lines;
+  size_ = file.size();
+  lines_ = records.size();
   ++compactions_;
-  synced_ = written_;  // the new file holds every line written, fsync'd
+  synced_ = written_;
   synced_changed_.notify_all();
 }
 

@@ -30,7 +30,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "kiln/util/fs.h"
@@ -79,17 +79,24 @@ class OperationJournal {
   std::size_t compactions() const;  // since opening, the one at opening included
 
  private:
+  // Where the latest line of a live id is in the file, and when the id first appeared.
+  struct Line {
+    std::uint64_t order = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+  };
   void open_for_append();
   void compact_locked(std::unique_lock<std::mutex>& lock);
-  // Publishes `text` (`lines` lines) as the whole file and appends after it.
-  void replace_locked(std::unique_lock<std::mutex>& lock, const std::string& text, std::size_t lines);
 
   const std::filesystem::path path_;
   mutable std::mutex mutex_;
   std::condition_variable synced_changed_;
   UniqueFd fd_;
   Contents contents_;
-  std::unordered_set<std::string> live_;
+  // Compaction copies these lines (pread) into the new file one by one: it
+  // never holds the whole file, whose size follows the metadata callers send.
+  std::unordered_map<std::string, Line> live_;
+  std::uint64_t next_order_ = 0;
   std::uint64_t size_ = 0;     // bytes of complete lines in the file
   std::size_t lines_ = 0;
   std::size_t compactions_ = 0;
