@@ -314,6 +314,9 @@ std::shared_ptr<Operation> OperationRunner::submit(OperationRequest request, Ope
     // Durable before anyone learns the id.
     journal_->append(operation->record());
   } catch (...) {
+    // A line that reached the file but not the disk names an operation nobody
+    // was told about: the next compaction drops it.
+    journal_->forget(operation->id());
     {
       std::lock_guard lock(mutex_);
       operations_.erase(operation->id());
