@@ -22,8 +22,9 @@
 // room under RetentionPolicy::max_operations, never one that finished less
 // than RetentionPolicy::minimum_age ago; unfinished ones are never forgotten.
 // When the bound is full of operations too young to forget, submit() refuses
-// with kOverloaded. Memory and the journal are bounded by the same count; a
-// boot's body is kept only as a digest.
+// with kOverloaded. Memory holds at most that many operations (and their
+// by-uuid entries, which go with them), the journal at most twice as many
+// lines plus kCompactionSlack; a boot's body is kept only as its digest.
 #pragma once
 
 #include <chrono>
