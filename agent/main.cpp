@@ -196,7 +196,12 @@ int main(int argc, char** argv) {
   app.add_option("--libvirt-uri", libvirt_uri, "beats [libvirt] connection_uri");
   app.add_option("--virt-type", virt_type, "kvm or qemu (beats [libvirt] virt_type)");
   app.add_flag("--debug", debug, "log at debug level");
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", "kilnd " KILN_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error) == 0 ? 0 : 2;  // kilnctl's usage code
+  }
   if (!config_file.empty()) overrides.config_file = config_file;
   if (!socket.empty()) overrides.socket = socket;
   if (!instances_path.empty()) overrides.instances_path = instances_path;

@@ -8,13 +8,16 @@ add_executable(kiln_agent_tests
   agent/test_notify.cpp
   agent/test_logging.cpp
   agent/test_config_schema.cpp
+  agent/test_command_line.cpp
   ${CMAKE_SOURCE_DIR}/agent/agent_lock.cpp
   ${CMAKE_SOURCE_DIR}/agent/notify.cpp
   ${CMAKE_SOURCE_DIR}/agent/logging.cpp
 )
 target_include_directories(kiln_agent_tests PRIVATE ${CMAKE_SOURCE_DIR}/agent)
 target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support spdlog::spdlog PkgConfig::SYSTEMD)
-target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
+  KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>" KILN_VERSION="${PROJECT_VERSION}")
+add_dependencies(kiln_agent_tests kilnd kilnctl)
 catch_discover_tests(kiln_agent_tests TEST_PREFIX "agent: " EXTRA_ARGS -w NoTests PROPERTIES LABELS unit)
 
 # The systemd unit and tmpfiles.d, judged by systemd's own tools.

@@ -52,6 +52,7 @@ int report(const kiln::Error& error, bool json_output) {
 int main(int argc, char** argv) {
   CLI::App app{"kilnctl: boot instances from Glance images and explain the host's storage"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "kilnctl " KILN_VERSION);
   GlobalOptions global;
   add_global_options(app, global);
   kilnctl::Registry registry;
@@ -64,6 +65,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
+    // CLI11 reports a missing subcommand before the words it did not know;
+    // `kilnctl bootx` must name `bootx`, not ask for a subcommand.
+    auto unknown = app.remaining();
+    if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr && !unknown.empty()) {
+      std::cerr << "kilnctl: unknown command or option '" << unknown.front() << "'\n"
+                << "Run with --help for more information.\n";
+      return 2;
+    }
     return app.exit(error) == 0 ? 0 : 2;
   }
 

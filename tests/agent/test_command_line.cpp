@@ -1,0 +1,20 @@
+// Both binaries' command lines as an operator meets them: --version, and a
+// usage error's exit code (2, as for most Unix tools).
+#include <catch2/catch.hpp>
+
+#include "kiln/util/subprocess.h"
+
+TEST_CASE("kilnd and kilnctl print their version and exit 2 on a usage error") {
+  for (const auto& [binary, name] : {std::pair{KILN_KILND, "kilnd"}, std::pair{KILN_KILNCTL, "kilnctl"}}) {
+    INFO(name);
+    auto version = kiln::run({{binary, "--version"}});
+    REQUIRE(version.exit_code == 0);
+    REQUIRE(version.out == std::string(name) + " " + KILN_VERSION + "\n");
+    auto usage = kiln::run({{binary, "--no-such-option"}});
+    REQUIRE(usage.exit_code == 2);
+    REQUIRE(usage.err.find("--no-such-option") != std::string::npos);
+  }
+  auto misspelled = kiln::run({{KILN_KILNCTL, "bootx"}});
+  REQUIRE(misspelled.exit_code == 2);
+  REQUIRE(misspelled.err.find("unknown command or option 'bootx'") != std::string::npos);
+}
