@@ -67,12 +67,13 @@ AgentReply AgentClient::call_raw(const std::string& method, const std::string& t
 
 nlohmann::json AgentClient::wait_operation(const std::string& operation_id, std::chrono::milliseconds timeout) const {
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  PollPause pause;
   for (;;) {
     auto reply = call("GET", "/v1/operations/" + operation_id);
     if (reply.status != 200) return reply.body;
     std::string state = reply.body.value("state", "");
     if (state == "succeeded" || state == "failed" || std::chrono::steady_clock::now() > deadline) return reply.body;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pause.wait();
   }
 }
 

@@ -26,6 +26,7 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
                       const std::string& progress_label) {
   kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
   std::uint64_t shown = 0;
+  kiln::rpc::PollPause pause;
   while (true) {
     auto reply = agent.call("GET", "/v1/operations/" + operation_id);
     if (reply.status != 200) throw_agent_error(reply.body, reply.status);
@@ -46,7 +47,7 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
       finish_progress();
       throw_agent_error(operation, 0);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pause.wait();
   }
 }
 

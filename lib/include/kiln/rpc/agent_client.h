@@ -3,11 +3,13 @@
 // whole exchange. Thread-safe: calls share nothing.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace kiln::rpc {
 
@@ -15,6 +17,20 @@ struct AgentReply {
   unsigned status = 0;
   nlohmann::json body;  // parsed JSON; a string holding the text when it is not JSON
   std::string location;  // the Location header, "" when absent
+};
+
+// The pauses between polls of an operation: 2 ms, doubling up to 100 ms. A
+// warm boot (a few milliseconds in kilnd) is seen finished almost at once; a
+// long download costs ten polls a second.
+class PollPause {
+ public:
+  void wait() {
+    std::this_thread::sleep_for(next_);
+    next_ = std::min(next_ * 2, std::chrono::milliseconds(100));
+  }
+
+ private:
+  std::chrono::milliseconds next_{2};
 };
 
 class AgentClient {
