@@ -1,6 +1,7 @@
 #include "kiln/util/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <thread>
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
+#include "kiln/util/temporaries.h"
 
 namespace kiln {
 
@@ -163,12 +166,16 @@ std::string read_file(const fs::path& path) {
 }
 
 bool supports_direct_io(const fs::path& directory) {
-  std::random_device random;
-  fs::path probe = directory / (".directio.test." + std::to_string(random()));
+  fs::path probe = direct_io_probe_path(directory);
   TemporaryPath cleanup(probe);
-  int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
+  KILN_FAILPOINT("probe.directio.before_create");
+  int fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
   if (fd < 0) return false;
   UniqueFd owned(fd);
+  // Held while the probe exists: a sweep (kiln/util/temporaries.h) removes
+  // only a probe nobody holds, one a crash left.
+  (void)::flock(fd, LOCK_EX | LOCK_NB);
+  KILN_FAILPOINT("probe.directio.created");
   constexpr std::size_t kBlock = 4096;
   std::unique_ptr<void, decltype(&std::free)> block(std::aligned_alloc(kBlock, kBlock), &std::free);
   if (!block) return false;

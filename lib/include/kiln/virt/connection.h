@@ -49,7 +49,10 @@ class Connection {
   // Opens a read-write connection, e.g. "qemu:///system", "test:///default".
   explicit Connection(const std::string& uri);
 
-  // virDomainDefineXML: the domain is persistent but not started.
+  // virDomainDefineXML: the domain is persistent but not started. When the
+  // connection is lost during the call, libvirt may or may not have defined
+  // it; the error then says so ("lost the connection ... may have accepted")
+  // instead of calling it a refusal, and is_alive() turns false.
   Domain define(const std::string& xml);
   std::optional<Domain> lookup_by_uuid(const std::string& uuid);
   // Every domain libvirt knows, active or not, persistent or transient.
@@ -60,6 +63,10 @@ class Connection {
   bool offers_kvm();
   // The connection's driver name, e.g. "QEMU", "Test".
   std::string driver();
+  // False once libvirt is out of reach on this connection (virConnectIsAlive):
+  // the daemon went away or the socket was cut. A dead connection stays dead;
+  // open a new Connection to the same uri().
+  bool is_alive();
 
   const std::string& uri() const { return uri_; }
 
