@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>  // renameat2
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "kiln/cache/maintenance.h"
@@ -212,17 +213,24 @@ void require_safe_base(const cache::BaseImage& base, const cache::CachePolicy& p
                       base.record.id + " (cached base " + base.path.filename().string() + ")");
 }
 
+// The locks of the bases the instance's disks are made on, held until the
+// directory is in place under its uuid: before that, a prune's scan of the
+// instances path could miss the overlays (readdir need not see a directory
+// being renamed) and take a base they are made on.
+using HeldBases = std::vector<std::shared_ptr<void>>;
+
 // Root disk: an overlay on the image's base, or for an ISO a blank disk with
-// the ISO's base attached as a cdrom. The base's lock is held until the
-// overlay exists, so it cannot be pruned or replaced in between.
+// the ISO's base attached as a cdrom. The base's lock is held (`held`) until
+// the directory is published, so it cannot be pruned or replaced in between.
 // `directory` names the files as the domain will see them; `staging` is where
 // they are made until the directory is renamed into place.
 cache::BaseImage build_root(const BootRequest& request, const Host& host, const Images& images,
                             const InstanceDir& directory, const InstanceDir& staging,
                             const cache::FetchProgress& progress, virt::DomainSpec& spec,
-                            std::uint64_t& root_bytes) {
+                            std::uint64_t& root_bytes, HeldBases& held) {
   KILN_FAILPOINT("boot.root.before_acquire");
   cache::BaseLease lease = host.cache.acquire(images.root, progress);
+  held.push_back(lease.lock);
   KILN_FAILPOINT("boot.root.base_acquired");
   require_safe_base(lease.base, host.cache.policy());
   if (images.is_iso()) {
@@ -242,25 +250,28 @@ cache::BaseImage build_root(const BootRequest& request, const Host& host, const 
 }
 
 // kernel_id / ramdisk_id images: raw files in _base, booted directly.
-void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec) {
+void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec, HeldBases& held) {
   if (!images.kernel) return;
   cache::BaseLease kernel = host.cache.acquire(*images.kernel);
+  held.push_back(kernel.lock);
   require_safe_base(kernel.base, host.cache.policy());
   spec.kernel_path = kernel.base.path.string();
   if (!images.ramdisk) return;
   cache::BaseLease ramdisk = host.cache.acquire(*images.ramdisk);
+  held.push_back(ramdisk.lock);
   require_safe_base(ramdisk.base, host.cache.policy());
   spec.initrd_path = ramdisk.base.path.string();
 }
 
 std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& host,
                                         const InstanceDir& directory, const InstanceDir& staging,
-                                        virt::DomainSpec& spec, disk::DiskInfo& disk_info) {
+                                        virt::DomainSpec& spec, disk::DiskInfo& disk_info, HeldBases& held) {
   if (request.ephemeral_gb == 0) return std::nullopt;
   KILN_FAILPOINT("boot.ephemeral.before_base");
   disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                          request.ephemeral_gb,
                                                          disk::ephemeral_filesystem_for(spec.os_type));
+  held.push_back(std::make_shared<FileLock>(std::move(base.lock)));
   cache::touch_base(base.path);
   KILN_FAILPOINT("boot.ephemeral.base_ready");
   disk::create_overlay(staging.ephemeral_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
@@ -272,11 +283,13 @@ std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& 
 }
 
 std::optional<fs::path> build_swap(const BootRequest& request, const Host& host, const InstanceDir& directory,
-                                   const InstanceDir& staging, virt::DomainSpec& spec, disk::DiskInfo& disk_info) {
+                                   const InstanceDir& staging, virt::DomainSpec& spec, disk::DiskInfo& disk_info,
+                                   HeldBases& held) {
   if (request.swap_mb == 0) return std::nullopt;
   KILN_FAILPOINT("boot.swap.before_base");
   disk::SwapBase base = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                request.swap_mb);
+  held.push_back(std::make_shared<FileLock>(std::move(base.lock)));
   cache::touch_base(base.path);
   KILN_FAILPOINT("boot.swap.base_ready");
   disk::create_overlay(staging.swap_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
@@ -382,14 +395,15 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   ProvisioningMarker marker = create_marker(staging, request);
   KILN_FAILPOINT("boot.marker.created");
   BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
-  result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes);
+  HeldBases held;
+  result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes, held);
   marker.record("root_disk");
-  fetch_kernel(host, images, spec);
+  fetch_kernel(host, images, spec, held);
   KILN_FAILPOINT("boot.kernel.fetched");
   disk::DiskInfo disk_info;
   disk_info.add(directory.disk(), "qcow2");
-  result.ephemeral_base = build_ephemeral(request, host, directory, staging, spec, disk_info);
-  result.swap_base = build_swap(request, host, directory, staging, spec, disk_info);
+  result.ephemeral_base = build_ephemeral(request, host, directory, staging, spec, disk_info, held);
+  result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
   disk_info.save(staging.disk_info(), Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.disk_info.written");
   create_console_log(staging);
@@ -405,6 +419,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   KILN_FAILPOINT("boot.synced");
   TemporaryPath directory_guard = publish_directory(building, directory);
   marker.relocate(directory.provisioning_marker());
+  held.clear();  // the overlays are where every scan of the instances path finds them
   KILN_FAILPOINT("boot.directory.published");
 
   std::optional<virt::Domain> domain;

@@ -1,6 +1,7 @@
 #include "kiln/virt/connection.h"
 
 #include <libvirt/virterror.h>
+#include <signal.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -17,7 +18,13 @@ void ignore_error(void*, virErrorPtr) {}
 
 void silence_libvirt_stderr() {
   static std::once_flag once;
-  std::call_once(once, [] { virSetErrorFunc(nullptr, ignore_error); });
+  std::call_once(once, [] {
+    virSetErrorFunc(nullptr, ignore_error);
+    // libvirt's client writes to its socket without MSG_NOSIGNAL: a libvirtd
+    // that goes away mid-call would kill the whole process with SIGPIPE
+    // instead of failing the call (libvirt asks its users to ignore it).
+    ::signal(SIGPIPE, SIG_IGN);
+  });
 }
 
 // The calling thread's last libvirt error, in words.

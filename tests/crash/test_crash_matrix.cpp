@@ -29,6 +29,7 @@
 
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
+#include "kiln/util/uuid.h"
 #include "kilnd_process.h"
 #include "peers.h"
 #include "scratch.h"
@@ -478,7 +479,7 @@ std::set<std::string> points_in_sources() {
 
 }  // namespace
 
-TEST_CASE("crash matrix: every failpoint in the sources is in the matrix, and there are at least 50") {
+TEST_CASE("every failpoint in the sources is in the matrix, and there are at least 50") {
   std::set<std::string> in_matrix;
   for (const auto& [point, scenario] : matrix()) REQUIRE(in_matrix.insert(point).second);  // each once
   std::set<std::string> in_sources = points_in_sources();
@@ -486,38 +487,38 @@ TEST_CASE("crash matrix: every failpoint in the sources is in the matrix, and th
   REQUIRE(in_matrix.size() >= 50);
 }
 
-TEST_CASE("crash matrix: a boot killed at any point before its fetch leaves nothing a reconcile keeps, and boots on retry") {
+TEST_CASE("a boot killed at any point before its fetch leaves nothing a reconcile keeps, and boots on retry") {
   run_points({"boot.locked", "probe.", "boot.building.", "boot.marker.before_create", "boot.marker.created",
               "boot.root.before_acquire"});
 }
 
-TEST_CASE("crash matrix: a boot killed anywhere in the fetch, conversion or publication of its base") {
+TEST_CASE("a boot killed anywhere in the fetch, conversion or publication of its base") {
   run_points({"fetch."});
 }
 
-TEST_CASE("crash matrix: a boot killed while building disks, disk.info and libvirt.xml") {
+TEST_CASE("a boot killed while building disks, disk.info and libvirt.xml") {
   run_points({"boot.root.base_acquired", "overlay.", "boot.root.overlay_created", "boot.kernel.", "boot.swap.",
               "swap.", "boot.disk_info.", "boot.libvirt_xml.", "boot.synced"});
 }
 
-TEST_CASE("crash matrix: a boot killed while building its ephemeral disk") {
+TEST_CASE("a boot killed while building its ephemeral disk") {
   run_points({"boot.ephemeral.", "ephemeral."});
 }
 
-TEST_CASE("crash matrix: a boot killed around the rename into place, the define and the start") {
+TEST_CASE("a boot killed around the rename into place, the define and the start") {
   run_points({"boot.directory.", "boot.define.", "boot.start.", "boot.marker.removed"});
 }
 
-TEST_CASE("crash matrix: a boot killed while undoing a definition libvirt was lost after") {
+TEST_CASE("a boot killed while undoing a definition libvirt was lost after") {
   run_points({"boot.rollback."});
 }
 
-TEST_CASE("crash matrix: delete killed at every step is finished by reconcile or the retried delete") {
+TEST_CASE("delete killed at every step is finished by reconcile or the retried delete") {
   run_points({"delete."});
 }
 
-TEST_CASE("crash matrix: prune and cache repair killed at every step") { run_points({"prune.", "repair."}); }
+TEST_CASE("prune and cache repair killed at every step") { run_points({"prune.", "repair."}); }
 
-TEST_CASE("crash matrix: reconcile and recover killed at every step") { run_points({"reconcile.", "recover."}); }
+TEST_CASE("reconcile and recover killed at every step") { run_points({"reconcile.", "recover."}); }
 
-TEST_CASE("crash matrix: kilnd killed during its start and during a reload") { run_points({"kilnd."}); }
+TEST_CASE("kilnd killed during its start and during a reload") { run_points({"kilnd."}); }

@@ -1,6 +1,6 @@
 // Failpoints: named places where a test build can make kiln die on purpose.
 //
-// KILN_FAILPOINT("boot.overlay.created") marks a point between two steps
+// KILN_FAILPOINT("boot.root.overlay_created") marks a point between two steps
 // whose crash-safety matters. In a build with KILN_FAILPOINTS (CMake option,
 // on in KILN_TESTS builds) the process reads KILN_FAILPOINT=<name>[:<count>]
 // from its environment once; when the named point is reached for the

@@ -3,7 +3,9 @@
 // Every failing libvirt call throws kiln::Error kLibvirtError carrying
 // libvirt's own error code and message ("libvirt error 9 (operation failed):
 // domain 'x' already exists ..."); libvirt's default printing of errors to
-// stderr is switched off. A Connection may be used from one thread at a time;
+// stderr is switched off, and SIGPIPE is ignored process-wide (libvirt's
+// client would otherwise die of it when libvirtd goes away mid-call; children
+// kiln runs get the default back). A Connection may be used from one thread at a time;
 // libvirt itself is thread-safe, so separate Connections may run in parallel.
 #pragma once
 
