@@ -433,14 +433,15 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
       KILN_FAILPOINT("boot.start.after");
     }
     result.domain_state = domain->state();
+    // The boot has succeeded: from here on the instance is whole. (Inside the
+    // try: should the marker not go, the boot is undone, not left half-owned.)
+    marker.finish();
   } catch (const Error& failure) {
     undo_definition(host, directory, domain.has_value(), marker, directory_guard, failure);
   } catch (const std::exception& failure) {
     undo_definition(host, directory, domain.has_value(), marker, directory_guard,
                     Error(ErrorCode::kInternalError, failure.what()));
   }
-  // The boot has succeeded: from here on the instance is whole.
-  marker.finish();
   KILN_FAILPOINT("boot.marker.removed");
   directory_guard.keep();
   return result;

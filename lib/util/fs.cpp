@@ -15,7 +15,6 @@
 
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
-#include "kiln/util/temporaries.h"
 
 namespace kiln {
 
@@ -163,6 +162,11 @@ std::string read_file(const fs::path& path) {
     content.append(buffer, static_cast<std::size_t>(got));
   }
   return content;
+}
+
+fs::path direct_io_probe_path(const fs::path& directory) {
+  std::random_device random;
+  return directory / (std::string(kDirectIoProbePrefix) + std::to_string(random()));
 }
 
 bool supports_direct_io(const fs::path& directory) {

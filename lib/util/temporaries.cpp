@@ -4,8 +4,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <random>
-
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/lock.h"
@@ -19,7 +17,7 @@ namespace {
 
 constexpr std::string_view kBuilding = ".building-";
 constexpr std::string_view kDeleting = ".deleting-";
-constexpr std::string_view kDirectIoProbe = ".directio.test.";
+constexpr std::string_view kDirectIoProbe = kDirectIoProbePrefix;
 constexpr std::string_view kInstanceLock = "instance-";
 
 // ".<uuid><infix>XXXXXX" -> uuid, when the name has that shape.
@@ -54,11 +52,6 @@ std::string building_template(const fs::path& instances_path, const std::string&
 
 std::string deleting_template(const fs::path& instances_path, const std::string& uuid) {
   return (instances_path / ("." + uuid + std::string(kDeleting) + "XXXXXX")).string();
-}
-
-fs::path direct_io_probe_path(const fs::path& directory) {
-  std::random_device random;
-  return directory / (std::string(kDirectIoProbe) + std::to_string(random()));
 }
 
 fs::path instance_lock_path(const fs::path& instances_path, const std::string& uuid) {

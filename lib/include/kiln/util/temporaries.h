@@ -9,8 +9,8 @@
 //                             renamed to <uuid> or removed
 //   .<uuid>.deleting-XXXXXX   an instance directory being removed: nobody needs
 //                             any of it, anyone may finish removing it
-//   .directio.test.<n>        the O_DIRECT probe (supports_direct_io); its
-//                             prober holds an flock on it
+//   .directio.test.<n>        the O_DIRECT probe (kiln/util/fs.h
+//                             direct_io_probe_path); its prober holds an flock on it
 //   locks/instance-<uuid>     the instance lock file itself
 // remove_stale_temporaries() removes each one whose owner is gone (its lock
 // is free), so a crash at any point leaves nothing a later sweep keeps.
@@ -36,9 +36,6 @@ struct TopLevelTemporary {
 // removal: "<instances_path>/.<uuid>.building-XXXXXX".
 std::string building_template(const std::filesystem::path& instances_path, const std::string& uuid);
 std::string deleting_template(const std::filesystem::path& instances_path, const std::string& uuid);
-
-// "<directory>/.directio.test.<n>" for a random n.
-std::filesystem::path direct_io_probe_path(const std::filesystem::path& directory);
 
 // The lock a provision of `uuid` holds for its whole run.
 std::filesystem::path instance_lock_path(const std::filesystem::path& instances_path, const std::string& uuid);
