@@ -19,6 +19,7 @@
 #include "agent_lock.h"
 #include "kiln/config/settings.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/virt/virt_type.h"
 #include "kiln/rpc/server.h"
 #include "kiln/rpc/service.h"
@@ -111,8 +112,10 @@ class Agent {
     notifier_.reloading();
     asio::post(blocking_pool_, [this] {
       try {
+        KILN_FAILPOINT("kilnd.reload.begin");
         auto settings = kiln::config::load_settings(overrides_);
         auto changed = service_.reload(settings);
+        KILN_FAILPOINT("kilnd.reload.applied");
         asio::post(io_, [this, settings, changed] {
           server_.set_limits(settings.rpc);
           if (cache_manager_interval_ != settings.cache_manager_interval) {
@@ -213,12 +216,16 @@ int main(int argc, char** argv) {
   bool drained = true;
   try {
     auto settings = kiln::config::load_settings(overrides);
+    KILN_FAILPOINT("kilnd.start.settings_loaded");
     kilnd::AgentLock lock(settings.instances_path / "locks" / "kilnd.lock");
+    KILN_FAILPOINT("kilnd.start.locked");
     auto agent = std::make_unique<Agent>(overrides, settings);
     agent->listen();
+    KILN_FAILPOINT("kilnd.start.listening");
     {
       kiln::virt::Connection libvirt(settings.libvirt_uri);
       log_reconcile(kiln::instance::reconcile(settings.instances_path, libvirt, false));
+      KILN_FAILPOINT("kilnd.start.reconciled");
       auto choice = kiln::virt::resolve_virt_type(settings.virt_type, libvirt);
       spdlog::info("kilnd: guests get domain type {}: {}", choice.type, choice.reason);
     }

@@ -14,6 +14,7 @@
 #include "kiln/image/second_opinion.h"
 #include "kiln/util/chunk_pipeline.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/sparse_writer.h"
@@ -130,9 +131,12 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
   SparseWriter writer(fd.get(), part);
+  bool first_chunk = true;
   ChunkPipeline pipeline([&](std::span<const char> chunk) {
     verifier.update(chunk);
     writer.write(chunk);
+    if (first_chunk) KILN_FAILPOINT("fetch.download.first_chunk_written");
+    first_chunk = false;
   });
   Download result;
   std::uint64_t received = 0;  // bytes handed to the pipeline, in image order
@@ -228,8 +232,11 @@ BaseInfo describe(const glance::ImageRecord& record, std::uint64_t virtual_size,
 // The .info goes first, so a base never exists without one.
 void publish_base(const glance::ImageRecord& record, const fs::path& temporary,
                   const std::string& base_sha256, const fs::path& base_path) {
+  KILN_FAILPOINT("fetch.publish.before_info");
   save_base_info(base_path, describe(record, kiln::file_size(temporary), base_sha256));
+  KILN_FAILPOINT("fetch.publish.info_written");
   publish_file(temporary, base_path);
+  KILN_FAILPOINT("fetch.publish.renamed");
 }
 
 // A conversion killed with kiln leaves its private directory behind
@@ -297,7 +304,9 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   std::string qemu_format = image::qemu_format_for(record.disk_format).value_or("");
   bool raw = qemu_format == "raw";
   Verifier verifier(record, policy, raw);
+  KILN_FAILPOINT("fetch.download.before");
   Download downloaded = download(glance, policy, record, part.path(), verifier, progress);
+  KILN_FAILPOINT("fetch.download.done");
   FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes};
   // The bytes are Glance's; now make sure they are what they claim to be and
   // name no other file, before any qemu tool opens them.
@@ -309,8 +318,11 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
     return outcome;
   }
   if (virtual_size) check_room_for_conversion(record, *virtual_size, base_path.parent_path(), policy);
+  KILN_FAILPOINT("fetch.convert.before");
   image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
+  KILN_FAILPOINT("fetch.convert.done");
   fsync_path(converted.path());
+  KILN_FAILPOINT("fetch.convert.synced");
   outcome.base_sha256 = hex_digest_of_file("sha256", converted.path().string());
   publish_base(record, converted.path(), outcome.base_sha256, base_path);
   converted.keep();

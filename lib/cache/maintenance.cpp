@@ -14,9 +14,11 @@
 
 #include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/lock.h"
+#include "kiln/util/temporaries.h"
 
 namespace kiln::cache {
 
@@ -93,9 +95,12 @@ bool remove_if_unused(const fs::path& instances_path, const CacheEntry& entry,
   auto fresh = describe_entry(entry.path, entry.kind);
   if (!fresh || !scan_users(instances_path).users_of(entry.path).empty() || !still_wanted(*fresh)) return false;
   std::error_code error;
+  KILN_FAILPOINT("prune.locked");
   fs::remove(entry.path, error);  // the base first: a base never exists without its .info
   if (error) return false;
+  KILN_FAILPOINT("prune.base_removed");
   fs::remove(info_path_for(entry.path), error);
+  KILN_FAILPOINT("prune.info_removed");
   lock->unlink_locked();
   return true;
 }
@@ -290,6 +295,7 @@ void repair_base_directory(const fs::path& instances_path, std::vector<RepairAct
     if (!lock) continue;  // its owner is at work
     if (fs::remove_all(path, error) > 0) {
       actions.push_back({path, temporary ? "removed stale temporary" : "removed .info without a base"});
+      KILN_FAILPOINT("repair.removed_one");
     }
     if (!fs::exists(base_directory / owner, error)) lock->unlink_locked();
   }
@@ -306,6 +312,14 @@ void repair_lock_directory(const fs::path& instances_path, const CachePolicy& po
   auto now = Clock::now();
   for (const auto& name : names) {
     if (name.rfind("kiln-", 0) != 0) continue;  // kilnd.lock and anything not kiln's per-base locks
+    if (has_suffix(name, ".failed.tmp")) {
+      // A failed-download record a crash cut short (atomic_write_file's temporary).
+      auto lock = FileLock::try_lock(lock_path(instances_path, name.substr(5, name.size() - 5 - 11)));
+      if (lock && fs::remove(lock_directory / name, error)) {
+        actions.push_back({lock_directory / name, "removed stale temporary"});
+      }
+      continue;
+    }
     bool failed_record = has_suffix(name, ".failed");
     std::string base = failed_record ? owner_name(name).substr(5) : name.substr(5);
     if (failed_record && !older_than(lock_directory / name, policy.failed_download_ttl, now)) continue;
@@ -328,8 +342,13 @@ void repair_lock_directory(const fs::path& instances_path, const CachePolicy& po
 
 std::vector<RepairAction> repair_cache(const fs::path& instances_path, const CachePolicy& policy) {
   std::vector<RepairAction> actions;
+  KILN_FAILPOINT("repair.begin");
   repair_base_directory(instances_path, actions);
+  KILN_FAILPOINT("repair.base_directory_done");
   repair_lock_directory(instances_path, policy, actions);
+  // The instances path's own temporaries (instance directories being built
+  // or deleted, O_DIRECT probes), whose owners are gone.
+  for (auto& [path, action] : remove_stale_temporaries(instances_path)) actions.push_back({path, action});
   return actions;
 }
 

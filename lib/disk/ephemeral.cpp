@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/subprocess.h"
@@ -146,9 +147,12 @@ EphemeralBase ensure_ephemeral_base(const fs::path& base_directory, const fs::pa
   TemporaryPath part(fs::path(path.string() + ".part"));
   fs::remove(part.path(), error);  // left by a crash; we hold the lock
   create_sparse_file(part.path(), size);
+  KILN_FAILPOINT("ephemeral.part_created");
   make_filesystem(recipe, part.path());
+  KILN_FAILPOINT("ephemeral.mkfs_done");
   fsync_path(part.path());
   publish_file(part.path(), path);
+  KILN_FAILPOINT("ephemeral.published");
   part.keep();
   return {path, size, std::move(lock)};
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 
 namespace kiln::disk {
@@ -326,6 +327,7 @@ void write_qcow2_overlay(const fs::path& overlay, const fs::path& backing,
   // remove if anything below fails.
   UniqueFd fd = open_file(overlay, O_WRONLY | O_CREAT | O_EXCL, 0644);
   TemporaryPath unfinished(overlay);
+  KILN_FAILPOINT("overlay.file_created");
   write_metadata(fd.get(), layout, backing.native(), overlay);
   if (durability == Durability::kSynced) fsync_file(fd.get(), overlay);
   unfinished.keep();

@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/subprocess.h"
 
@@ -35,12 +36,15 @@ SwapBase ensure_swap_base(const fs::path& base_directory, const fs::path& lock_d
       throw_io_error("cannot size " + part.path().string(), errno);
     }
   }
+  KILN_FAILPOINT("swap.part_created");
   run_checked({{"mkswap", part.path().string()}, {}, std::chrono::seconds(60)});
+  KILN_FAILPOINT("swap.mkswap_done");
   {
     UniqueFd fd = open_file(part.path(), O_RDONLY);
     fsync_file(fd.get(), part.path());
   }
   publish_file(part.path(), path);
+  KILN_FAILPOINT("swap.published");
   part.keep();
   return {path, size, std::move(lock)};
 }

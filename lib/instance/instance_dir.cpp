@@ -7,4 +7,11 @@ namespace kiln::instance {
 InstanceDir::InstanceDir(const std::filesystem::path& instances_path, const std::string& uuid)
     : uuid_(normalize_uuid(uuid)), path_(instances_path / uuid_) {}
 
+InstanceDir InstanceDir::staged_at(const std::filesystem::path& directory) const {
+  InstanceDir staged;
+  staged.uuid_ = uuid_;
+  staged.path_ = directory;
+  return staged;
+}
+
 }  // namespace kiln::instance

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>  // renameat2
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "kiln/cache/maintenance.h"
@@ -13,8 +15,11 @@
 #include "kiln/disk/swap.h"
 #include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/lock.h"
 #include "kiln/util/subprocess.h"
+#include "kiln/util/temporaries.h"
 #include "kiln/virt/domain_xml.h"
 #include "kiln/virt/image_properties.h"
 #include "kiln/virt/virt_type.h"
@@ -137,19 +142,60 @@ virt::DomainSpec initial_spec(const BootRequest& request, const InstanceDir& dir
   return spec;
 }
 
-// Creates the instance directory; the returned guard removes it (and all it
-// will hold) unless the boot succeeds.
-TemporaryPath create_directory(const InstanceDir& directory) {
-  if (::mkdir(directory.path().c_str(), 0755) != 0) {
-    if (errno == EEXIST) {
-      throw Error(ErrorCode::kInstanceExists, "instance " + directory.uuid() + " already exists");
+// The instance's lock (kiln/util/temporaries.h), held from before its
+// directory is built until the boot has finished; the lock file goes with it.
+class InstanceLock {
+ public:
+  InstanceLock(const fs::path& instances_path, const std::string& uuid) {
+    fs::path path = instance_lock_path(instances_path, uuid);
+    auto lock = FileLock::try_lock(path);
+    if (!lock) {
+      throw Error(ErrorCode::kInstanceExists,
+                  "instance " + uuid + " is being provisioned by " + lock_holder(path) + " right now");
     }
-    throw_io_error("cannot create " + directory.path().string(), errno);
+    lock_.emplace(std::move(*lock));
   }
-  return TemporaryPath(directory.path());
+  InstanceLock(const InstanceLock&) = delete;
+  InstanceLock& operator=(const InstanceLock&) = delete;
+  ~InstanceLock() { lock_->unlink_locked(); }
+
+ private:
+  std::optional<FileLock> lock_;
+};
+
+// Creates the directory the instance is built in, under a temporary name
+// next to its final one; the returned guard removes it (and all it will
+// hold) unless the boot succeeds. 0755 as nova's: QEMU (another user) must
+// traverse it to the disks.
+TemporaryPath create_building_directory(const fs::path& instances_path, const std::string& uuid) {
+  std::string name = building_template(instances_path, uuid);
+  KILN_FAILPOINT("boot.building.before_mkdir");
+  if (::mkdtemp(name.data()) == nullptr) throw_io_error("cannot create a directory in " + instances_path.string(), errno);
+  TemporaryPath guard{fs::path(name)};
+  if (::chmod(name.c_str(), 0755) != 0) throw_io_error("cannot chmod " + name, errno);
+  KILN_FAILPOINT("boot.building.created");
+  return guard;
+}
+
+// Renames the built directory to its uuid, never over an existing one, and
+// makes the rename durable: the directory appears whole or not at all.
+TemporaryPath publish_directory(TemporaryPath& building, const InstanceDir& directory) {
+  if (::renameat2(AT_FDCWD, building.path().c_str(), AT_FDCWD, directory.path().c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST || errno == ENOTEMPTY) {
+      throw Error(ErrorCode::kInstanceExists, "instance " + directory.uuid() + " already exists at " +
+                                                  directory.path().string());
+    }
+    throw_io_error("cannot rename " + building.path().string() + " to " + directory.path().string(), errno);
+  }
+  building.keep();
+  TemporaryPath published(directory.path());
+  KILN_FAILPOINT("boot.directory.renamed");
+  fsync_directory(directory.path().parent_path());
+  return published;
 }
 
 ProvisioningMarker create_marker(const InstanceDir& directory, const BootRequest& request) {
+  KILN_FAILPOINT("boot.marker.before_create");
   nlohmann::json marker = {{"uuid", directory.uuid()}, {"image_id", request.image_id}, {"name", request.name},
                            {"vcpus", request.vcpus}, {"memory_mb", request.memory_mb},
                            {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb},
@@ -167,63 +213,88 @@ void require_safe_base(const cache::BaseImage& base, const cache::CachePolicy& p
                       base.record.id + " (cached base " + base.path.filename().string() + ")");
 }
 
+// The locks of the bases the instance's disks are made on, held until the
+// directory is in place under its uuid: before that, a prune's scan of the
+// instances path could miss the overlays (readdir need not see a directory
+// being renamed) and take a base they are made on.
+using HeldBases = std::vector<std::shared_ptr<void>>;
+
 // Root disk: an overlay on the image's base, or for an ISO a blank disk with
-// the ISO's base attached as a cdrom. The base's lock is held until the
-// overlay exists, so it cannot be pruned or replaced in between.
+// the ISO's base attached as a cdrom. The base's lock is held (`held`) until
+// the directory is published, so it cannot be pruned or replaced in between.
+// `directory` names the files as the domain will see them; `staging` is where
+// they are made until the directory is renamed into place.
 cache::BaseImage build_root(const BootRequest& request, const Host& host, const Images& images,
-                            const InstanceDir& directory, const cache::FetchProgress& progress,
-                            virt::DomainSpec& spec, std::uint64_t& root_bytes) {
+                            const InstanceDir& directory, const InstanceDir& staging,
+                            const cache::FetchProgress& progress, virt::DomainSpec& spec,
+                            std::uint64_t& root_bytes, HeldBases& held) {
+  KILN_FAILPOINT("boot.root.before_acquire");
   cache::BaseLease lease = host.cache.acquire(images.root, progress);
+  held.push_back(lease.lock);
+  KILN_FAILPOINT("boot.root.base_acquired");
   require_safe_base(lease.base, host.cache.policy());
   if (images.is_iso()) {
     root_bytes = request.root_gb * kGiB;
-    disk::create_blank_qcow2(directory.disk(), root_bytes);  // qemu-img, in kiln's sandbox
+    disk::create_blank_qcow2(staging.disk(), root_bytes);  // qemu-img, in kiln's sandbox
     spec.cdrom_images.push_back(lease.base.path.string());
     spec.boot_from_cdrom = true;
   } else {
     root_bytes = root_size(request, images.root.id, lease.base.virtual_size);
-    disk::create_overlay(directory.disk(), lease.base.path, root_bytes, disk::OverlayWriter::kNative,
+    // The backing file is the base's absolute path: the same wherever the overlay is built.
+    disk::create_overlay(staging.disk(), lease.base.path, root_bytes, disk::OverlayWriter::kNative,
                          Durability::kCallerSyncs);
   }
+  KILN_FAILPOINT("boot.root.overlay_created");
   spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2"};
   return lease.base;
 }
 
 // kernel_id / ramdisk_id images: raw files in _base, booted directly.
-void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec) {
+void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec, HeldBases& held) {
   if (!images.kernel) return;
   cache::BaseLease kernel = host.cache.acquire(*images.kernel);
+  held.push_back(kernel.lock);
   require_safe_base(kernel.base, host.cache.policy());
   spec.kernel_path = kernel.base.path.string();
   if (!images.ramdisk) return;
   cache::BaseLease ramdisk = host.cache.acquire(*images.ramdisk);
+  held.push_back(ramdisk.lock);
   require_safe_base(ramdisk.base, host.cache.policy());
   spec.initrd_path = ramdisk.base.path.string();
 }
 
 std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& host,
-                                        const InstanceDir& directory, virt::DomainSpec& spec,
-                                        disk::DiskInfo& disk_info) {
+                                        const InstanceDir& directory, const InstanceDir& staging,
+                                        virt::DomainSpec& spec, disk::DiskInfo& disk_info, HeldBases& held) {
   if (request.ephemeral_gb == 0) return std::nullopt;
+  KILN_FAILPOINT("boot.ephemeral.before_base");
   disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                          request.ephemeral_gb,
                                                          disk::ephemeral_filesystem_for(spec.os_type));
+  held.push_back(std::make_shared<FileLock>(std::move(base.lock)));
   cache::touch_base(base.path);
-  disk::create_overlay(directory.ephemeral_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
+  KILN_FAILPOINT("boot.ephemeral.base_ready");
+  disk::create_overlay(staging.ephemeral_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
                        Durability::kCallerSyncs);
+  KILN_FAILPOINT("boot.ephemeral.overlay_created");
   disk_info.add(directory.ephemeral_disk(), "qcow2");
   spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2"};
   return base.path;
 }
 
 std::optional<fs::path> build_swap(const BootRequest& request, const Host& host, const InstanceDir& directory,
-                                   virt::DomainSpec& spec, disk::DiskInfo& disk_info) {
+                                   const InstanceDir& staging, virt::DomainSpec& spec, disk::DiskInfo& disk_info,
+                                   HeldBases& held) {
   if (request.swap_mb == 0) return std::nullopt;
+  KILN_FAILPOINT("boot.swap.before_base");
   disk::SwapBase base = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                request.swap_mb);
+  held.push_back(std::make_shared<FileLock>(std::move(base.lock)));
   cache::touch_base(base.path);
-  disk::create_overlay(directory.swap_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
+  KILN_FAILPOINT("boot.swap.base_ready");
+  disk::create_overlay(staging.swap_disk(), base.path, base.size_bytes, disk::OverlayWriter::kNative,
                        Durability::kCallerSyncs);
+  KILN_FAILPOINT("boot.swap.overlay_created");
   disk_info.add(directory.swap_disk(), "qcow2");
   spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2"};
   return base.path;
@@ -242,26 +313,61 @@ std::vector<fs::path> files_of(const InstanceDir& directory) {
   return files;
 }
 
-// Undefines (and powers off) a defined domain unless dismissed.
-class DomainRollback {
- public:
-  explicit DomainRollback(virt::Domain& domain) : domain_(&domain) {}
-  DomainRollback(const DomainRollback&) = delete;
-  DomainRollback& operator=(const DomainRollback&) = delete;
-  ~DomainRollback() {
-    if (domain_ == nullptr) return;
+// What undoing a definition came to, in words for the error message.
+struct Undo {
+  bool done = false;
+  std::string what;  // "undefined it again", or why it could not be
+};
+
+// Powers off and undefines the domain with `uuid` if libvirt has it: on the
+// boot's connection, or on a new one when that connection is dead (a
+// restarted libvirtd answers a new connection).
+Undo undefine_again(virt::Connection& libvirt, const std::string& uuid) {
+  std::string failure;
+  for (bool fresh_connection : {false, true}) {
+    if (fresh_connection && libvirt.is_alive()) break;  // the live connection's answer stands
     try {
-      if (domain_->is_active()) domain_->destroy();
-      domain_->undefine();
-    } catch (const Error&) {
-      // Best effort: the original error is what the caller must see.
+      std::optional<virt::Connection> reopened;
+      virt::Connection* connection = &libvirt;
+      if (fresh_connection) connection = &reopened.emplace(libvirt.uri());
+      KILN_FAILPOINT("boot.rollback.before_undefine");
+      auto domain = connection->lookup_by_uuid(uuid);
+      if (!domain) return {true, "libvirt has no domain with uuid " + uuid + ", so nothing is left defined"};
+      if (domain->is_active()) domain->destroy();
+      domain->undefine();
+      return {true, "kiln undefined the domain again"};
+    } catch (const Error& error) {
+      failure = error.what();
     }
   }
-  void dismiss() { domain_ = nullptr; }
+  return {false, failure};
+}
 
- private:
-  virt::Domain* domain_;
-};
+// A boot failed at or after its definition: undoes the definition and
+// rethrows, so the caller's guard removes the directory. Should libvirt be out
+// of reach, the domain may stay defined, so its disks must stay too: the
+// directory is kept with its marker saying a rollback is pending, and the
+// boot fails with kRollbackIncomplete saying what libvirt did.
+[[noreturn]] void undo_definition(const Host& host, const InstanceDir& directory, bool defined,
+                                  ProvisioningMarker& marker, TemporaryPath& directory_guard,
+                                  const Error& failure) {
+  if (!defined && host.libvirt.is_alive()) throw failure;  // libvirt refused it: nothing is defined
+  std::string what_happened = defined ? "libvirt accepted the definition of domain " + directory.uuid() +
+                                            ", then the boot failed: " + failure.what()
+                                      : std::string(failure.what());
+  Undo undo = undefine_again(host.libvirt, directory.uuid());
+  if (undo.done) throw Error(failure.code(), what_happened + "; " + undo.what);
+  std::string why = "undefining the domain failed: " + undo.what;
+  marker.record(kRollbackPending, why);
+  marker.sync();
+  KILN_FAILPOINT("boot.rollback.pending_recorded");
+  directory_guard.keep();
+  throw Error(ErrorCode::kRollbackIncomplete,
+              what_happened + "; " + why + ". The instance directory " + directory.path().string() +
+                  " is kept (the domain may still use its disks) and marked for `kilnctl instance reconcile` "
+                  "(kilnd runs it at start), which undefines the domain if libvirt has it and removes the "
+                  "directory; then the boot can be retried");
+}
 
 }  // namespace
 
@@ -277,36 +383,66 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   std::error_code error;
   fs::create_directories(host.instances_path, error);
   if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
+  InstanceLock lock(host.instances_path, directory.uuid());
+  KILN_FAILPOINT("boot.locked");
   spec.cache_mode = supports_direct_io(host.instances_path) ? "none" : "writeback";
 
-  TemporaryPath directory_guard = create_directory(directory);
-  ProvisioningMarker marker = create_marker(directory, request);
+  // Built under a temporary name, renamed into place whole: no crash leaves a
+  // directory under the uuid that is empty or holds half a disk set. Every
+  // file names the final paths (disk.info, libvirt.xml), never the staging ones.
+  TemporaryPath building = create_building_directory(host.instances_path, directory.uuid());
+  InstanceDir staging = directory.staged_at(building.path());
+  ProvisioningMarker marker = create_marker(staging, request);
+  KILN_FAILPOINT("boot.marker.created");
   BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
-  result.base = build_root(request, host, images, directory, progress, spec, result.root_bytes);
+  HeldBases held;
+  result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes, held);
   marker.record("root_disk");
-  fetch_kernel(host, images, spec);
+  fetch_kernel(host, images, spec, held);
+  KILN_FAILPOINT("boot.kernel.fetched");
   disk::DiskInfo disk_info;
   disk_info.add(directory.disk(), "qcow2");
-  result.ephemeral_base = build_ephemeral(request, host, directory, spec, disk_info);
-  result.swap_base = build_swap(request, host, directory, spec, disk_info);
-  disk_info.save(directory.disk_info(), Durability::kCallerSyncs);
-  create_console_log(directory);
+  result.ephemeral_base = build_ephemeral(request, host, directory, staging, spec, disk_info, held);
+  result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
+  disk_info.save(staging.disk_info(), Durability::kCallerSyncs);
+  KILN_FAILPOINT("boot.disk_info.written");
+  create_console_log(staging);
   marker.record("disks");
 
   std::string xml = virt::build_domain_xml(spec);
-  write_new_file(directory.libvirt_xml(), xml);
+  write_new_file(staging.libvirt_xml(), xml);
   marker.record("libvirt_xml");
+  KILN_FAILPOINT("boot.libvirt_xml.written");
   // Everything the domain will use is durable before libvirt knows of it.
-  fsync_together(files_of(directory));
+  fsync_together(files_of(staging));
   marker.record("synced");
-  virt::Domain domain = host.libvirt.define(xml);
-  DomainRollback rollback(domain);
-  marker.record("defined");
-  marker.finish();
+  KILN_FAILPOINT("boot.synced");
+  TemporaryPath directory_guard = publish_directory(building, directory);
+  marker.relocate(directory.provisioning_marker());
+  held.clear();  // the overlays are where every scan of the instances path finds them
+  KILN_FAILPOINT("boot.directory.published");
 
-  if (request.start) virt::start_and_confirm(host.libvirt, domain, host.start);
-  result.domain_state = domain.state();
-  rollback.dismiss();
+  std::optional<virt::Domain> domain;
+  try {
+    KILN_FAILPOINT("boot.define.before");
+    domain.emplace(host.libvirt.define(xml));
+    KILN_FAILPOINT("boot.define.after");
+    marker.record("defined");
+    if (request.start) {
+      virt::start_and_confirm(host.libvirt, *domain, host.start);
+      KILN_FAILPOINT("boot.start.after");
+    }
+    result.domain_state = domain->state();
+    // The boot has succeeded: from here on the instance is whole. (Inside the
+    // try: should the marker not go, the boot is undone, not left half-owned.)
+    marker.finish();
+  } catch (const Error& failure) {
+    undo_definition(host, directory, domain.has_value(), marker, directory_guard, failure);
+  } catch (const std::exception& failure) {
+    undo_definition(host, directory, domain.has_value(), marker, directory_guard,
+                    Error(ErrorCode::kInternalError, failure.what()));
+  }
+  KILN_FAILPOINT("boot.marker.removed");
   directory_guard.keep();
   return result;
 }
@@ -336,19 +472,60 @@ nlohmann::json to_json(const BootResult& result) {
   return out;
 }
 
+namespace {
+
+// Says, durably, that this directory is going: should a crash stop the delete
+// between the undefine and the directory's removal, reconcile finishes it
+// instead of keeping a directory without a domain "because disks may hold data".
+void mark_deleting(const InstanceDir& directory) {
+  std::error_code error;
+  if (fs::exists(directory.deletion_marker(), error)) return;  // a retried delete
+  {
+    UniqueFd fd = open_file(directory.deletion_marker(), O_WRONLY | O_CREAT, 0644);
+    fsync_file(fd.get(), directory.deletion_marker());
+  }
+  fsync_directory(directory.path());
+}
+
+// Moves the directory out of its uuid name in one rename (a crash then leaves
+// a temporary any sweep removes, never half a directory under the uuid), then
+// removes it.
+void remove_instance_directory(const InstanceDir& directory, const fs::path& instances_path) {
+  std::string target = deleting_template(instances_path, directory.uuid());
+  if (::mkdtemp(target.data()) == nullptr) throw_io_error("cannot create a directory in " + instances_path.string(), errno);
+  // rename(2) replaces the empty directory mkdtemp made.
+  if (::rename(directory.path().c_str(), target.c_str()) != 0) {
+    int saved = errno;
+    ::rmdir(target.c_str());
+    throw_io_error("cannot rename " + directory.path().string() + " to " + target, saved);
+  }
+  fsync_directory(instances_path);
+  KILN_FAILPOINT("delete.renamed");
+  std::error_code error;
+  fs::remove_all(target, error);
+  if (error) throw_io_error("cannot remove " + target, error.value());
+}
+
+}  // namespace
+
 DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_path,
                              virt::Connection& libvirt) {
   InstanceDir directory(instances_path, uuid);
   DeleteResult result;
+  std::error_code error;
+  result.directory_found = fs::is_directory(directory.path(), error);
+  KILN_FAILPOINT("delete.begin");
+  if (result.directory_found) mark_deleting(directory);
+  KILN_FAILPOINT("delete.marked");
   if (auto domain = libvirt.lookup_by_uuid(directory.uuid())) {
     result.domain_found = true;
     if (domain->is_active()) domain->destroy();
+    KILN_FAILPOINT("delete.destroyed");
     if (domain->is_persistent()) domain->undefine();
+    KILN_FAILPOINT("delete.undefined");
   }
-  std::error_code error;
-  result.directory_found = fs::exists(directory.path(), error);
-  fs::remove_all(directory.path(), error);
-  if (error) throw_io_error("cannot remove " + directory.path().string(), error.value());
+  if (result.directory_found) remove_instance_directory(directory, instances_path);
+  KILN_FAILPOINT("delete.removed");
   return result;
 }
 

@@ -22,13 +22,18 @@ ProvisioningMarker::ProvisioningMarker(const std::filesystem::path& path, const 
   fsync_together({path, path.parent_path(), path.parent_path().parent_path()});
 }
 
-void ProvisioningMarker::record(const std::string& step) {
-  std::string line = nlohmann::json{{"step", step}}.dump() + "\n";
+void ProvisioningMarker::record(const std::string& step, const std::string& why) {
+  nlohmann::json entry = {{"step", step}};
+  if (!why.empty()) entry["why"] = why;
+  std::string line = entry.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   write_all(fd_.get(), line, path_);
 }
 
+void ProvisioningMarker::sync() { fsync_file(fd_.get(), path_); }
+
 void ProvisioningMarker::finish() {
   if (::unlink(path_.c_str()) != 0) throw_io_error("cannot remove " + path_.string(), errno);
+  fsync_directory(path_.parent_path());
 }
 
 std::optional<MarkerState> read_marker(const std::filesystem::path& path) {
@@ -45,7 +50,11 @@ std::optional<MarkerState> read_marker(const std::filesystem::path& path) {
   std::getline(lines, line);  // the request
   while (std::getline(lines, line)) {
     auto step = nlohmann::json::parse(line, nullptr, false);
-    if (step.is_object() && step.contains("step") && step["step"].is_string()) state.steps.push_back(step["step"]);
+    if (!step.is_object() || !step.contains("step") || !step["step"].is_string()) continue;
+    state.steps.push_back(step["step"]);
+    if (step["step"] == kRollbackPending && step.contains("why") && step["why"].is_string()) {
+      state.rollback_failure = step["why"];
+    }
   }
   return state;
 }

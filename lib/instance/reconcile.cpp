@@ -1,11 +1,14 @@
 #include "kiln/instance/reconcile.h"
 
+#include <algorithm>
 #include <pugixml.hpp>
 #include <set>
 
 #include "backing_chain.h"
 #include "kiln/instance/instance_dir.h"
+#include "kiln/instance/provision.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/domain_xml.h"
@@ -25,29 +28,78 @@ std::string joined(const std::vector<std::string>& steps) {
   return text;
 }
 
-// A directory whose marker says a provision ran and no process is still running it.
+// Powers off and undefines the domain a boot that never finished defined.
+// Returns "" when done, else why not.
+std::string undefine_unfinished(const InstanceDir& directory, virt::Connection& libvirt) {
+  try {
+    auto domain = libvirt.lookup_by_uuid(directory.uuid());
+    if (!domain) return "";
+    if (domain->is_active()) domain->destroy();
+    KILN_FAILPOINT("reconcile.unfinished.before_undefine");
+    domain->undefine();
+    KILN_FAILPOINT("reconcile.unfinished.undefined");
+    return "";
+  } catch (const Error& error) {
+    return error.what();
+  }
+}
+
+void remove_directory(const InstanceDir& directory) {
+  std::error_code error;
+  fs::remove_all(directory.path(), error);
+  if (error) throw_io_error("cannot remove " + directory.path().string(), error.value());
+  fsync_directory(directory.path().parent_path());
+}
+
+// A directory whose marker says a provision ran and no process is still
+// running it: a boot that never succeeded, undone as a failed boot is (the
+// domain, if libvirt has it, undefined; the directory removed), so that the
+// same boot can be retried. A failed boot that could not undo its definition
+// left kRollbackPending in the marker; it is finished here the same way.
 std::optional<ReconcileFinding> reconcile_half_built(const InstanceDir& directory, const MarkerState& marker,
-                                                     bool domain_defined, bool dry_run) {
+                                                     bool domain_defined, virt::Connection& libvirt,
+                                                     bool dry_run) {
   if (marker.in_progress) return std::nullopt;  // a live provision owns it
   std::string steps = "steps done: " + joined(marker.steps);
-  std::error_code error;
-  if (domain_defined) {
-    // The crash fell between define and the marker's removal: the instance is whole.
-    if (!dry_run) fs::remove(directory.provisioning_marker(), error);
-    return ReconcileFinding{directory.uuid(), "half_defined",
-                            std::string(dry_run ? "would remove" : "removed") +
-                                " the provisioning marker: the domain was defined (" + steps + ")",
+  bool pending = !marker.rollback_failure.empty() ||
+                 std::find(marker.steps.begin(), marker.steps.end(), kRollbackPending) != marker.steps.end();
+  std::string kind = pending ? "rollback_pending" : domain_defined ? "half_defined" : "half_built";
+  if (!domain_defined) {
+    if (!dry_run) remove_directory(directory);
+    return ReconcileFinding{directory.uuid(), kind,
+                            (dry_run ? "would remove" : "removed") +
+                                std::string(" the directory of a boot that never finished; libvirt has no domain "
+                                            "for it (") + steps + ")",
                             !dry_run};
   }
-  if (!dry_run) {
-    fs::remove_all(directory.path(), error);
-    if (error) throw_io_error("cannot remove " + directory.path().string(), error.value());
-    fsync_directory(directory.path().parent_path());
+  if (dry_run) {
+    return ReconcileFinding{directory.uuid(), kind,
+                            "would undefine the domain and remove the directory of a boot that never finished (" +
+                                steps + ")",
+                            false};
   }
-  return ReconcileFinding{directory.uuid(), "half_built",
-                          std::string(dry_run ? "would remove" : "removed") +
-                              " the half-built directory; its domain was never defined (" + steps + ")",
-                          !dry_run};
+  std::string failure = undefine_unfinished(directory, libvirt);
+  if (!failure.empty()) {
+    return ReconcileFinding{directory.uuid(), kind,
+                            "kept: the domain of a boot that never finished could not be undefined (" + failure +
+                                "); the next reconcile tries again",
+                            false};
+  }
+  remove_directory(directory);
+  KILN_FAILPOINT("reconcile.unfinished.removed");
+  return ReconcileFinding{directory.uuid(), kind,
+                          "undefined the domain and removed the directory of a boot that never finished (" + steps +
+                              ")",
+                          true};
+}
+
+// A directory whose deletion a crash cut short: the deletion is finished.
+ReconcileFinding finish_deletion(const InstanceDir& directory, virt::Connection& libvirt, bool dry_run) {
+  if (dry_run) {
+    return {directory.uuid(), "half_deleted", "would finish deleting the instance (a delete was cut short)", false};
+  }
+  delete_instance(directory.uuid(), directory.path().parent_path(), libvirt);
+  return {directory.uuid(), "half_deleted", "finished deleting the instance (a delete was cut short)", true};
 }
 
 // kiln writes a libvirt.xml carrying its metadata element into every
@@ -100,6 +152,7 @@ KnownDomains known_domains(virt::Connection& libvirt) {
 
 ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libvirt, bool dry_run) {
   ReconcileReport report;
+  KILN_FAILPOINT("reconcile.begin");
   KnownDomains domains = known_domains(libvirt);
   std::set<std::string> directories;
   std::error_code error;
@@ -109,8 +162,10 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
     directories.insert(name);
     InstanceDir directory(instances_path, name);
     bool defined = domains.all.count(name) > 0;
-    if (auto marker = read_marker(directory.provisioning_marker())) {
-      if (auto finding = reconcile_half_built(directory, *marker, defined, dry_run)) {
+    if (fs::exists(directory.deletion_marker(), error)) {
+      report.findings.push_back(finish_deletion(directory, libvirt, dry_run));
+    } else if (auto marker = read_marker(directory.provisioning_marker())) {
+      if (auto finding = reconcile_half_built(directory, *marker, defined, libvirt, dry_run)) {
         report.findings.push_back(*finding);
       }
     } else if (!defined) {
@@ -182,6 +237,9 @@ RecoverResult recover_instance(const std::string& uuid, const fs::path& instance
   if (read_marker(directory.provisioning_marker())) {
     broken(directory, "it is half-built (a provisioning marker is present); `kilnctl instance reconcile` cleans it");
   }
+  if (fs::exists(directory.deletion_marker(), error)) {
+    broken(directory, "a delete of it was cut short; `kilnctl instance reconcile` finishes it");
+  }
   if (!fs::exists(directory.libvirt_xml(), error)) {
     throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has no libvirt.xml to recover from");
   }
@@ -193,7 +251,9 @@ RecoverResult recover_instance(const std::string& uuid, const fs::path& instance
     broken(directory, "libvirt.xml names uuid '" + xml_uuid + "', not the directory's");
   }
   check_attached_files(directory, xml, instances_path);
+  KILN_FAILPOINT("recover.before_define");
   virt::Domain domain = libvirt.define(text);
+  KILN_FAILPOINT("recover.defined");
   if (start) virt::start_and_confirm(libvirt, domain, {});
   return {directory.uuid(), domain.name(), domain.state(), false};
 }

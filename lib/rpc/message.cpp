@@ -40,6 +40,7 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kDownloadIncomplete:
     case ErrorCode::kLibvirtError:
     case ErrorCode::kDomainStartFailed:
+    case ErrorCode::kRollbackIncomplete:  // libvirt went away mid-boot: a peer's fault, retried after reconcile
       return 502;
     default:
       return 500;

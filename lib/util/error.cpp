@@ -41,6 +41,7 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kImageQemuDisagrees: return "image_qemu_disagrees";
     case ErrorCode::kUnsupportedImageProperty: return "unsupported_image_property";
     case ErrorCode::kInterrupted: return "interrupted";
+    case ErrorCode::kRollbackIncomplete: return "rollback_incomplete";
   }
   return "unknown";
 }

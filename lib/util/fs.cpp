@@ -1,6 +1,7 @@
 #include "kiln/util/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 
 namespace kiln {
 
@@ -162,13 +164,22 @@ std::string read_file(const fs::path& path) {
   return content;
 }
 
-bool supports_direct_io(const fs::path& directory) {
+fs::path direct_io_probe_path(const fs::path& directory) {
   std::random_device random;
-  fs::path probe = directory / (".directio.test." + std::to_string(random()));
+  return directory / (std::string(kDirectIoProbePrefix) + std::to_string(random()));
+}
+
+bool supports_direct_io(const fs::path& directory) {
+  fs::path probe = direct_io_probe_path(directory);
   TemporaryPath cleanup(probe);
-  int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
+  KILN_FAILPOINT("probe.directio.before_create");
+  int fd = ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
   if (fd < 0) return false;
   UniqueFd owned(fd);
+  // Held while the probe exists: a sweep (kiln/util/temporaries.h) removes
+  // only a probe nobody holds, one a crash left.
+  (void)::flock(fd, LOCK_EX | LOCK_NB);
+  KILN_FAILPOINT("probe.directio.created");
   constexpr std::size_t kBlock = 4096;
   std::unique_ptr<void, decltype(&std::free)> block(std::aligned_alloc(kBlock, kBlock), &std::free);
   if (!block) return false;

@@ -78,6 +78,9 @@ void close_inherited_descriptors() {
   ::dup2(out_fd, STDOUT_FILENO);
   ::dup2(err_fd, STDERR_FILENO);
   close_inherited_descriptors();
+  // An ignored signal stays ignored across exec: kiln ignores SIGPIPE (see
+  // virt/connection.h), the programs it runs expect the default.
+  ::signal(SIGPIPE, SIG_DFL);
   // Dies with the thread that forked it; if that happened already, now.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (::getppid() != parent) ::_exit(127);

@@ -1,6 +1,7 @@
 #include "kiln/virt/connection.h"
 
 #include <libvirt/virterror.h>
+#include <signal.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -17,16 +18,26 @@ void ignore_error(void*, virErrorPtr) {}
 
 void silence_libvirt_stderr() {
   static std::once_flag once;
-  std::call_once(once, [] { virSetErrorFunc(nullptr, ignore_error); });
+  std::call_once(once, [] {
+    virSetErrorFunc(nullptr, ignore_error);
+    // libvirt's client writes to its socket without MSG_NOSIGNAL: a libvirtd
+    // that goes away mid-call would kill the whole process with SIGPIPE
+    // instead of failing the call (libvirt asks its users to ignore it).
+    ::signal(SIGPIPE, SIG_IGN);
+  });
+}
+
+// The calling thread's last libvirt error, in words.
+std::string last_error_detail() {
+  virErrorPtr error = virGetLastError();
+  return error != nullptr && error->message != nullptr
+             ? "libvirt error " + std::to_string(error->code) + ": " + error->message
+             : "libvirt reported no detail";
 }
 
 // Throws the calling thread's last libvirt error, prefixed by `what`.
 [[noreturn]] void throw_libvirt_error(const std::string& what) {
-  virErrorPtr error = virGetLastError();
-  std::string detail = error != nullptr && error->message != nullptr
-                           ? "libvirt error " + std::to_string(error->code) + ": " + error->message
-                           : "libvirt reported no detail";
-  throw Error(ErrorCode::kLibvirtError, what + ": " + detail);
+  throw Error(ErrorCode::kLibvirtError, what + ": " + last_error_detail());
 }
 
 }  // namespace
@@ -109,9 +120,18 @@ Connection::Connection(const std::string& uri)
 
 Domain Connection::define(const std::string& xml) {
   virDomainPtr domain = virDomainDefineXML(handle_.get(), xml.c_str());
-  if (domain == nullptr) throw_libvirt_error("libvirt refused the domain definition");
-  return Domain(domain);
+  if (domain != nullptr) return Domain(domain);
+  // Read the error before asking anything else: every call resets it.
+  std::string detail = last_error_detail();
+  if (!is_alive()) {
+    throw Error(ErrorCode::kLibvirtError, "lost the connection to libvirt at " + uri_ +
+                                              " while it was defining the domain (it may have accepted the "
+                                              "definition before the connection went): " + detail);
+  }
+  throw Error(ErrorCode::kLibvirtError, "libvirt refused the domain definition: " + detail);
 }
+
+bool Connection::is_alive() { return virConnectIsAlive(handle_.get()) == 1; }
 
 std::optional<Domain> Connection::lookup_by_uuid(const std::string& uuid) {
   virDomainPtr domain = virDomainLookupByUUIDString(handle_.get(), uuid.c_str());

@@ -118,7 +118,8 @@ PortProcess::PortProcess(std::vector<std::string> argv) {
   ::close(out[0]);
   INFO(describe(argv) << " said: " << line);
   REQUIRE_FALSE(line.empty());
-  port_ = std::stoi(line);
+  first_line_ = line;
+  if (line.find_first_not_of("0123456789") == std::string::npos) port_ = std::stoi(line);
 }
 
 PortProcess::~PortProcess() {
@@ -156,6 +157,15 @@ std::vector<std::string> FaultProxy::requests() const {
   std::ifstream file(log_);
   for (std::string line; std::getline(file, line);) lines.push_back(line);
   return lines;
+}
+
+LibvirtProxy::LibvirtProxy(const std::filesystem::path& directory, const std::string& mode)
+    : socket_(directory / "libvirt-proxy.sock") {
+  const std::string& uri = peers().libvirt_uri;
+  std::string upstream = uri.substr(uri.find("socket=") + 7);
+  process_ = std::make_unique<PortProcess>(std::vector<std::string>{
+      "python3", KILN_SOURCE_DIR "/tests/support/libvirt_proxy.py", upstream, socket_.string(), mode});
+  REQUIRE(process_->first_line() == "ready");
 }
 
 int FaultProxy::downloads() const {

@@ -50,8 +50,9 @@ void make_qcow2(const std::filesystem::path& path, const std::string& size);
 
 namespace kiln::test {
 
-// A helper server (python3 -c ..., fault_proxy.py) that prints the port it
-// listens on as its first line of stdout; SIGTERM'd and reaped on destruction.
+// A helper server (python3 -c ..., fault_proxy.py, libvirt_proxy.py) that
+// prints the port it listens on (or "ready") as its first line of stdout once
+// it serves; SIGTERM'd and reaped on destruction.
 class PortProcess {
  public:
   explicit PortProcess(std::vector<std::string> argv);
@@ -60,11 +61,28 @@ class PortProcess {
   PortProcess& operator=(const PortProcess&) = delete;
 
   int port() const { return port_; }
+  const std::string& first_line() const { return first_line_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
  private:
   int pid_ = -1;
   int port_ = 0;
+  std::string first_line_;
+};
+
+// tests/support/libvirt_proxy.py between kiln and the peers' libvirtd: it
+// loses libvirt around the domain definition ("after-define": the reply
+// arrives, then the connection is cut; "before-reply": the domain is defined
+// but its reply never arrives) and refuses every connection after that.
+class LibvirtProxy {
+ public:
+  LibvirtProxy(const std::filesystem::path& directory, const std::string& mode);
+  // A qemu:///system URI whose socket is the proxy's.
+  std::string uri() const { return "qemu:///system?socket=" + socket_.string(); }
+
+ private:
+  std::filesystem::path socket_;
+  std::unique_ptr<PortProcess> process_;
 };
 
 // The peers' Glance port, for proxies placed in front of it.

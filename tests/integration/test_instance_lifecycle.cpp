@@ -204,7 +204,17 @@ TEST_CASE("a domain lost from libvirt is reported by reconcile and re-defined by
   REQUIRE(domain_state(uuid) == "absent");
 }
 
-TEST_CASE("a boot killed mid-download leaves a half-built directory that reconcile removes") {
+// The entries at the top of instances_path whose names start with `prefix`.
+std::vector<fs::path> entries_starting(const fs::path& directory, const std::string& prefix) {
+  std::vector<fs::path> found;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(directory, error)) {
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) found.push_back(entry.path());
+  }
+  return found;
+}
+
+TEST_CASE("a boot killed mid-download leaves no directory under its uuid, and reconcile removes what it built") {
   Host host;
   fs::path image = host.scratch / "image.raw";
   {
@@ -225,22 +235,29 @@ TEST_CASE("a boot killed mid-download leaves a half-built directory that reconci
     // pipeline chunk may not have reached it yet).
     REQUIRE(eventually([&] { return proxy.downloads() > 0; }, std::chrono::seconds(30)));
     REQUIRE(eventually([&] { return fs::exists(part); }, std::chrono::seconds(30)));
-    REQUIRE(fs::exists(directory / ".kiln-provisioning"));
+    // Built under a temporary name: nothing under the uuid until it is whole.
+    auto building = entries_starting(host.instances, "." + uuid + ".building-");
+    REQUIRE(building.size() == 1);
+    REQUIRE(fs::exists(building[0] / ".kiln-provisioning"));
     boot.kill_hard();
   }
-  REQUIRE(fs::exists(directory));
+  REQUIRE_FALSE(fs::exists(directory));
+  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").size() == 1);
   REQUIRE(fs::exists(part));
 
   auto dry = kilnctl(host.instances, {"instance", "reconcile", "--dry-run"});
   REQUIRE(dry.exit_code == 0);
-  REQUIRE(fs::exists(directory));
+  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").size() == 1);
   auto reconciled = kilnctl(host.instances, {"instance", "reconcile"});
   REQUIRE(reconciled.exit_code == 0);
-  auto found = findings_for(reconciled.output, uuid);
-  REQUIRE(found.size() == 1);
-  REQUIRE(found[0]["kind"] == "half_built");
-  REQUIRE(found[0]["changed"] == true);
-  REQUIRE_FALSE(fs::exists(directory));
+  REQUIRE(findings_for(reconciled.output, uuid).empty());  // no instance: only temporaries to sweep
+  bool building_removed = false;
+  for (const auto& repair : reconciled.output["cache_repairs"]) {
+    if (repair["path"].get<std::string>().find("." + uuid + ".building-") != std::string::npos) building_removed = true;
+  }
+  REQUIRE(building_removed);
+  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").empty());
+  REQUIRE_FALSE(fs::exists(host.instances / "locks" / ("instance-" + uuid)));
   REQUIRE_FALSE(fs::exists(part));
   REQUIRE(domain_state(uuid) == "absent");
 
@@ -320,4 +337,78 @@ TEST_CASE("a domain that cannot start fails the boot with domain_start_failed an
   // Nothing is left for reconcile to find.
   auto report = kilnctl(host.instances, {"instance", "reconcile", "--dry-run"});
   REQUIRE(findings_for(report.output, uuid).empty());
+}
+
+namespace {
+
+// Boots through a LibvirtProxy that loses libvirt around the definition, and
+// checks what a truthful rollback leaves: the error says what libvirt did,
+// the domain (which libvirtd did define) still has its disks, the directory
+// waits for reconcile; reconcile undefines and removes; the retry boots.
+void lose_libvirt_at_define(const std::string& mode, const std::string& what_libvirt_did) {
+  Host host;
+  fs::path image = host.scratch / "image.raw";
+  {
+    kiln::UniqueFd fd = kiln::open_file(image, O_WRONLY | O_CREAT | O_TRUNC);
+    std::string data(1 << 20, '\x5a');
+    kiln::write_all(fd.get(), data, image);
+  }
+  std::string image_id = kiln::test::upload_image("libvirt-lost-" + mode, "raw", image);
+  std::string uuid = kiln::test::random_uuid();
+  std::vector<std::string> boot = {"boot", "--image", image_id, "--uuid", uuid, "--vcpus", "1",
+                                   "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"};
+  fs::path directory = host.instances / uuid;
+  {
+    kiln::test::LibvirtProxy proxy(host.scratch.path(), mode);
+    std::vector<std::string> argv = {KILN_KILNCTL, "--json", "--glance", kiln::test::peers().glance_url,
+                                     "--libvirt-uri", proxy.uri(), "--virt-type", "qemu", "--instances-path",
+                                     host.instances.string()};
+    argv.insert(argv.end(), boot.begin(), boot.end());
+    auto result = kiln::run({argv});
+    INFO(result.out << result.err);
+    REQUIRE(result.exit_code == 1);
+    auto output = json::parse(result.out);
+    REQUIRE(output["error"]["code"] == "rollback_incomplete");
+    std::string message = output["error"]["message"];
+    REQUIRE(message.find(what_libvirt_did) != std::string::npos);
+    REQUIRE(message.find("refused the domain definition") == std::string::npos);
+    REQUIRE(message.find("undefining the domain failed") != std::string::npos);
+    REQUIRE(message.find(directory.string()) != std::string::npos);
+  }
+  // libvirtd did define it, and its disks are still there: no domain points at nothing.
+  auto info = virsh({"dominfo", uuid});
+  INFO(info.out << info.err);
+  REQUIRE(info.exit_code == 0);
+  REQUIRE(info.out.find("Persistent:     yes") != std::string::npos);
+  REQUIRE(fs::is_regular_file(directory / "disk"));
+  REQUIRE(fs::is_regular_file(directory / "libvirt.xml"));
+  REQUIRE(kiln::read_file(directory / ".kiln-provisioning").find("rollback_pending") != std::string::npos);
+
+  // The same boot is refused until reconcile has finished the rollback.
+  REQUIRE(kilnctl(host.instances, boot).output["error"]["code"] == "instance_exists");
+  auto reconciled = kilnctl(host.instances, {"instance", "reconcile"});
+  REQUIRE(reconciled.exit_code == 0);
+  auto found = findings_for(reconciled.output, uuid);
+  REQUIRE(found.size() == 1);
+  REQUIRE(found[0]["kind"] == "rollback_pending");
+  REQUIRE(found[0]["changed"] == true);
+  REQUIRE(domain_state(uuid) == "absent");
+  REQUIRE_FALSE(fs::exists(directory));
+
+  boot.push_back("--no-start");
+  auto retried = kilnctl(host.instances, boot);
+  INFO(retried.err);
+  REQUIRE(retried.exit_code == 0);
+  host.booted.push_back(uuid);
+  REQUIRE(domain_state(uuid) == "shut off");
+}
+
+}  // namespace
+
+TEST_CASE("libvirt lost right after the define: the directory is kept for reconcile and the error says libvirt accepted it") {
+  lose_libvirt_at_define("after-define", "libvirt accepted the definition of domain");
+}
+
+TEST_CASE("libvirt lost before the define's reply: the error says the definition may have been accepted, never refused") {
+  lose_libvirt_at_define("before-reply", "may have accepted the definition");
 }

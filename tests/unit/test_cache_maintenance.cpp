@@ -1,6 +1,8 @@
 // lib/cache's maintenance without Glance: who uses a base (by identity, not
 // by spelling), what repair and prune may delete, what eviction may take, and
 // the lock files that go with the bases.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,6 +18,7 @@
 #include "kiln/disk/overlay.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/lock.h"
+#include "kiln/util/temporaries.h"
 #include "scratch.h"
 
 namespace fs = std::filesystem;
@@ -313,4 +316,65 @@ TEST_CASE("making room evicts nothing for a request that cannot fit, and otherwi
   REQUIRE(fs::exists(bases[1]));
   REQUIRE(fs::exists(bases[2]));
   REQUIRE(fs::exists(foreign));
+}
+
+TEST_CASE("repair removes the temporaries a crash left at the top of instances_path, and only those whose owner is gone") {
+  kiln::test::ScratchDir scratch;
+  fs::path instances = scratch.path();
+  fs::create_directories(instances / "locks");
+  const std::string dead = "0f0e0d0c-0b0a-4908-8706-050403020100";
+  const std::string alive = "1f0e0d0c-0b0a-4908-8706-050403020100";
+  // A provision killed while building: its instance lock is free.
+  fs::path dead_building = instances / ("." + dead + ".building-a1B2c3");
+  fs::create_directories(dead_building);
+  kiln::test::write_text(dead_building / "disk", "half a disk");
+  kiln::test::write_text(kiln::instance_lock_path(instances, dead), "");
+  // A provision still running: it holds its instance lock.
+  fs::path live_building = instances / ("." + alive + ".building-d4E5f6");
+  fs::create_directories(live_building);
+  kiln::FileLock held(kiln::instance_lock_path(instances, alive));
+  // A delete killed after moving the directory aside.
+  fs::path deleting = instances / ("." + dead + ".deleting-Zz9Yy8");
+  fs::create_directories(deleting);
+  kiln::test::write_text(deleting / "disk", "going");
+  // O_DIRECT probes: one a crash left, one a live prober holds.
+  fs::path stale_probe = instances / ".directio.test.12345";
+  kiln::test::write_text(stale_probe, "");
+  fs::path live_probe = instances / ".directio.test.67890";
+  kiln::test::write_text(live_probe, "");
+  kiln::UniqueFd probe_fd = kiln::open_file(live_probe, O_RDONLY);
+  REQUIRE(::flock(probe_fd.get(), LOCK_EX) == 0);
+  // Not kiln's: never touched.
+  fs::path foreign = instances / ".directio.test.not-a-number";
+  kiln::test::write_text(foreign, "");
+  fs::path instance = instances / dead;
+  fs::create_directories(instance);
+
+  auto actions = cache::repair_cache(instances);
+  auto removed = [&](const fs::path& path) {
+    return std::any_of(actions.begin(), actions.end(), [&](const auto& action) { return action.path == path; });
+  };
+  REQUIRE_FALSE(fs::exists(dead_building));
+  REQUIRE(removed(dead_building));
+  REQUIRE_FALSE(fs::exists(kiln::instance_lock_path(instances, dead)));
+  REQUIRE(fs::exists(live_building));
+  REQUIRE(fs::exists(kiln::instance_lock_path(instances, alive)));
+  REQUIRE_FALSE(fs::exists(deleting));
+  REQUIRE_FALSE(fs::exists(stale_probe));
+  REQUIRE(removed(stale_probe));
+  REQUIRE(fs::exists(live_probe));
+  REQUIRE(fs::exists(foreign));
+  REQUIRE(fs::exists(instance));
+}
+
+TEST_CASE("the O_DIRECT probe leaves nothing behind, and its file name is one repair knows") {
+  kiln::test::ScratchDir scratch;
+  std::string before = kiln::test::tree_listing(scratch.path());
+  (void)kiln::supports_direct_io(scratch.path());
+  REQUIRE(kiln::test::tree_listing(scratch.path()) == before);
+  auto probe = kiln::direct_io_probe_path(scratch.path());
+  REQUIRE(probe.parent_path() == scratch.path());
+  auto parsed = kiln::parse_temporary(probe.filename().string());
+  REQUIRE(parsed.has_value());
+  REQUIRE(parsed->kind == kiln::TemporaryKind::kDirectIoProbe);
 }

@@ -134,7 +134,7 @@ TEST_CASE("list_instances joins directories with kiln's domains and ignores othe
   }
 }
 
-TEST_CASE("reconcile removes half-built directories, keeps running provisions and reports the rest") {
+TEST_CASE("reconcile undoes boots that never finished, keeps running provisions and reports the rest") {
   kiln::test::ScratchDir scratch;
   kiln::virt::Connection libvirt("test:///default");
   fs::path base = make_base(scratch.path(), "base-a", 1);
@@ -165,9 +165,11 @@ TEST_CASE("reconcile removes half-built directories, keeps running provisions an
   REQUIRE(finding_for(report, half_built.uuid())->kind == "half_built");
   REQUIRE(finding_for(report, half_built.uuid())->action.find("steps done: root_disk") != std::string::npos);
   REQUIRE_FALSE(fs::exists(half_built.path()));
+  // Defined, but its boot never reported success: undone as a failed boot is.
   REQUIRE(finding_for(report, half_defined.uuid())->kind == "half_defined");
-  REQUIRE_FALSE(fs::exists(half_defined.provisioning_marker()));
-  REQUIRE(fs::exists(half_defined.disk()));
+  REQUIRE(finding_for(report, half_defined.uuid())->changed);
+  REQUIRE_FALSE(fs::exists(half_defined.path()));
+  REQUIRE_FALSE(libvirt.lookup_by_uuid(half_defined.uuid()).has_value());
   REQUIRE(fs::exists(in_progress.provisioning_marker()));
   REQUIRE(finding_for(report, orphan_directory.uuid())->kind == "directory_without_domain");
   REQUIRE(fs::exists(orphan_directory.disk()));

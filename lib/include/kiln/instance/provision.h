@@ -2,19 +2,34 @@
 // running) libvirt domain, and back.
 //
 // provision() checks everything it can before touching anything (request,
-// flavor, NICs, image record and properties), gets the bases from the image
-// cache, builds the instance directory (disk, disk.local, disk.swap,
-// disk.info, console.log, libvirt.xml) under a provisioning marker that
-// records each finished step, makes those files durable together, defines
-// the domain with exactly the bytes of libvirt.xml, removes the marker and
-// starts the domain. Images are booted as Nova boots them: a disk image
-// becomes a qcow2 overlay on its base; an ISO is attached as a cdrom with a
-// blank root disk; kernel_id/ramdisk_id images are fetched as raw files into
-// _base and booted with <kernel>/<initrd>. Any failure undoes what was done:
-// the domain is undefined and the directory removed; the cache is left as it
-// is (a downloaded base stays cached).
-// delete_instance() destroys, undefines and removes; it is idempotent.
-// Thread-safe for different uuids.
+// flavor, NICs, image record and properties), takes the instance's lock
+// (locks/instance-<uuid>), gets the bases from the image cache, builds the
+// instance directory (disk, disk.local, disk.swap, disk.info, console.log,
+// libvirt.xml) under a temporary name (.<uuid>.building-XXXXXX,
+// kiln/util/temporaries.h) with a provisioning marker that records each
+// finished step, makes those files durable together, renames the directory
+// to its uuid (never over an existing one) and fsyncs the instances path,
+// defines the domain with exactly the bytes of libvirt.xml, starts it, and
+// only then removes the marker (durably). So no crash leaves a directory
+// under a uuid that is empty or half-built without a marker, and a marker
+// always means "this boot never succeeded" (reconcile undoes it). Every file
+// names the final paths, never the temporary ones. Images are booted as Nova
+// boots them: a disk image becomes a qcow2 overlay on its base; an ISO is
+// attached as a cdrom with a blank root disk; kernel_id/ramdisk_id images
+// are fetched as raw files into _base and booted with <kernel>/<initrd>.
+// Any failure undoes what was done: the domain is undefined and the
+// directory removed; the cache is left as it is (a downloaded base stays
+// cached). When the undefine itself fails (libvirt lost after the define, or
+// during it, when libvirt may have defined it without kiln hearing so), the
+// directory stays, its marker says "rollback_pending", and the boot fails
+// with kRollbackIncomplete saying what libvirt did; reconcile finishes it.
+// A domain whose disks are gone is never left behind.
+// delete_instance() marks the directory as being deleted (.kiln-deleting),
+// destroys and undefines the domain, moves the directory aside
+// (.<uuid>.deleting-XXXXXX) and removes it; it is idempotent, and reconcile
+// finishes a delete a crash cut short.
+// Thread-safe for different uuids; a second provision of a uuid whose
+// provision is running fails with kInstanceExists.
 #pragma once
 
 #include <cstdint>
@@ -74,7 +89,8 @@ nlohmann::json to_json(const BootResult& result);
 void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image);
 
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
-// kFlavorDiskTooSmall, kLibvirtError and every ImageCache::acquire error).
+// kFlavorDiskTooSmall, kLibvirtError, kDomainStartFailed, kRollbackIncomplete
+// and every ImageCache::acquire error).
 // `progress` (may be null) sees the download, if one is needed.
 BootResult provision(const BootRequest& request, const Host& host,
                      const cache::FetchProgress& progress = nullptr);

@@ -3,17 +3,21 @@
 //
 // reconcile() compares every directory under instances_path with libvirt's
 // domains and the provisioning markers:
-//   - a half-built directory (marker present) whose domain was never defined
-//     is removed, provided no process holds its provisioning lock;
-//   - a half-built directory whose domain was defined (a crash between define
-//     and marker removal) gets its marker removed;
+//   - a directory whose boot never succeeded (provisioning marker present,
+//     no process holding its lock: a crash, or a failed boot that could not
+//     undefine its domain, "rollback_pending") is undone as a failed boot is:
+//     its domain, if libvirt has it, powered off and undefined, then the
+//     directory removed, so the same boot can be retried;
+//   - a directory whose delete a crash cut short (deletion marker) is deleted;
 //   - a directory without a domain is reported: recover_instance() re-defines
 //     it; reconcile never deletes disks that may hold a guest's data;
 //   - a directory kiln did not make (no libvirt.xml with kiln's metadata:
 //     nova's, on a shared instances path) is reported as foreign and left
 //     alone, unless libvirt defines a domain for it;
 //   - a kiln domain without a directory is reported, never undefined;
-// and repairs the image cache (kiln/cache/maintenance.h repair_cache).
+// and repairs the image cache (kiln/cache/maintenance.h repair_cache), which
+// also removes the temporaries of kiln/util/temporaries.h whose owner is gone
+// (instance directories being built or deleted, O_DIRECT probes).
 // With dry_run nothing changes and the actions say what would be done.
 //
 // recover_instance() re-defines a domain from its directory's libvirt.xml,
@@ -33,8 +37,8 @@ namespace kiln::instance {
 
 struct ReconcileFinding {
   std::string uuid;
-  // "half_built", "half_defined", "directory_without_domain", "foreign_directory",
-  // "domain_without_directory"
+  // "half_built", "half_defined", "rollback_pending", "half_deleted",
+  // "directory_without_domain", "foreign_directory", "domain_without_directory"
   std::string kind;
   std::string action;  // what was (or, on a dry run, would be) done, in words
   bool changed = false;

@@ -49,7 +49,8 @@ enum class ErrorCode {
   kImageQemuDisagrees, // qemu-img info's reading of an image differs from the inspector's
   kUnsupportedImageProperty,  // an image property kiln cannot honour (named in the sentence)
   kInterrupted,        // the agent stopped (restart, crash) before the operation finished
-  kLastCode = kInterrupted,  // keep last: code_from_name walks up to it
+  kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
+  kLastCode = kRollbackIncomplete,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

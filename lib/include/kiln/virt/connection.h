@@ -3,7 +3,9 @@
 // Every failing libvirt call throws kiln::Error kLibvirtError carrying
 // libvirt's own error code and message ("libvirt error 9 (operation failed):
 // domain 'x' already exists ..."); libvirt's default printing of errors to
-// stderr is switched off. A Connection may be used from one thread at a time;
+// stderr is switched off, and SIGPIPE is ignored process-wide (libvirt's
+// client would otherwise die of it when libvirtd goes away mid-call; children
+// kiln runs get the default back). A Connection may be used from one thread at a time;
 // libvirt itself is thread-safe, so separate Connections may run in parallel.
 #pragma once
 
@@ -49,7 +51,10 @@ class Connection {
   // Opens a read-write connection, e.g. "qemu:///system", "test:///default".
   explicit Connection(const std::string& uri);
 
-  // virDomainDefineXML: the domain is persistent but not started.
+  // virDomainDefineXML: the domain is persistent but not started. When the
+  // connection is lost during the call, libvirt may or may not have defined
+  // it; the error then says so ("lost the connection ... may have accepted")
+  // instead of calling it a refusal, and is_alive() turns false.
   Domain define(const std::string& xml);
   std::optional<Domain> lookup_by_uuid(const std::string& uuid);
   // Every domain libvirt knows, active or not, persistent or transient.
@@ -60,6 +65,10 @@ class Connection {
   bool offers_kvm();
   // The connection's driver name, e.g. "QEMU", "Test".
   std::string driver();
+  // False once libvirt is out of reach on this connection (virConnectIsAlive):
+  // the daemon went away or the socket was cut. A dead connection stays dead;
+  // open a new Connection to the same uri().
+  bool is_alive();
 
   const std::string& uri() const { return uri_; }
 
