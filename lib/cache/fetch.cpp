@@ -89,6 +89,21 @@ class Verifier {
   std::optional<image::SignatureVerifier> signature_;
 };
 
+// Times the phases of one fetch (FetchOutcome::phases), each from the end of the previous one.
+class PhaseClock {
+ public:
+  void mark(std::string name) {
+    auto now = std::chrono::steady_clock::now();
+    phases_.push_back({std::move(name), std::chrono::duration_cast<std::chrono::microseconds>(now - last_)});
+    last_ = now;
+  }
+  std::vector<FetchPhase> take() { return std::move(phases_); }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::vector<FetchPhase> phases_;
+};
+
 bool resumable(const Error& error) {
   return error.code() == ErrorCode::kDownloadIncomplete || error.code() == ErrorCode::kHttpError ||
          error.code() == ErrorCode::kGlanceError;
@@ -126,7 +141,7 @@ Error incomplete(const glance::ImageRecord& record, std::uint64_t received) {
 // Not a byte past download_bound() reaches the .part.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
-                  const FetchProgress& progress) {
+                  const FetchProgress& progress, PhaseClock& clock) {
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
   SparseWriter writer(fd.get(), part);
@@ -174,7 +189,9 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   }
   pipeline.finish();
   writer.finish();
+  clock.mark("download");
   fsync_file(fd.get(), part);
+  clock.mark("fsync_part");
   return result;
 }
 
@@ -297,23 +314,35 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   std::string qemu_format = image::qemu_format_for(record.disk_format).value_or("");
   bool raw = qemu_format == "raw";
   Verifier verifier(record, policy, raw);
-  Download downloaded = download(glance, policy, record, part.path(), verifier, progress);
-  FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes};
+  PhaseClock clock;
+  Download downloaded = download(glance, policy, record, part.path(), verifier, progress, clock);
+  FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes, {}};
+  clock.mark("verify");
   // The bytes are Glance's; now make sure they are what they claim to be and
   // name no other file, before any qemu tool opens them.
   std::optional<std::uint64_t> virtual_size = check_image(record, policy, qemu_format, part.path());
+  clock.mark("inspect");
 
   if (raw) {
     publish_base(record, part.path(), outcome.base_sha256, base_path);
     part.keep();
+    clock.mark("publish");
+    outcome.phases = clock.take();
     return outcome;
   }
   if (virtual_size) check_room_for_conversion(record, *virtual_size, base_path.parent_path(), policy);
   image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
+  clock.mark("convert");
   fsync_path(converted.path());
+  clock.mark("fsync_converted");
   outcome.base_sha256 = hex_digest_of_file("sha256", converted.path().string());
+  clock.mark("base_digest");
   publish_base(record, converted.path(), outcome.base_sha256, base_path);
   converted.keep();
+  clock.mark("publish");
+  part = TemporaryPath();  // removes the .part now, to time it
+  clock.mark("unlink_part");
+  outcome.phases = clock.take();
   return outcome;
 }
 

@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/cache/cache_policy.h"
 #include "kiln/cache/image_cache.h"
@@ -29,6 +30,7 @@ struct FetchOutcome {
   std::uint64_t downloaded_bytes = 0;  // bytes that crossed the network, retries included
   std::string base_sha256;
   unsigned resumes = 0;
+  std::vector<FetchPhase> phases;
 };
 
 FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& policy,

@@ -16,12 +16,14 @@
 // the records remembered for CachePolicy::image_record_ttl, under a mutex.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/cache/cache_policy.h"
 #include "kiln/glance/client.h"
@@ -32,12 +34,20 @@ namespace kiln::cache {
 // sha1 hex of the image id string, as Nova names bases.
 std::string base_name_for(const std::string& image_id);
 
+// Where the time of a cold fetch went, in the order the phases ran
+// ("download", "inspect", "convert", "publish", ...): what tools/bench prints.
+struct FetchPhase {
+  std::string name;
+  std::chrono::microseconds duration{0};
+};
+
 struct BaseImage {
   std::filesystem::path path;          // absolute path of the raw base
   std::uint64_t virtual_size = 0;      // bytes the guest sees (file size of a raw base)
   glance::ImageRecord record;          // what Glance said about the image
   std::uint64_t downloaded_bytes = 0;  // 0 when the base was already cached
   unsigned resumes = 0;                // downloads resumed after a broken connection
+  std::vector<FetchPhase> phases;      // empty when the base was already cached
 };
 
 // A base together with its lock: while a lease is alive nobody else creates,
