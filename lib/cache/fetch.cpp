@@ -47,7 +47,17 @@ class Verifier {
   }
 
   void update(std::span<const char> data) {
+    update_os_hash(data);
+    update_others(data);
+  }
+
+  // The os_hash (sha512, the costliest) is fed apart from the others, so that
+  // a download can give it a thread of its own.
+  bool has_os_hash() const { return os_hash_.has_value(); }
+  void update_os_hash(std::span<const char> data) {
     if (os_hash_) os_hash_->update(data);
+  }
+  void update_others(std::span<const char> data) {
     if (md5_) md5_->update(data);
     if (base_sha256_) base_sha256_->update(data);
     if (signature_) signature_->update(data);
@@ -145,10 +155,16 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
   SparseWriter writer(fd.get(), part);
-  ChunkPipeline pipeline([&](std::span<const char> chunk) {
-    verifier.update(chunk);
+  // The os_hash on a thread of its own, fed as bytes arrive (it sets the
+  // pace: sha512 runs at 0.6-1.25 GB/s on one core); the writer, with the
+  // cheaper digests, on another.
+  std::vector<ChunkPipeline::Consumer> consumers;
+  if (verifier.has_os_hash()) consumers.push_back([&](std::span<const char> chunk) { verifier.update_os_hash(chunk); });
+  consumers.push_back([&](std::span<const char> chunk) {
     writer.write(chunk);
+    verifier.update_others(chunk);
   });
+  ChunkPipeline pipeline(std::move(consumers));
   Download result;
   std::uint64_t received = 0;  // bytes handed to the pipeline, in image order
   auto backoff = policy.retry_backoff;
