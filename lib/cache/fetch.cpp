@@ -13,6 +13,7 @@
 #include "kiln/image/inspector.h"
 #include "kiln/image/second_opinion.h"
 #include "kiln/util/chunk_pipeline.h"
+#include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
@@ -31,8 +32,7 @@ fs::path with_suffix(const fs::path& path, const char* suffix) {
 // The digests (and signature) one download is checked against, fed as bytes stream.
 class Verifier {
  public:
-  Verifier(const glance::ImageRecord& record, const CachePolicy& policy, bool raw_image)
-      : record_(record) {
+  Verifier(const glance::ImageRecord& record, const CachePolicy& policy) : record_(record) {
     // Built before any byte is fetched: a bad certificate refuses the image up front.
     if (policy.verify_signatures) {
       signature_ = image::make_signature_verifier(record.properties, policy.signatures, record.id);
@@ -42,8 +42,6 @@ class Verifier {
     }
     // md5 only as python-glanceclient uses it: when there is no os_hash (or when configured).
     if (!os_hash_ || (policy.verify_md5_always && !record.checksum.empty())) md5_.emplace("md5");
-    // A raw image is its own base: its sha256 is computed on the way in.
-    if (raw_image) base_sha256_.emplace("sha256");
   }
 
   void update(std::span<const char> data) {
@@ -59,13 +57,11 @@ class Verifier {
   }
   void update_others(std::span<const char> data) {
     if (md5_) md5_->update(data);
-    if (base_sha256_) base_sha256_->update(data);
     if (signature_) signature_->update(data);
   }
 
-  // Throws kChecksumMismatch unless every digest Glance gave matches. Returns
-  // the raw base's sha256 when it was computed here.
-  std::string check(const std::string& content_md5) {
+  // Throws kChecksumMismatch unless every digest Glance gave matches.
+  void check(const std::string& content_md5) {
     if (os_hash_) expect(os_hash_->algorithm(), record_.os_hash_value, os_hash_->hex_digest());
     if (md5_) {
       std::string actual = md5_->hex_digest();
@@ -80,7 +76,6 @@ class Verifier {
       }
     }
     if (signature_) signature_->verify();
-    return base_sha256_ ? base_sha256_->hex_digest() : "";
   }
 
  private:
@@ -95,7 +90,6 @@ class Verifier {
   const glance::ImageRecord& record_;
   std::optional<Hasher> os_hash_;
   std::optional<Hasher> md5_;
-  std::optional<Hasher> base_sha256_;
   std::optional<image::SignatureVerifier> signature_;
 };
 
@@ -151,10 +145,10 @@ Error incomplete(const glance::ImageRecord& record, std::uint64_t received) {
 // Not a byte past download_bound() reaches the .part.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
-                  const FetchProgress& progress, PhaseClock& clock) {
+                  DataDigest* base_digest, const FetchProgress& progress, PhaseClock& clock) {
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
   UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  SparseWriter writer(fd.get(), part);
+  SparseWriter writer(fd.get(), part, {.digest = base_digest, .write_behind = false});
   // The os_hash on a thread of its own, fed as bytes arrive (it sets the
   // pace: sha512 runs at 0.6-1.25 GB/s on one core); the writer, with the
   // cheaper digests, on another.
@@ -242,7 +236,7 @@ void check_room_for_conversion(const glance::ImageRecord& record, std::uint64_t 
 }
 
 BaseInfo describe(const glance::ImageRecord& record, std::uint64_t virtual_size,
-                  const std::string& base_sha256) {
+                  const std::string& base_digest) {
   BaseInfo info;
   info.image_id = record.id;
   info.name = record.name;
@@ -253,15 +247,15 @@ BaseInfo describe(const glance::ImageRecord& record, std::uint64_t virtual_size,
   info.os_hash_algo = record.os_hash_algo;
   info.os_hash_value = record.os_hash_value;
   info.checksum = record.checksum;
-  info.base_sha256 = base_sha256;
+  info.base_digest = base_digest;
   info.fetched_at = info.last_used_at = Clock::now();
   return info;
 }
 
 // The .info goes first, so a base never exists without one.
 void publish_base(const glance::ImageRecord& record, const fs::path& temporary,
-                  const std::string& base_sha256, const fs::path& base_path) {
-  save_base_info(base_path, describe(record, kiln::file_size(temporary), base_sha256));
+                  const std::string& base_digest, const fs::path& base_path) {
+  save_base_info(base_path, describe(record, kiln::file_size(temporary), base_digest));
   publish_file(temporary, base_path);
 }
 
@@ -283,16 +277,27 @@ void fsync_path(const fs::path& path) {
   fsync_file(fd.get(), path);
 }
 
-// Feeds every byte of `path` (not followed if a symlink) to the verifier.
-void verify_file(const fs::path& path, Verifier& verifier) {
+// Feeds every byte of `path` (not followed if a symlink) to the verifier and
+// the base digest; returns the digest.
+std::string verify_file(const fs::path& path, Verifier& verifier) {
   UniqueFd fd = open_file(path, O_RDONLY | O_NOFOLLOW);
-  std::vector<char> buffer(1 << 20);
+  std::vector<char> buffer(1 << 20);  // a multiple of DataDigest::kBlock
+  DataDigest digest;
+  std::uint64_t offset = 0;
+  std::size_t filled = 0;
   for (;;) {
-    ssize_t count = ::read(fd.get(), buffer.data(), buffer.size());
+    ssize_t count = ::read(fd.get(), buffer.data() + filled, buffer.size() - filled);
     if (count < 0 && errno == EINTR) continue;
     if (count < 0) throw_io_error("cannot read " + path.string(), errno);
-    if (count == 0) return;
-    verifier.update(std::span<const char>(buffer.data(), static_cast<std::size_t>(count)));
+    std::span<const char> fresh(buffer.data() + filled, static_cast<std::size_t>(count));
+    verifier.update(fresh);
+    filled += fresh.size();
+    if (count == 0 || filled == buffer.size()) {  // the digest takes whole blocks until the end
+      digest.add(offset, std::span<const char>(buffer.data(), filled));
+      offset += filled;
+      filled = 0;
+    }
+    if (count == 0) return digest.hex_digest(offset);
   }
 }
 
@@ -304,11 +309,11 @@ std::optional<FetchOutcome> adopt_foreign_base(const CachePolicy& policy, const 
   if (record.os_hash_value.empty() && record.checksum.empty()) return std::nullopt;
   if (!is_regular_file_of_size(base_path, *record.size)) return std::nullopt;
   try {
-    Verifier verifier(record, policy, /*raw_image=*/true);
-    verify_file(base_path, verifier);
-    FetchOutcome outcome{0, verifier.check(""), 0};
+    Verifier verifier(record, policy);
+    FetchOutcome outcome{0, verify_file(base_path, verifier), 0, {}};
+    verifier.check("");
     check_image(record, policy, "raw", base_path);
-    save_base_info(base_path, describe(record, *record.size, outcome.base_sha256));
+    save_base_info(base_path, describe(record, *record.size, outcome.base_digest));
     return outcome;
   } catch (const Error&) {
     // Whatever the file is, it is not provably this image: a download decides
@@ -329,10 +334,16 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
 
   std::string qemu_format = image::qemu_format_for(record.disk_format).value_or("");
   bool raw = qemu_format == "raw";
-  Verifier verifier(record, policy, raw);
+  Verifier verifier(record, policy);
   PhaseClock clock;
-  Download downloaded = download(glance, policy, record, part.path(), verifier, progress, clock);
-  FetchOutcome outcome{downloaded.network_bytes, verifier.check(downloaded.content_md5), downloaded.resumes, {}};
+  // A raw image is its own base: its digest is computed as it is written.
+  std::optional<DataDigest> raw_digest;
+  if (raw) raw_digest.emplace();
+  Download downloaded = download(glance, policy, record, part.path(), verifier,
+                                 raw_digest ? &*raw_digest : nullptr, progress, clock);
+  verifier.check(downloaded.content_md5);
+  FetchOutcome outcome{downloaded.network_bytes, "", downloaded.resumes, {}};
+  if (raw_digest) outcome.base_digest = raw_digest->hex_digest(kiln::file_size(part.path()));
   clock.mark("verify");
   // The bytes are Glance's; now make sure they are what they claim to be and
   // name no other file, before any qemu tool opens them.
@@ -340,7 +351,7 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   clock.mark("inspect");
 
   if (raw) {
-    publish_base(record, part.path(), outcome.base_sha256, base_path);
+    publish_base(record, part.path(), outcome.base_digest, base_path);
     part.keep();
     clock.mark("publish");
     outcome.phases = clock.take();
@@ -351,9 +362,10 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   clock.mark("convert");
   fsync_path(converted.path());
   clock.mark("fsync_converted");
-  outcome.base_sha256 = hex_digest_of_file("sha256", converted.path().string());
+  // Only qemu-img's data extents are read (mostly still in the page cache).
+  outcome.base_digest = data_digest_of_file(converted.path());
   clock.mark("base_digest");
-  publish_base(record, converted.path(), outcome.base_sha256, base_path);
+  publish_base(record, converted.path(), outcome.base_digest, base_path);
   converted.keep();
   clock.mark("publish");
   part = TemporaryPath();  // removes the .part now, to time it

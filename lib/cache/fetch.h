@@ -28,7 +28,7 @@ namespace kiln::cache {
 
 struct FetchOutcome {
   std::uint64_t downloaded_bytes = 0;  // bytes that crossed the network, retries included
-  std::string base_sha256;
+  std::string base_digest;  // DataDigest of the published base
   unsigned resumes = 0;
   std::vector<FetchPhase> phases;
 };

@@ -4,6 +4,8 @@
 # the disk, which it names).
 #
 #   tools/bench/figures.sh [runs] [sections]     runs default 5; sections default "fetch storm boot"
+#   KILN_VARIANTS="before=/path/kilnctl after=build/tools/kilnctl" tools/bench/figures.sh 5 fetch
+#        compares kilnctl builds in the same run, interleaved (same load, same disk).
 #
 # fetch  cold fetch (`kilnctl cache fetch`, a fresh instances path each run) of
 #        the rig's images: a 1 GiB raw holding 300 MiB of random data in 10
@@ -25,6 +27,7 @@ sections=${2:-"fetch storm boot"}
 build=${KILN_BUILD:-$root/build}
 kilnctl=$build/tools/kilnctl
 [ -x "$kilnctl" ] || { echo "build kilnctl first (cmake --build build)" >&2; exit 1; }
+variants=${KILN_VARIANTS:-"kiln=$kilnctl"}
 
 work=$(mktemp -d /var/tmp/kiln-figures.XXXXXX)
 chmod 0711 "$work"
@@ -67,13 +70,13 @@ declare -A image_id
 image_id[raw]=$(upload raw "$work/image.raw")
 image_id[qcow2]=$(upload qcow2 "$work/image.qcow2")
 
-kiln_fetch() {  # format run -> appends ms to times.kiln.FMT, writes phases.FMT.RUN and rss
+kiln_fetch() {  # format run variant binary -> appends ms to times.VARIANT.FMT, writes phases.VARIANT.FMT.RUN, rss
   rm -rf "$work/instances"; sync
   local start
   start=$(now)
-  /usr/bin/time -f %M -o "$work/rss.$1.$2" "$kilnctl" --json --glance "$GLANCE_URL" \
-    --instances-path "$work/instances" cache fetch "${image_id[$1]}" > "$work/phases.$1.$2"
-  ms_since "$start" >> "$work/times.kiln.$1"
+  /usr/bin/time -f %M -o "$work/rss.$3.$1.$2" "$4" --json --glance "$GLANCE_URL" \
+    --instances-path "$work/instances" cache fetch "${image_id[$1]}" > "$work/phases.$3.$1.$2"
+  ms_since "$start" >> "$work/times.$3.$1"
 }
 
 references() {  # format -> appends ms to times.{curl,convert,sha512,nova}.FMT
@@ -89,17 +92,17 @@ references() {  # format -> appends ms to times.{curl,convert,sha512,nova}.FMT
   openssl dgst -sha512 "$work/image.$1" >/dev/null
   ms_since "$start" >> "$work/times.sha512.$1"
   rm -f "$work/ref.download" "$work/ref.raw"; sync
-  if python3 -c 'import nova' 2>/dev/null; then
-    echo "$(python3 tools/bench/nova_fetch.py "$GLANCE_URL" "${image_id[$1]}" "$work/nova.raw" 2>/dev/null) * 1000" |
+  if /usr/bin/python3 -c 'import nova' 2>/dev/null; then
+    echo "$(/usr/bin/python3 tools/bench/nova_fetch.py "$GLANCE_URL" "${image_id[$1]}" "$work/nova.raw" 2>/dev/null) * 1000" |
       bc >> "$work/times.nova.$1" || true
   fi
 }
 
-phase_medians() {  # format -> "name median" lines, in the order of the first run
-  python3 - "$work" "$1" <<'PY'
+phase_medians() {  # variant format -> "name median" lines, in the order of the first run
+  python3 - "$work" "$1" "$2" <<'PY'
 import glob, json, statistics, sys
-work, fmt = sys.argv[1], sys.argv[2]
-runs = [json.load(open(f)).get("phases_ms", {}) for f in sorted(glob.glob(f"{work}/phases.{fmt}.*"))]
+work, variant, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = [json.load(open(f)).get("phases_ms", {}) for f in sorted(glob.glob(f"{work}/phases.{variant}.{fmt}.*"))]
 for name in (runs[0] if runs else {}):
     values = [r[name] for r in runs if name in r]
     print(f"{name} {statistics.median(values):.0f}")
@@ -109,7 +112,7 @@ PY
 if [[ " $sections " == *" fetch "* ]]; then
   for format in raw qcow2; do
     for run in $(seq 1 "$runs"); do
-      kiln_fetch "$format" "$run"
+      for variant in $variants; do kiln_fetch "$format" "$run" "${variant%%=*}" "${variant#*=}"; done
       references "$format"
     done
   done
@@ -126,23 +129,28 @@ if [[ " $sections " == *" fetch "* ]]; then
   echo "| figure | kiln | references | ratio to floor |"
   echo "|---|---|---|---|"
   for format in raw qcow2; do
-    k=$(median < "$work/times.kiln.$format")
     c=$(median < "$work/times.curl.$format")
     v=$(median < "$work/times.convert.$format")
     s=$(median < "$work/times.sha512.$format")
     n=$( [ -s "$work/times.nova.$format" ] && median < "$work/times.nova.$format" || echo "")
     cv=$(echo "$c + $v" | bc)
     floor=$(echo "if ($cv > $s) $cv else $s" | bc)
-    rss=$(cat "$work"/rss."$format".* | sort -n | tail -1)
-    echo "| cold fetch, $format (peak RSS $((rss / 1024)) MiB) | $(secs "$k") | curl $(secs "$c"); curl + qemu-img convert" \
-      "$(secs "$cv"); openssl sha512 $(secs "$s"); floor $(secs "$floor")${n:+; nova fetch_to_raw $(secs "$n") (kiln/nova $(ratio "$k" "$n"))} |" \
-      "**$(ratio "$k" "$floor")x** |"
+    for variant in $variants; do
+      name=${variant%%=*}
+      k=$(median < "$work/times.$name.$format")
+      rss=$(cat "$work"/rss."$name"."$format".* | sort -n | tail -1)
+      echo "| cold fetch, $format, $name (peak RSS $((rss / 1024)) MiB) | $(secs "$k") | curl $(secs "$c");" \
+        "curl + qemu-img convert $(secs "$cv"); openssl sha512 $(secs "$s"); floor $(secs "$floor")${n:+;" \
+        "nova fetch_to_raw $(secs "$n") (kiln/nova $(ratio "$k" "$n"))} | **$(ratio "$k" "$floor")x** |"
+    done
   done
   echo "| dd conv=fsync of 300 MiB | | $(secs "$dd_median") | |"
   for format in raw qcow2; do
-    echo
-    echo "kiln's cold fetch of the $format image, ms per phase (medians):"
-    phase_medians "$format" | awk '{printf "  %-16s %6d\n", $1, $2}'
+    for variant in $variants; do
+      echo
+      echo "${variant%%=*}: cold fetch of the $format image, ms per phase (medians):"
+      phase_medians "${variant%%=*}" "$format" | awk '{printf "  %-16s %6d\n", $1, $2}'
+    done
   done
 fi
 

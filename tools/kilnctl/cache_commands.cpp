@@ -115,8 +115,8 @@ void add_verify(CLI::App& group, Registry& registry) {
     std::ostringstream text;
     bool rotted = false;
     for (const auto& r : results) {
-      out.push_back({{"name", r.name}, {"state", r.state}, {"expected_sha256", r.expected_sha256},
-                     {"actual_sha256", r.actual_sha256}});
+      out.push_back({{"name", r.name}, {"state", r.state}, {"algorithm", r.algorithm}, {"expected", r.expected},
+                     {"actual", r.actual}});
       text << r.name << "  " << r.state << "\n";
       rotted = rotted || r.state == "rotted";
     }
