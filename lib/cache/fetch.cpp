@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -117,6 +118,7 @@ struct Download {
   std::uint64_t network_bytes = 0;
   std::string content_md5;
   unsigned resumes = 0;
+  UniqueFd part;  // open, so that it can be unlinked now and freed later
 };
 
 // The most bytes a download may bring (nullopt: no bound): what Glance
@@ -142,13 +144,17 @@ Error incomplete(const glance::ImageRecord& record, std::uint64_t received) {
 
 // Streams the image into `part`, resuming from the bytes already written
 // (each resume asks the next Glance endpoint first).
-// Not a byte past download_bound() reaches the .part.
+// Not a byte past download_bound() reaches the .part. With `durable` (the
+// .part is the base: a raw image) writeback starts as bytes arrive and the
+// .part is fsync'd at the end; without it (the .part will be converted and
+// thrown away) it is never forced to disk.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
-                  DataDigest* base_digest, const FetchProgress& progress, PhaseClock& clock) {
+                  DataDigest* base_digest, bool durable, const FetchProgress& progress, PhaseClock& clock) {
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
-  UniqueFd fd = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  SparseWriter writer(fd.get(), part, {.digest = base_digest, .write_behind = false});
+  Download result;
+  result.part = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  SparseWriter writer(result.part.get(), part, {.digest = base_digest, .write_behind = durable});
   // The os_hash on a thread of its own, fed as bytes arrive (it sets the
   // pace: sha512 runs at 0.6-1.25 GB/s on one core); the writer, with the
   // cheaper digests, on another.
@@ -159,7 +165,6 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
     verifier.update_others(chunk);
   });
   ChunkPipeline pipeline(std::move(consumers));
-  Download result;
   std::uint64_t received = 0;  // bytes handed to the pipeline, in image order
   auto backoff = policy.retry_backoff;
   // The Glance client reports any failure after the first byte as an
@@ -200,8 +205,10 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   pipeline.finish();
   writer.finish();
   clock.mark("download");
-  fsync_file(fd.get(), part);
-  clock.mark("fsync_part");
+  if (durable) {
+    fsync_file(result.part.get(), part);
+    clock.mark("fsync_part");
+  }
   return result;
 }
 
@@ -269,6 +276,18 @@ void remove_sandbox_leftovers(const fs::path& converted) {
       std::error_code ignored;
       fs::remove_all(entry.path(), ignored);
     }
+  }
+}
+
+// Unlinks `path` at once and frees its blocks on a detached thread that
+// closes the last descriptor. Nothing is left under any name even if the
+// process dies meanwhile (the kernel frees an unlinked file at exit).
+void discard_in_background(TemporaryPath path, UniqueFd last_descriptor) {
+  if (::unlink(path.path().c_str()) == 0) path.keep();  // else the TemporaryPath removes it
+  try {
+    std::thread([fd = std::move(last_descriptor)]() mutable { fd = UniqueFd(); }).detach();
+  } catch (const std::system_error&) {
+    // No thread to spare: close it here.
   }
 }
 
@@ -340,7 +359,7 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   std::optional<DataDigest> raw_digest;
   if (raw) raw_digest.emplace();
   Download downloaded = download(glance, policy, record, part.path(), verifier,
-                                 raw_digest ? &*raw_digest : nullptr, progress, clock);
+                                 raw_digest ? &*raw_digest : nullptr, /*durable=*/raw, progress, clock);
   verifier.check(downloaded.content_md5);
   FetchOutcome outcome{downloaded.network_bytes, "", downloaded.resumes, {}};
   if (raw_digest) outcome.base_digest = raw_digest->hex_digest(kiln::file_size(part.path()));
@@ -360,16 +379,27 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   if (virtual_size) check_room_for_conversion(record, *virtual_size, base_path.parent_path(), policy);
   image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
   clock.mark("convert");
-  fsync_path(converted.path());
-  clock.mark("fsync_converted");
-  // Only qemu-img's data extents are read (mostly still in the page cache).
-  outcome.base_digest = data_digest_of_file(converted.path());
-  clock.mark("base_digest");
+  // The .part has served: its name goes now (the lock says nobody else uses
+  // it), its blocks when the last descriptor closes, on a thread of its own:
+  // freeing the extents of a large file takes ~0.1 s that nobody waits for.
+  discard_in_background(std::move(part), std::move(downloaded.part));
+  clock.mark("unlink_part");
+  // The fsync that makes qemu-img's output durable, while its data extents
+  // (mostly still in the page cache) are read for the digest.
+  auto synced = std::async(std::launch::async, [path = converted.path()] { fsync_path(path); });
+  std::string digest;
+  try {
+    digest = data_digest_of_file(converted.path());
+  } catch (...) {
+    synced.wait();
+    throw;
+  }
+  synced.get();
+  outcome.base_digest = digest;
+  clock.mark("fsync_and_digest");
   publish_base(record, converted.path(), outcome.base_digest, base_path);
   converted.keep();
   clock.mark("publish");
-  part = TemporaryPath();  // removes the .part now, to time it
-  clock.mark("unlink_part");
   outcome.phases = clock.take();
   return outcome;
 }

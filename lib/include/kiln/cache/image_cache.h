@@ -2,9 +2,10 @@
 //
 // Layout (Nova's): <instances_path>/_base/<sha1hex(image id)> is the raw base
 // and <base>.info describes it (kiln/cache/base_info.h). A base is written
-// only as <base>.part (download) and <base>.converted (qemu-img output), each
-// fsync'd, its .info written, and then renamed into place: a base under its
-// final name is always complete and verified.
+// only as <base>.part (download) and <base>.converted (qemu-img output); the
+// one that becomes the base is fsync'd, its .info written, and then renamed
+// into place: a base under its final name is always complete, verified and
+// durable. (The .part of a converted image is never fsync'd: it is thrown away.)
 //
 // Single flight: <instances_path>/locks/kiln-<name> is the per-base flock taken
 // by everything that creates a base, creates an overlay on it or deletes it.
