@@ -74,7 +74,7 @@ kiln_fetch() {  # format run variant binary -> appends ms to times.VARIANT.FMT, 
   rm -rf "$work/instances"; sync
   local start
   start=$(now)
-  /usr/bin/time -f %M -o "$work/rss.$3.$1.$2" "$4" --json --glance "$GLANCE_URL" \
+  /usr/bin/time -f '%M %U %S' -o "$work/rss.$3.$1.$2" "$4" --json --glance "$GLANCE_URL" \
     --instances-path "$work/instances" cache fetch "${image_id[$1]}" > "$work/phases.$3.$1.$2"
   ms_since "$start" >> "$work/times.$3.$1"
 }
@@ -103,7 +103,11 @@ phase_medians() {  # variant format -> "name median" lines, in the order of the 
 import glob, json, statistics, sys
 work, variant, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = [json.load(open(f)).get("phases_ms", {}) for f in sorted(glob.glob(f"{work}/phases.{variant}.{fmt}.*"))]
-for name in (runs[0] if runs else {}):
+# In the order they run (kilnctl's JSON sorts keys).
+order = ["download", "fsync_part", "verify", "inspect", "convert", "unlink_part", "fsync_converted",
+         "base_digest", "fsync_and_digest", "publish"]
+names = sorted({n for r in runs for n in r}, key=lambda n: (order.index(n) if n in order else len(order), n))
+for name in names:
     values = [r[name] for r in runs if name in r]
     print(f"{name} {statistics.median(values):.0f}")
 PY
@@ -138,10 +142,13 @@ if [[ " $sections " == *" fetch "* ]]; then
     for variant in $variants; do
       name=${variant%%=*}
       k=$(median < "$work/times.$name.$format")
-      rss=$(cat "$work"/rss."$name"."$format".* | sort -n | tail -1)
-      echo "| cold fetch, $format, $name (peak RSS $((rss / 1024)) MiB) | $(secs "$k") | curl $(secs "$c");" \
-        "curl + qemu-img convert $(secs "$cv"); openssl sha512 $(secs "$s"); floor $(secs "$floor")${n:+;" \
-        "nova fetch_to_raw $(secs "$n") (kiln/nova $(ratio "$k" "$n"))} | **$(ratio "$k" "$floor")x** |"
+      rss=$(cat "$work"/rss."$name"."$format".* | awk '{print $1}' | sort -n | tail -1)
+      cpu=$(cat "$work"/rss."$name"."$format".* | awk '{print $2 + $3}' | median)
+      nova=""
+      [ -n "$n" ] && nova="; nova fetch_to_raw $(secs "$n") (kiln/nova $(ratio "$k" "$n"))"
+      echo "| cold fetch, $format, $name (CPU ${cpu} s, peak RSS $((rss / 1024)) MiB) | $(secs "$k") |" \
+        "curl $(secs "$c"); curl + qemu-img convert $(secs "$cv"); openssl sha512 $(secs "$s");" \
+        "floor $(secs "$floor")$nova | **$(ratio "$k" "$floor")x** |"
     done
   done
   echo "| dd conv=fsync of 300 MiB | | $(secs "$dd_median") | |"
