@@ -1,12 +1,14 @@
 # Tests of lib/rpc and of the kilnd binary; included from tests/CMakeLists.txt.
 
 # Fast: lib/rpc in-process (test:///default, no peers).
-add_executable(kiln_rpc_unit_tests rpc/test_rpc_validation.cpp rpc/test_rpc_server.cpp rpc/raw_connection.cpp)
+add_executable(kiln_rpc_unit_tests rpc/test_rpc_validation.cpp rpc/test_rpc_server.cpp rpc/test_operation_journal.cpp
+  rpc/raw_connection.cpp)
 target_link_libraries(kiln_rpc_unit_tests PRIVATE kiln_test_support Boost::headers Threads::Threads)
 catch_discover_tests(kiln_rpc_unit_tests TEST_PREFIX "rpc: " EXTRA_ARGS -w NoTests PROPERTIES TIMEOUT 120 LABELS unit)
 
 # kilnd itself against the real peers (the `peers` fixture of tests/CMakeLists.txt).
-add_executable(kiln_kilnd_tests rpc/test_kilnd.cpp rpc/kilnd_process.cpp integration/peers.cpp)
+add_executable(kiln_kilnd_tests rpc/test_kilnd.cpp rpc/test_kilnd_operations.cpp rpc/kilnd_process.cpp
+  integration/peers.cpp)
 target_include_directories(kiln_kilnd_tests PRIVATE integration)
 target_compile_definitions(kiln_kilnd_tests PRIVATE
   KILN_PEERS_ENV="${KILN_PEERS_ENV}" KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>"

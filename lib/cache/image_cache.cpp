@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -81,10 +82,12 @@ void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now
 
 std::string base_name_for(const std::string& image_id) { return hex_digest_of("sha1", image_id); }
 
-// Active, usable records by image id, with when Glance gave them.
+// Active, usable records by image id, with when Glance gave them, and the
+// questions to Glance still in flight (their answers go to all who asked).
 struct ImageCache::RememberedRecords {
   std::mutex mutex;
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, glance::ImageRecord>> by_id;
+  std::map<std::string, std::shared_future<glance::ImageRecord>> in_flight;
 };
 
 ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glance, CachePolicy policy)
@@ -97,20 +100,42 @@ fs::path ImageCache::lock_path(const std::string& base_name) const {
   return lock_directory() / ("kiln-" + base_name);
 }
 
+// Single flight: a boot storm asks Glance once per image, not once per boot.
+// Sharing an answer that is being given is always safe (every asker would
+// have got the same one); remembering it afterwards is image_record_ttl's call.
 glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
   auto now = std::chrono::steady_clock::now();
-  if (policy_.image_record_ttl.count() > 0) {
+  std::promise<glance::ImageRecord> answer;
+  std::optional<std::shared_future<glance::ImageRecord>> asked_already;
+  {
     std::lock_guard lock(records_->mutex);
-    auto it = records_->by_id.find(image_id);
-    if (it != records_->by_id.end() && now - it->second.first < policy_.image_record_ttl) return it->second.second;
+    auto remembered = records_->by_id.find(image_id);
+    if (policy_.image_record_ttl.count() > 0 && remembered != records_->by_id.end() &&
+        now - remembered->second.first < policy_.image_record_ttl) {
+      return remembered->second.second;
+    }
+    auto asked = records_->in_flight.find(image_id);
+    if (asked != records_->in_flight.end()) {
+      asked_already = asked->second;
+    } else {
+      records_->in_flight.emplace(image_id, answer.get_future().share());
+    }
   }
-  glance::ImageRecord record = glance_.get_image(image_id);
-  check_usable(record, policy_);
-  if (policy_.image_record_ttl.count() > 0) {
+  if (asked_already) return asked_already->get();  // the first asker's record, or its error rethrown
+  try {
+    glance::ImageRecord record = glance_.get_image(image_id);
+    check_usable(record, policy_);
     std::lock_guard lock(records_->mutex);
-    records_->by_id[image_id] = {now, record};
+    if (policy_.image_record_ttl.count() > 0) records_->by_id[image_id] = {now, record};
+    records_->in_flight.erase(image_id);
+    answer.set_value(record);
+    return record;
+  } catch (...) {
+    std::lock_guard lock(records_->mutex);
+    records_->in_flight.erase(image_id);
+    answer.set_exception(std::current_exception());
+    throw;
   }
-  return record;
 }
 
 // Room for the download plus, when it must be converted, the raw result

@@ -32,6 +32,7 @@ unsigned http_status_for(ErrorCode code) {
       return 422;
     case ErrorCode::kOverloaded:
     case ErrorCode::kShuttingDown:
+    case ErrorCode::kInterrupted:
     case ErrorCode::kInsufficientSpace:
       return 503;
     case ErrorCode::kHttpError:

@@ -38,6 +38,10 @@ void Metrics::operation_finished(std::string_view kind, double seconds) {
   ++histogram.count;
 }
 
+void Metrics::set_operations_retained(std::size_t count) { retained_ = count; }
+
+void Metrics::count_operation_forgotten() { ++forgotten_; }
+
 std::string Metrics::exposition(std::uint64_t cache_bytes, std::size_t cache_entries) const {
   std::ostringstream out;
   out << "# HELP kiln_boots_total Boot operations that succeeded.\n"
@@ -54,7 +58,13 @@ std::string Metrics::exposition(std::uint64_t cache_bytes, std::size_t cache_ent
       << "kiln_cache_entries " << cache_entries << "\n"
       << "# HELP kiln_operations_running Operations running now.\n"
       << "# TYPE kiln_operations_running gauge\n"
-      << "kiln_operations_running " << running_.load() << "\n";
+      << "kiln_operations_running " << running_.load() << "\n"
+      << "# HELP kiln_operations_retained Operations remembered now (memory and operations.log).\n"
+      << "# TYPE kiln_operations_retained gauge\n"
+      << "kiln_operations_retained " << retained_.load() << "\n"
+      << "# HELP kiln_operations_forgotten_total Finished operations forgotten to stay within max_retained_operations.\n"
+      << "# TYPE kiln_operations_forgotten_total counter\n"
+      << "kiln_operations_forgotten_total " << forgotten_.load() << "\n";
   std::lock_guard lock(mutex_);
   out << "# HELP kiln_operation_failures_total Operations that failed, by error code.\n"
       << "# TYPE kiln_operation_failures_total counter\n";

@@ -39,6 +39,7 @@ target_sources(kiln PRIVATE
   rpc/backend.cpp
   rpc/cache_json.cpp
   rpc/metrics.cpp
+  rpc/operation_journal.cpp
   rpc/operations.cpp
   rpc/server.cpp
   rpc/service.cpp

@@ -11,7 +11,9 @@
 #include "kiln/cache/maintenance.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
+#include "kiln/rpc/operation_journal.h"
 #include "kiln/rpc/schema_validation.h"
+#include "kiln/util/hash.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/connection.h"
 
@@ -95,12 +97,17 @@ class DownloadSlot {
   std::counting_semaphore<4096>& slots_;
 };
 
+RetentionPolicy retention_of(const config::Settings& settings) {
+  return RetentionPolicy{settings.rpc.operation_retention, settings.rpc.max_retained_operations};
+}
+
 }  // namespace
 
 Service::Service(const config::Settings& settings)
     : backend_(std::make_shared<Backend>(settings)),
       download_slots_(static_cast<std::ptrdiff_t>(settings.rpc.max_concurrent_downloads)),
-      runner_(settings.rpc.max_concurrent_builds, metrics_) {}
+      runner_(settings.rpc.max_concurrent_builds, metrics_, settings.instances_path / kOperationJournalName,
+              retention_of(settings)) {}
 
 Service::~Service() = default;
 
@@ -235,37 +242,46 @@ void Service::fetch_base(const Backend& backend, const std::string& image_id, Op
   }
 }
 
+std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const {
+  auto boot = runner_.latest("boot", uuid);
+  if (!boot) return nullptr;
+  auto deleted = runner_.latest("delete", uuid);
+  // Deleted since: the uuid may be booted again, as a new instance.
+  if (deleted && deleted->seq() > boot->seq() && deleted->state() == OperationState::kSucceeded) return nullptr;
+  return boot;
+}
+
 Response Service::boot(const Request& request) {
   json body = validate_body("boot-request", request.body);
   auto boot_request = boot_request_from(body);
   body["uuid"] = boot_request.uuid;
-  std::string fingerprint = body.dump();
+  // Only the digest of the body is kept (sorted keys: the same body, the same digest).
+  std::string digest = hex_digest_of("sha256", body.dump());
   auto backend = this->backend();
 
   std::lock_guard lock(mutex_);
-  auto existing = boots_.find(boot_request.uuid);
-  if (existing != boots_.end()) {
-    const auto& record = existing->second;
-    if (record.fingerprint != fingerprint) {
+  if (auto existing = standing_boot(boot_request.uuid)) {
+    if (existing->request_digest() != digest) {
       throw Error(ErrorCode::kConflict, "instance " + boot_request.uuid +
                                             " was already requested with a different body (operation " +
-                                            record.operation->id() + ")");
+                                            existing->id() + ")");
     }
-    if (record.operation->state() != OperationState::kFailed) return accepted(record.operation);
+    if (existing->state() != OperationState::kFailed) return accepted(existing);
   } else {
     std::error_code error;
     if (fs::exists(backend->settings().instances_path / boot_request.uuid, error)) {
       throw Error(ErrorCode::kInstanceExists, "instance " + boot_request.uuid + " already exists on this host");
     }
   }
-  auto pending_delete = deletes_.find(boot_request.uuid);
-  if (pending_delete != deletes_.end() && !pending_delete->second->finished()) {
+  auto pending_delete = runner_.latest("delete", boot_request.uuid);
+  if (pending_delete && !pending_delete->finished()) {
     throw Error(ErrorCode::kConflict, "instance " + boot_request.uuid + " is being deleted (operation " +
-                                          pending_delete->second->id() + ")");
+                                          pending_delete->id() + ")");
   }
 
-  auto operation = runner_.submit("boot", boot_request.uuid, boot_request.image_id,
-                                  [this, backend, boot_request](Operation& operation) {
+  OperationRequest what{"boot", boot_request.uuid, boot_request.image_id, body.value("metadata", json::object()),
+                        digest};
+  auto operation = runner_.submit(std::move(what), [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
     fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
@@ -282,8 +298,6 @@ Response Service::boot(const Request& request) {
                  boot_request.image_id, result.domain_name, result.domain_state);
     return instance::to_json(result);
   });
-  operation->set_metadata(body.value("metadata", json::object()));
-  boots_[boot_request.uuid] = BootRecord{fingerprint, operation};
   return accepted(operation);
 }
 
@@ -291,28 +305,20 @@ Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
   std::string uuid = normalize_uuid(raw_uuid);
   auto backend = this->backend();
   std::lock_guard lock(mutex_);
-  auto boot = boots_.find(uuid);
-  if (boot != boots_.end() && !boot->second.operation->finished()) {
-    throw Error(ErrorCode::kConflict, "instance " + uuid + " is still being booted (operation " +
-                                          boot->second.operation->id() + ")");
+  auto boot = runner_.latest("boot", uuid);
+  if (boot && !boot->finished()) {
+    throw Error(ErrorCode::kConflict, "instance " + uuid + " is still being booted (operation " + boot->id() + ")");
   }
-  auto pending = deletes_.find(uuid);
-  if (pending != deletes_.end() && !pending->second->finished()) return accepted(pending->second);
-  auto operation = runner_.submit("delete", uuid, "", [this, backend, uuid](Operation& operation) {
+  auto pending = runner_.latest("delete", uuid);
+  if (pending && !pending->finished()) return accepted(pending);
+  auto operation = runner_.submit({"delete", uuid, "", nullptr, ""}, [backend, uuid](Operation& operation) {
     operation.set_step("destroying and undefining the domain, removing the directory");
     virt::Connection libvirt(backend->settings().libvirt_uri);
     auto result = instance::delete_instance(uuid, backend->settings().instances_path, libvirt);
-    {
-      // The uuid may be booted again, as a new instance.
-      std::lock_guard lock(mutex_);
-      auto boot = boots_.find(uuid);
-      if (boot != boots_.end() && boot->second.operation->finished()) boots_.erase(boot);
-    }
     spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
                  result.domain_found, result.directory_found);
     return json{{"uuid", uuid}, {"domain_found", result.domain_found}, {"directory_found", result.directory_found}};
   });
-  deletes_[uuid] = operation;
   return accepted(operation);
 }
 
@@ -322,7 +328,7 @@ Response Service::precache(const std::string& image_id, const Request& request) 
     throw ValidationError("'" + image_id + "' in the path is not an image id (a UUID)", "");
   }
   auto backend = this->backend();
-  auto operation = runner_.submit("precache", "", image_id, [this, backend, image_id](Operation& operation) {
+  auto operation = runner_.submit({"precache", "", image_id, nullptr, ""}, [this, backend, image_id](Operation& operation) {
     fetch_base(*backend, image_id, operation);
     auto base = backend->cache().base_directory() / cache::base_name_for(image_id);
     return json{{"image_id", image_id}, {"base", base.string()}};
@@ -428,8 +434,14 @@ std::vector<std::string> Service::reload(const config::Settings& settings) {
   if (old.instances_path != settings.instances_path) {
     throw Error(ErrorCode::kConfigInvalid, "instances_path cannot change without a restart");
   }
+  if (old.rpc.operation_retention != settings.rpc.operation_retention ||
+      old.rpc.max_retained_operations != settings.rpc.max_retained_operations) {
+    changed.push_back("operation retention");
+  }
+  auto backend = std::make_shared<Backend>(settings);
+  runner_.set_retention(retention_of(settings));
   std::lock_guard lock(mutex_);
-  backend_ = std::make_shared<Backend>(settings);
+  backend_ = std::move(backend);
   return changed;
 }
 

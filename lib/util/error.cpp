@@ -40,6 +40,7 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kDomainStartFailed: return "domain_start_failed";
     case ErrorCode::kImageQemuDisagrees: return "image_qemu_disagrees";
     case ErrorCode::kUnsupportedImageProperty: return "unsupported_image_property";
+    case ErrorCode::kInterrupted: return "interrupted";
   }
   return "unknown";
 }

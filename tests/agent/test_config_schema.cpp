@@ -191,6 +191,8 @@ TEST_CASE("bad values fail the schema, and the loader refuses the same values", 
       {"rpc", "listen", "127.0.0.1:0"},
       {"rpc", "max_connections", "0"},
       {"rpc", "max_body_bytes", "1MiB"},
+      {"rpc", "max_retained_operations", "0"},
+      {"rpc", "operation_retention_seconds", "1h"},
       {"rpc", "plain_tcp", "on"},
       {"rpc", "unix_socket", "kiln.sock"},
       {"tls", "cert_file", ""},
@@ -217,7 +219,9 @@ TEST_CASE("good values pass the schema, and empty means 'none' only where the lo
         {"listen", "[::1]:8443"},
         {"plain_tcp", "true"},
         {"max_body_bytes", "1048576"},
-        {"shutdown_timeout_seconds", "0"}}},
+        {"shutdown_timeout_seconds", "0"},
+        {"operation_retention_seconds", "0"},
+        {"max_retained_operations", "1"}}},
       {"libvirt", {{"virt_type", "qemu"}, {"connection_uri", "test:///default"}}},
   };
   INFO(schema_errors(good));
@@ -227,7 +231,8 @@ TEST_CASE("good values pass the schema, and empty means 'none' only where the lo
       "[glance]\napi_servers = http://10.0.0.5:9292, https://glance.example:9292\ninsecure = True\n"
       "[image_cache]\nmax_cache_percent = 100\nmanager_interval_seconds = 0\n"
       "[rpc]\nsocket_mode = 660\nsocket_group =\nlisten = [::1]:8443\nplain_tcp = true\n"
-      "max_body_bytes = 1048576\nshutdown_timeout_seconds = 0\n"
+      "max_body_bytes = 1048576\nshutdown_timeout_seconds = 0\noperation_retention_seconds = 0\n"
+      "max_retained_operations = 1\n"
       "[libvirt]\nvirt_type = qemu\nconnection_uri = test:///default\n"));
   REQUIRE(schema_errors({{"rpc", {{"listen", ""}}}}) == "");
   REQUIRE_NOTHROW(load_config_text("[rpc]\nlisten =\n"));

@@ -39,17 +39,32 @@ fs::path make_raw(const fs::path& directory, const std::string& name, int mib) {
   return path;
 }
 
-// A tmpfs of `size` mounted on `path` (made if missing) for one test: a real
-// filesystem that fills up; unmounted at the end.
+// A filesystem of `size` mounted on `path` (made if missing) for one test, a
+// real one that fills up; unmounted at the end. tmpfs where a test counts
+// bytes exactly (it has no metadata overhead); ext4 on a loop device (its
+// image file next to `path`) where the disk's own behaviour matters: delayed
+// allocation, a journal, turning read-only.
 class SmallFilesystem {
  public:
-  SmallFilesystem(const fs::path& path, const std::string& size) : path_(path) {
+  enum class Kind { kTmpfs, kExt4 };
+  SmallFilesystem(const fs::path& path, const std::string& size, Kind kind = Kind::kTmpfs) : path_(path) {
     fs::create_directories(path);
-    REQUIRE(::mount("tmpfs", path.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0);
+    if (kind == Kind::kTmpfs) {
+      REQUIRE(::mount("tmpfs", path.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0);
+      return;
+    }
+    std::string image = path.string() + ".ext4";
+    kiln::run_checked({{"truncate", "-s", size, image}});
+    kiln::run_checked({{"mkfs.ext4", "-q", "-m", "0", image}});
+    kiln::run_checked({{"mount", "-o", "loop", image, path.string()}});
   }
   ~SmallFilesystem() { ::umount2(path_.c_str(), MNT_DETACH); }
   SmallFilesystem(const SmallFilesystem&) = delete;
   SmallFilesystem& operator=(const SmallFilesystem&) = delete;
+
+  void remount_read_only() { kiln::run_checked({{"mount", "-o", "remount,ro", path_.string()}}); }
+  // Takes every free block (as another tenant of the disk would).
+  void fill() { kiln::run({{"dd", "if=/dev/zero", "of=" + (path_ / "filler").string(), "bs=1M"}}); }
 
  private:
   fs::path path_;
@@ -458,6 +473,43 @@ TEST_CASE("within image_record_ttl a lookup is answered from memory, without it 
   REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
 }
 
+TEST_CASE("concurrent lookups of one image share one image-record GET, its answer and its error") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("storm", "raw", make_raw(scratch.path(), "image.raw", 1));
+  std::string queued = kiln::test::upload_image("storm, queued", "raw", "");
+  // Each record GET takes a second: 16 lookups started together overlap it.
+  kiln::test::FaultProxy proxy({"--delay-records", "1"});
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
+  auto storm = [&](const std::string& id) {
+    std::vector<std::future<std::string>> lookups;
+    for (int i = 0; i < 16; ++i) {
+      lookups.push_back(std::async(std::launch::async, [&] {
+        try {
+          return cache.lookup(id).id;
+        } catch (const kiln::Error& error) {
+          return std::string(error.code_name());
+        }
+      }));
+    }
+    std::vector<std::string> answers;
+    for (auto& lookup : lookups) answers.push_back(lookup.get());
+    return answers;
+  };
+  auto record_gets = [&](const std::string& id) {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(),
+                         [&](const std::string& line) { return line.find("GET /v2/images/" + id + " ") == 0; });
+  };
+  REQUIRE(storm(image_id) == std::vector<std::string>(16, image_id));
+  REQUIRE(record_gets(image_id) == 1);
+  REQUIRE(storm(queued) == std::vector<std::string>(16, "image_not_active"));
+  REQUIRE(record_gets(queued) == 1);
+  // Nothing is remembered once answered (ttl 0): the next lookup asks again.
+  cache.lookup(image_id);
+  REQUIRE(record_gets(image_id) == 2);
+}
+
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
   kiln::test::ScratchDir scratch;
   std::string asked = kiln::test::upload_image("asked", "raw", make_raw(scratch.path(), "asked.raw", 2));
@@ -500,6 +552,56 @@ TEST_CASE("a local write error ends a download at once with its own code, withou
   REQUIRE(output["error"]["message"].get<std::string>().find("File too large") != std::string::npos);
   REQUIRE(proxy.downloads() == 1);
   REQUIRE(kiln::test::tree_listing(instances / "_base").empty());
+}
+
+TEST_CASE("an ext4 disk that fills up mid-download ends it at once with insufficient_space, and nothing is left") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "image.raw";
+  kiln::run_checked({{"sh", "-c", "head -c 8388608 /dev/urandom > " + image.string()}});
+  std::string image_id = kiln::test::upload_image("disk fills", "raw", image);
+  fs::path instances = scratch / "instances";
+  SmallFilesystem filesystem(instances, "32m", SmallFilesystem::Kind::kExt4);
+  kiln::test::FaultProxy proxy({"--stall", std::to_string(2 * kMiB), "--times", "1"});
+
+  auto fetch = std::async(std::launch::async, [&] {
+    return cache_command(instances, proxy.url(), kSmallReserve + "timeout = 2\n", {"cache", "fetch", image_id});
+  });
+  // While the first response stalls, another tenant takes the disk.
+  fs::path part = base_of(instances, image_id).string() + ".part";
+  for (int i = 0; i < 600 && !(fs::exists(part) && fs::file_size(part) >= kMiB); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(fs::file_size(part) >= kMiB);
+  filesystem.fill();
+  auto result = fetch.get();
+  INFO(result.output.dump() << result.err);
+  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.output["error"]["code"] == "insufficient_space");
+  REQUIRE(proxy.downloads() == 2);  // the stalled one and one resume: no retry can cure a full disk
+  REQUIRE(kiln::test::tree_listing(instances / "_base").empty());
+}
+
+TEST_CASE("an ext4 disk turned read-only fails every fetch with the real error and changes nothing") {
+  kiln::test::ScratchDir scratch;
+  std::string first_id = kiln::test::upload_image("before ro", "raw", make_raw(scratch.path(), "first.raw", 2));
+  std::string second_id = kiln::test::upload_image("after ro", "raw", make_raw(scratch.path(), "second.raw", 2));
+  fs::path instances = scratch / "instances";
+  SmallFilesystem filesystem(instances, "32m", SmallFilesystem::Kind::kExt4);
+  kiln::test::FaultProxy proxy;
+  REQUIRE(cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", first_id}).exit_code == 0);
+  filesystem.remount_read_only();
+  std::string before = kiln::test::tree_snapshot(instances);
+
+  // Uncached or cached: the base's lock file cannot be opened for writing, and
+  // the error says why (not a failed download, not a failure record's error).
+  for (const auto& image_id : {second_id, first_id}) {
+    auto result = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "fetch", image_id});
+    INFO(image_id << ": " << result.output.dump() << result.err);
+    REQUIRE(result.exit_code == 1);
+    REQUIRE(result.output["error"]["message"].get<std::string>().find("Read-only file system") != std::string::npos);
+  }
+  REQUIRE(proxy.downloads() == 1);  // the first image's, before the remount
+  REQUIRE(kiln::test::tree_snapshot(instances) == before);
 }
 
 TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries times") {

@@ -9,7 +9,7 @@ Usage: fault_proxy.py UPSTREAM_PORT LOG_FILE [--cut BYTES] [--stall BYTES] [--ti
 (the body then ends where the connection closes, so a cut looks complete).
 --swap-image answers requests for image ASKED with image SERVED (a lying or
 misrouting endpoint); --fail-records N answers the first N image-record GETs
-with 503.
+with 503; --delay-records S holds each image-record GET S seconds.
 Prints the port it listens on as the first line of stdout, then serves until killed.
 LOG_FILE gets one line per request: the request line and its Range header.
 """
@@ -27,6 +27,8 @@ parser.add_argument("--times", type=int, default=1, help="how many /file downloa
 parser.add_argument("--strip-length", action="store_true",
                     help="faulted downloads lose Content-Length and end with the connection")
 parser.add_argument("--swap-image", nargs=2, default=None, metavar=("ASKED", "SERVED"))
+parser.add_argument("--delay-records", type=float, default=0,
+                    help="hold every image-record GET this many seconds before forwarding it")
 parser.add_argument("--fail-records", type=int, default=0,
                     help="answer this many image-record GETs with 503 Service Unavailable")
 args = parser.parse_args()
@@ -64,10 +66,14 @@ def take_fault(request_line):
 record_failures_left = args.fail_records
 
 
+def is_record_get(request_line):
+    parts = request_line.split(" ")
+    return len(parts) >= 2 and parts[0] == "GET" and parts[1].startswith("/v2/images/") and "/file" not in parts[1]
+
+
 def take_record_failure(request_line):
     global record_failures_left
-    parts = request_line.split(" ")
-    if len(parts) < 2 or parts[0] != "GET" or not parts[1].startswith("/v2/images/") or "/file" in parts[1]:
+    if not is_record_get(request_line):
         return False
     with lock:
         if record_failures_left <= 0:
@@ -91,6 +97,8 @@ def serve(client):
         client.close()
         upstream.close()
         return
+    if args.delay_records and is_record_get(lines[0]):
+        threading.Event().wait(args.delay_records)
     fault = take_fault(lines[0])
     if args.swap_image:
         asked, served = ("/v2/images/" + i for i in args.swap_image)

@@ -151,17 +151,22 @@ TEST_CASE("the agent's [rpc] and [tls] keys have their defaults and parse from t
   REQUIRE(defaults.rpc.max_body_bytes == 1048576);
   REQUIRE(defaults.rpc.request_timeout == std::chrono::seconds(30));
   REQUIRE(defaults.rpc.shutdown_timeout == std::chrono::seconds(60));
+  REQUIRE(defaults.rpc.operation_retention == std::chrono::seconds(3600));
+  REQUIRE(defaults.rpc.max_retained_operations == 10000);
   REQUIRE(defaults.cache_manager_interval == std::chrono::seconds(2400));
 
   kiln::test::write_text(scratch / "kiln.conf",
                          "[rpc]\nunix_socket = /tmp/k.sock\nsocket_mode = 0600\nlisten = 127.0.0.1:8775\n"
-                         "plain_tcp = true\nmax_connections = 7\n[image_cache]\nmanager_interval_seconds = 0\n");
+                         "plain_tcp = true\nmax_connections = 7\noperation_retention_seconds = 0\n"
+                         "max_retained_operations = 50\n[image_cache]\nmanager_interval_seconds = 0\n");
   auto settings = load_settings(overrides);
   REQUIRE(settings.rpc.unix_socket == "/tmp/k.sock");
   REQUIRE(settings.rpc.socket_mode == 0600);
   REQUIRE(settings.rpc.listen->host == "127.0.0.1");
   REQUIRE(settings.rpc.listen->port == 8775);
   REQUIRE(settings.rpc.max_connections == 7);
+  REQUIRE(settings.rpc.operation_retention == std::chrono::seconds(0));
+  REQUIRE(settings.rpc.max_retained_operations == 50);
   REQUIRE(settings.cache_manager_interval == std::chrono::seconds(0));
   overrides.socket = "/tmp/flag.sock";
   REQUIRE(load_settings(overrides).rpc.unix_socket == "/tmp/flag.sock");

@@ -14,7 +14,8 @@
 // without downloading again (locks/kiln-<name>.failed records it).
 //
 // Thread-safe: the filesystem and the locks are the state; the only memory is
-// the records remembered for CachePolicy::image_record_ttl, under a mutex.
+// the records remembered for CachePolicy::image_record_ttl and the lookups in
+// flight, under a mutex.
 #pragma once
 
 #include <chrono>
@@ -70,7 +71,8 @@ class ImageCache {
              CachePolicy policy = {});
 
   // Reads the image record from Glance (or, within image_record_ttl, from
-  // memory) and checks that it may become a base: status "active",
+  // memory; concurrent lookups of one image share one request) and checks
+  // that it may become a base: status "active",
   // disk_format and container_format allowed. Fetches no data.
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
   // kHttpError, kGlanceError.

@@ -46,6 +46,10 @@ struct RpcSettings {
   unsigned max_concurrent_builds = 10;  // nova's max_concurrent_builds
   unsigned max_concurrent_downloads = 4;
   std::chrono::seconds shutdown_timeout{60};
+  // Finished operations are remembered (GET, idempotent re-POST, across
+  // restarts) at least this long, and at most max_retained_operations at once.
+  std::chrono::seconds operation_retention{3600};
+  std::size_t max_retained_operations = 10000;
 };
 
 // [tls]: the TCP listener's certificate and the CA client certificates must

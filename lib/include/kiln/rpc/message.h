@@ -46,8 +46,8 @@ struct Response {
   std::string content_type = "application/json";
 };
 
-// not_found 404; conflict, instance_exists 409; overloaded, shutting_down
-// 503; invalid_* and flavor_disk_too_small 400; image lookups 404/409/422;
+// not_found 404; conflict, instance_exists 409; overloaded, shutting_down,
+// interrupted 503; invalid_* and flavor_disk_too_small 400; image lookups 404/409/422;
 // upstream failures (glance, http, libvirt) 502; everything else 500.
 unsigned http_status_for(ErrorCode code);
 

@@ -28,6 +28,9 @@ class Metrics {
   void operation_started();
   // `kind` is boot, delete or precache.
   void operation_finished(std::string_view kind, double seconds);
+  // Operations remembered now (GET answers them), and forgotten by retention.
+  void set_operations_retained(std::size_t count);
+  void count_operation_forgotten();
 
   // The whole exposition; the cache figures are measured by the caller.
   std::string exposition(std::uint64_t cache_bytes, std::size_t cache_entries) const;
@@ -45,6 +48,8 @@ class Metrics {
   std::atomic<std::uint64_t> boots_{0};
   std::atomic<std::uint64_t> downloaded_bytes_{0};
   std::atomic<std::int64_t> running_{0};
+  std::atomic<std::uint64_t> retained_{0};
+  std::atomic<std::uint64_t> forgotten_{0};
 };
 
 }  // namespace kiln::rpc

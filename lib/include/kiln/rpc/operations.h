@@ -1,5 +1,6 @@
 // Long work (boot, delete, pre-cache) as operations: queued on a bounded
-// worker pool, observable while they run, remembered after they end.
+// worker pool, observable while they run, remembered after they end and
+// across restarts.
 //
 // An Operation is what GET /v1/operations/{id} shows: its kind, state
 // (queued, running, succeeded, failed), the current step, bytes done and
@@ -8,14 +9,29 @@
 // max_concurrent_builds); more wait in a queue of bounded length, beyond
 // which submit() refuses with kOverloaded. drain() stops taking work and
 // waits for what runs; queued operations that had not started fail with
-// shutting_down. Thread-safe throughout. Operations are kept in memory only
-// (finished ones are forgotten once kRetainedOperations are held): after a
-// restart the filesystem and libvirt are the record.
+// shutting_down. Thread-safe throughout.
+//
+// Every operation is written to the OperationJournal when it is accepted
+// (before submit() returns its id) and when it finishes (before it shows as
+// finished), so what a caller has seen survives a restart. A new runner on
+// the same journal restores the operations; those that had not finished fail
+// with kInterrupted (kilnd stopped under them; the start's reconcile cleans
+// what they left, and asking again runs them anew).
+//
+// Retention: finished operations are forgotten oldest first, and only to make
+// room under RetentionPolicy::max_operations, never one that finished less
+// than RetentionPolicy::minimum_age ago; unfinished ones are never forgotten.
+// When the bound is full of operations too young to forget, submit() refuses
+// with kOverloaded. Memory holds at most that many operations (and their
+// by-uuid entries, which go with them), the journal at most twice as many
+// lines plus kCompactionSlack; a boot's body is kept only as its digest.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -23,6 +39,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <utility>
 
 #include "kiln/rpc/metrics.h"
 #include "kiln/util/error.h"
@@ -33,38 +51,69 @@ class thread_pool;
 
 namespace kiln::rpc {
 
-inline constexpr std::size_t kRetainedOperations = 10000;
+class OperationJournal;
 
 enum class OperationState { kQueued, kRunning, kSucceeded, kFailed };
 std::string state_name(OperationState state);
 
+// What a caller asks for besides the kind: kept with the operation.
+struct OperationRequest {
+  std::string kind;      // boot, delete, precache
+  std::string uuid;      // the instance, "" for a pre-cache
+  std::string image_id;  // "" for a delete
+  nlohmann::json metadata;     // shown with the operation; null for none
+  std::string request_digest;  // sha256 of the validated body (boots), "" for none
+};
+
 class Operation {
  public:
-  Operation(std::string id, std::string kind, std::string uuid, std::string image_id);
+  Operation(std::uint64_t seq, std::string id, OperationRequest request);
 
   const std::string& id() const { return id_; }
-  const std::string& kind() const { return kind_; }
-  const std::string& uuid() const { return uuid_; }
-  const std::string& image_id() const { return image_id_; }
+  const std::string& kind() const { return request_.kind; }
+  const std::string& uuid() const { return request_.uuid; }
+  const std::string& image_id() const { return request_.image_id; }
+  const std::string& request_digest() const { return request_.request_digest; }
+  // Order of acceptance on this host (kept across restarts): a larger seq was accepted later.
+  std::uint64_t seq() const { return seq_; }
 
   OperationState state() const;
   bool finished() const;
+  std::optional<std::chrono::system_clock::time_point> finished_at() const;
   void set_step(const std::string& step);
   void set_bytes(std::uint64_t done, std::optional<std::uint64_t> total);
-  void set_metadata(nlohmann::json metadata);
 
   // Blocks until the operation has finished or `timeout` passed; true if finished.
   bool wait(std::chrono::milliseconds timeout) const;
 
+  // What GET /v1/operations/{id} shows.
   nlohmann::json to_json() const;
+  // The journal's line: to_json() plus "seq" and "request_sha256".
+  nlohmann::json record() const;
 
  private:
   friend class OperationRunner;
-  void mark_running();
-  void mark_succeeded(nlohmann::json result);
-  void mark_failed(ErrorCode code, const std::string& message);
+  // How an operation ended.
+  struct Outcome {
+    OperationState state = OperationState::kFailed;  // kSucceeded or kFailed
+    nlohmann::json result;
+    std::optional<std::pair<std::string, std::string>> error;  // code name, message
+    std::chrono::system_clock::time_point at;
+  };
+  static Outcome success(nlohmann::json result);
+  static Outcome failure(ErrorCode code, const std::string& message);
+  // A journal record back as an operation; nullptr when it does not describe one.
+  static std::shared_ptr<Operation> restore(const nlohmann::json& record);
 
-  const std::string id_, kind_, uuid_, image_id_;
+  void mark_running();
+  // The record as it will read once `outcome` is applied, for the journal first.
+  nlohmann::json record_with(const Outcome& outcome) const;
+  void finish(Outcome outcome);
+  nlohmann::json render(const Outcome* pending) const;  // REQUIRES: mutex_ held
+
+  const std::uint64_t seq_;
+  const std::string id_;
+  const OperationRequest request_;
   mutable std::mutex mutex_;
   mutable std::condition_variable finished_changed_;
   OperationState state_ = OperationState::kQueued;
@@ -73,43 +122,69 @@ class Operation {
   std::optional<std::uint64_t> bytes_total_;
   std::optional<std::pair<std::string, std::string>> error_;
   nlohmann::json result_;
-  nlohmann::json metadata_;
   std::chrono::system_clock::time_point created_at_, started_at_, finished_at_;
 };
 
 // What an operation does; returns its result, throws kiln::Error on failure.
 using OperationWork = std::function<nlohmann::json(Operation&)>;
 
+// How long and how many finished operations are remembered ([rpc]
+// operation_retention_seconds, max_retained_operations).
+struct RetentionPolicy {
+  std::chrono::seconds minimum_age{3600};
+  std::size_t max_operations = 10000;  // finished and unfinished together
+};
+
 class OperationRunner {
  public:
-  OperationRunner(unsigned workers, Metrics& metrics, std::size_t max_queued = 1024);
+  // Opens (or creates) the journal at `journal` and restores what it holds;
+  // throws kIoError when it cannot be read or written.
+  OperationRunner(unsigned workers, Metrics& metrics, const std::filesystem::path& journal,
+                  RetentionPolicy retention, std::size_t max_queued = 1024);
   ~OperationRunner();  // waits for running operations
   OperationRunner(const OperationRunner&) = delete;
   OperationRunner& operator=(const OperationRunner&) = delete;
 
-  // Creates an operation and queues `work`. Throws kShuttingDown after
-  // drain(), kOverloaded when the queue is full.
-  std::shared_ptr<Operation> submit(const std::string& kind, const std::string& uuid, const std::string& image_id,
-                                    OperationWork work);
+  // Creates an operation, journals it and queues `work`. Throws kShuttingDown
+  // after drain(), kOverloaded when the queue is full or the retention bound
+  // holds only operations too young to forget, kIoError (or
+  // kInsufficientSpace) when the journal cannot record it.
+  std::shared_ptr<Operation> submit(OperationRequest request, OperationWork work);
   std::shared_ptr<Operation> find(const std::string& id) const;
+  // The operation of `kind` on instance `uuid` accepted last, if retained.
+  std::shared_ptr<Operation> latest(const std::string& kind, const std::string& uuid) const;
+
+  // Applies to the next submit() (SIGHUP).
+  void set_retention(RetentionPolicy retention);
 
   // Stops taking work; waits up to `timeout` for running operations.
   // Returns true when nothing runs any more.
   bool drain(std::chrono::milliseconds timeout);
   bool draining() const;
   std::size_t unfinished() const;
+  std::size_t retained() const;
+  std::size_t forgotten() const;  // since start, by retention
 
  private:
+  void restore();
   void run(const std::shared_ptr<Operation>& operation, const OperationWork& work);
+  void index(const std::shared_ptr<Operation>& operation);  // REQUIRES: mutex_ held
+  void forget_oldest();                                     // REQUIRES: mutex_ held, finished_ not empty
 
   Metrics& metrics_;
   const std::size_t max_queued_;
-  std::unique_ptr<boost::asio::thread_pool> pool_;
+  std::unique_ptr<OperationJournal> journal_;
   mutable std::mutex mutex_;
   std::condition_variable idle_;
-  std::map<std::string, std::shared_ptr<Operation>> operations_;
+  RetentionPolicy retention_;
+  std::unordered_map<std::string, std::shared_ptr<Operation>> operations_;  // by id
+  std::deque<std::shared_ptr<Operation>> finished_;  // in the order they finished: the next to forget first
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<Operation>> latest_;  // (kind, uuid) -> newest
+  std::uint64_t next_seq_ = 1;
   std::size_t unfinished_ = 0;
+  std::size_t forgotten_ = 0;
   bool draining_ = false;
+  std::unique_ptr<boost::asio::thread_pool> pool_;  // last: joined first, while the rest still exists
 };
 
 // A fresh random id such as "op-3f2a…" (128 bits from the system's CSPRNG).

@@ -14,7 +14,10 @@
 //
 // Bodies are validated against schemas/ before anything else runs. A boot is
 // idempotent on its uuid: the same body again answers the same operation
-// (unless that one failed, then it is retried), a different body 409. Boots,
+// (unless that one failed, then it is retried), a different body 409, for as
+// long as the operation is retained (kiln/rpc/operations.h: across restarts,
+// at least [rpc] operation_retention_seconds) and until a delete of the uuid
+// succeeds. Operations are journaled in <instances_path>/operations.log. Boots,
 // deletes and pre-caches run on the OperationRunner (at most
 // max_concurrent_builds at once); downloads take one of
 // max_concurrent_downloads slots first. handle() blocks (disk, libvirt): a
@@ -83,16 +86,15 @@ class Service {
   void fetch_base(const Backend& backend, const std::string& image_id, Operation& operation,
                   std::optional<std::uint64_t> root_gb = std::nullopt);
 
-  struct BootRecord {
-    std::string fingerprint;  // the validated body, serialised with sorted keys
-    std::shared_ptr<Operation> operation;
-  };
+  // The boot of `uuid` a new boot must agree with: the latest retained one,
+  // unless a delete of the uuid succeeded after it. REQUIRES: mutex_ held.
+  std::shared_ptr<Operation> standing_boot(const std::string& uuid) const;
 
   Metrics metrics_;
+  // Held from the checks of a boot or delete to its submit(), so two requests
+  // for one uuid cannot both pass them.
   mutable std::mutex mutex_;
   std::shared_ptr<Backend> backend_;
-  std::map<std::string, BootRecord> boots_;  // by instance uuid
-  std::map<std::string, std::shared_ptr<Operation>> deletes_;  // by instance uuid, the latest
   std::counting_semaphore<4096> download_slots_;
   OperationRunner runner_;  // last: its destructor waits for operations using the rest
 };

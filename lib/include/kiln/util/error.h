@@ -48,7 +48,8 @@ enum class ErrorCode {
   kDomainStartFailed,  // the domain was started but is not running (paused on error, crashed, shut off)
   kImageQemuDisagrees, // qemu-img info's reading of an image differs from the inspector's
   kUnsupportedImageProperty,  // an image property kiln cannot honour (named in the sentence)
-  kLastCode = kUnsupportedImageProperty,  // keep last: code_from_name walks up to it
+  kInterrupted,        // the agent stopped (restart, crash) before the operation finished
+  kLastCode = kInterrupted,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and
