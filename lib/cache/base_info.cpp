@@ -3,6 +3,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 
@@ -35,10 +36,17 @@ void save_base_info(const fs::path& base, const BaseInfo& info) {
       {"disk_format", info.disk_format}, {"container_format", info.container_format},
       {"source_size", info.source_size}, {"virtual_size", info.virtual_size},
       {"os_hash_algo", info.os_hash_algo}, {"os_hash_value", info.os_hash_value},
-      {"checksum", info.checksum},       {"base_sha256", info.base_sha256},
+      {"checksum", info.checksum},
       {"fetched_at", format_time(info.fetched_at)},
       {"last_used_at", format_time(info.last_used_at)},
   };
+  if (!info.base_digest.empty()) {
+    record["base_digest"] = {{"algorithm", DataDigest::kAlgorithm},
+                             {"covers", DataDigest::kCovers},
+                             {"value", info.base_digest}};
+  } else {
+    record["base_sha256"] = info.base_sha256;  // a base adopted before base_digest, rewritten as it was
+  }
   atomic_write_file(info_path_for(base), record.dump(2) + "\n");
 }
 
@@ -62,10 +70,21 @@ std::optional<BaseInfo> load_base_info(const fs::path& base) {
     info.os_hash_algo = record.at("os_hash_algo").get<std::string>();
     info.os_hash_value = record.at("os_hash_value").get<std::string>();
     info.checksum = record.at("checksum").get<std::string>();
-    info.base_sha256 = record.at("base_sha256").get<std::string>();
+    if (record.contains("base_digest")) {
+      const json& digest = record.at("base_digest");
+      // Another algorithm (a later kiln's) cannot be verified here: not a valid record.
+      if (digest.at("algorithm") != DataDigest::kAlgorithm || digest.at("covers") != DataDigest::kCovers) {
+        return std::nullopt;
+      }
+      info.base_digest = digest.at("value").get<std::string>();
+      if (info.base_digest.size() != 32) return std::nullopt;
+    } else {
+      info.base_sha256 = record.at("base_sha256").get<std::string>();
+      if (info.base_sha256.size() != 64) return std::nullopt;
+    }
     auto fetched = parse_time(record.at("fetched_at").get<std::string>());
     auto used = parse_time(record.at("last_used_at").get<std::string>());
-    if (!fetched || !used || info.base_sha256.size() != 64) return std::nullopt;
+    if (!fetched || !used) return std::nullopt;
     info.fetched_at = *fetched;
     info.last_used_at = *used;
     return info;

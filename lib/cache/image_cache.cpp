@@ -193,7 +193,8 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
     if (!info) throw Error(ErrorCode::kIoError, "the .info of " + base_path.string() + " vanished");
   }
   record_use(base_path, *info, Clock::now());
-  BaseImage base{base_path, kiln::file_size(base_path), record, outcome.downloaded_bytes, outcome.resumes};
+  BaseImage base{base_path, kiln::file_size(base_path), record, outcome.downloaded_bytes, outcome.resumes,
+                 std::move(outcome.phases)};
   return BaseLease{std::move(base), std::move(lock)};
 }
 

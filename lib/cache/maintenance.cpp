@@ -13,6 +13,7 @@
 #include <pugixml.hpp>
 
 #include "kiln/image/inspector.h"
+#include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
@@ -255,15 +256,22 @@ std::vector<VerifyResult> verify_cache(const fs::path& instances_path) {
   std::vector<VerifyResult> results;
   for (const auto& entry : list_cache(instances_path)) {
     if (entry.kind != BaseKind::kImage) continue;
-    VerifyResult result{entry.name, "ok", "", ""};
+    VerifyResult result{entry.name, "ok", "", "", ""};
     if (!entry.info) {
       result.state = "no-info";
     } else if (auto lock = FileLock::probe(lock_path(instances_path, entry.name)); !lock) {
       result.state = "busy";  // probed, not taken: verify creates and writes nothing
     } else {
-      result.expected_sha256 = entry.info->base_sha256;
-      result.actual_sha256 = hex_digest_of_file("sha256", entry.path.string());
-      if (result.actual_sha256 != result.expected_sha256) result.state = "rotted";
+      if (!entry.info->base_digest.empty()) {
+        result.algorithm = std::string(DataDigest::kAlgorithm) + " " + DataDigest::kCovers;
+        result.expected = entry.info->base_digest;
+        result.actual = data_digest_of_file(entry.path);
+      } else {
+        result.algorithm = "sha256";
+        result.expected = entry.info->base_sha256;
+        result.actual = hex_digest_of_file("sha256", entry.path.string());
+      }
+      if (result.actual != result.expected) result.state = "rotted";
     }
     results.push_back(result);
   }

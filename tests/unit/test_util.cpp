@@ -2,12 +2,16 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <xxhash.h>
 
 #include "kiln/cache/image_cache.h"
+#include "kiln/util/chunk_pipeline.h"
+#include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
@@ -100,6 +104,145 @@ TEST_CASE("a trailing run of zeros still counts in the file size") {
   writer.write(std::string(10000, '\0'));
   writer.finish();
   REQUIRE(kiln::file_size(file) == 10000);
+}
+
+namespace {
+
+// The data digest by its definition (kiln/util/data_digest.h), from libxxhash
+// directly: for each non-zero 4 KiB block its offset (le64) and bytes, then the size.
+std::string digest_by_definition(const std::string& content) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  auto le64 = [&](std::uint64_t value) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(value >> (8 * i));
+    XXH3_128bits_update(state, bytes, 8);
+  };
+  for (std::size_t offset = 0; offset < content.size(); offset += 4096) {
+    std::string block = content.substr(offset, 4096);
+    if (block.find_first_not_of('\0') == std::string::npos) continue;
+    le64(offset);
+    XXH3_128bits_update(state, block.data(), block.size());
+  }
+  le64(content.size());
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state));
+  XXH3_freeState(state);
+  char hex[33];
+  for (int i = 0; i < 16; ++i) std::snprintf(hex + 2 * i, 3, "%02x", canonical.digest[i]);
+  return hex;
+}
+
+void write_at(const fs::path& file, std::uint64_t offset, std::string_view bytes) {
+  kiln::UniqueFd fd = kiln::open_file(file, O_WRONLY);
+  REQUIRE(::pwrite(fd.get(), bytes.data(), bytes.size(), static_cast<off_t>(offset)) ==
+          static_cast<ssize_t>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("the data digest is its definition, reads only data extents and depends on content, not on holes") {
+  kiln::test::ScratchDir scratch;
+  // 3 MiB + 100 bytes: data at 0, a hole, data at 1 MiB + 4 KiB, a short last block.
+  std::string content(3 * 1024 * 1024 + 100, '\0');
+  content.replace(0, 5, "start");
+  content.replace(1024 * 1024 + 4096, 9000, std::string(9000, 'x'));
+  content.replace(content.size() - 3, 3, "end");
+  fs::path sparse = scratch / "sparse";
+  {
+    kiln::UniqueFd fd = kiln::open_file(sparse, O_WRONLY | O_CREAT | O_EXCL);
+    REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(content.size())) == 0);
+  }
+  write_at(sparse, 0, "start");
+  write_at(sparse, 1024 * 1024 + 4096, std::string(9000, 'x'));
+  write_at(sparse, content.size() - 3, "end");
+  REQUIRE(kiln::read_file(sparse) == content);
+  // The same bytes with every hole filled with written zeros.
+  fs::path dense = scratch / "dense";
+  kiln::test::write_text(dense, content);
+
+  std::string expected = digest_by_definition(content);
+  REQUIRE(kiln::data_digest_of_file(sparse) == expected);
+  REQUIRE(kiln::data_digest_of_file(dense) == expected);
+  kiln::DataDigest streamed;
+  streamed.add(0, content);
+  REQUIRE(streamed.hex_digest(content.size()) == expected);
+
+  SECTION("a changed byte in a data extent changes it") {
+    write_at(sparse, 1024 * 1024 + 5000, "y");
+    REQUIRE(kiln::data_digest_of_file(sparse) != expected);
+  }
+  SECTION("a byte written into a hole changes it") {
+    write_at(sparse, 2 * 1024 * 1024, "z");
+    REQUIRE(kiln::data_digest_of_file(sparse) != expected);
+  }
+  SECTION("a data block that became zeros changes it") {
+    write_at(sparse, 0, std::string(5, '\0'));
+    REQUIRE(kiln::data_digest_of_file(sparse) != expected);
+  }
+  SECTION("a longer file of the same data differs") {
+    REQUIRE(::truncate(sparse.c_str(), static_cast<off_t>(content.size() + 4096)) == 0);
+    REQUIRE(kiln::data_digest_of_file(sparse) != expected);
+  }
+}
+
+TEST_CASE("the sparse writer feeds the data digest the blocks it writes") {
+  kiln::test::ScratchDir scratch;
+  fs::path file = scratch / "base.part";
+  std::string content(5 * 1024 * 1024 + 7, '\0');
+  for (std::size_t offset = 3000; offset < content.size(); offset += 700000) content.replace(offset, 6000, std::string(6000, 'q'));
+  kiln::DataDigest digest;
+  {
+    kiln::UniqueFd fd = kiln::open_file(file, O_WRONLY | O_CREAT | O_EXCL);
+    kiln::SparseWriter writer(fd.get(), file, {.digest = &digest, .write_behind = true});
+    for (std::size_t offset = 0; offset < content.size(); offset += 65521) {
+      writer.write(std::string_view(content).substr(offset, 65521));
+    }
+    writer.finish();
+  }
+  REQUIRE(kiln::read_file(file) == content);
+  REQUIRE(digest.hex_digest(content.size()) == digest_by_definition(content));
+}
+
+TEST_CASE("every consumer of a chunk pipeline sees every byte in order") {
+  std::string content(5 * 1000 * 1000 + 3, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7 + i / 1000);
+  std::string first, second;
+  kiln::ChunkPipeline pipeline(
+      {[&](std::span<const char> chunk) { first.append(chunk.data(), chunk.size()); },
+       [&](std::span<const char> chunk) {
+         second.append(chunk.data(), chunk.size());
+         std::this_thread::yield();  // a slower consumer: the faster one waits within the window
+       }},
+      64 * 1024, 3);
+  for (std::size_t offset = 0; offset < content.size(); offset += 10007) {
+    pipeline.push(std::string_view(content).substr(offset, 10007));
+  }
+  pipeline.finish();
+  REQUIRE(first == content);
+  REQUIRE(second == content);
+}
+
+TEST_CASE("a consumer's error stops the pipeline and reaches the producer within the window") {
+  constexpr std::size_t kChunk = 4096;
+  constexpr std::size_t kDepth = 4;
+  std::atomic<std::size_t> hashed{0};
+  kiln::ChunkPipeline pipeline(
+      {[&](std::span<const char> chunk) { hashed += chunk.size(); },
+       [&](std::span<const char>) { throw kiln::Error(ErrorCode::kInsufficientSpace, "disk full"); }},
+      kChunk, kDepth);
+  std::string chunk(kChunk, 'a');
+  std::size_t pushed = 0;
+  try {
+    for (; pushed < 1000; ++pushed) pipeline.push(chunk);
+    pipeline.finish();
+    FAIL("the writer's error never reached the producer");
+  } catch (const kiln::Error& error) {
+    REQUIRE(error.code() == ErrorCode::kInsufficientSpace);
+  }
+  // The producer is stopped once the window is full: depth chunks queued,
+  // one being filled, never the whole stream.
+  REQUIRE(pushed <= kDepth + 2);
 }
 
 TEST_CASE("subprocesses report output, exit codes, and are killed at the timeout") {

@@ -96,8 +96,10 @@ void add_fetch(CLI::App& group, Registry& registry) {
     auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
     finish_progress();
     const auto& base = lease.base;
+    json phases = json::object();  // milliseconds per phase of a cold fetch (tools/bench reads them)
+    for (const auto& phase : base.phases) phases[phase.name] = phase.duration.count() / 1000.0;
     context.print({{"image_id", record.id}, {"path", base.path.string()}, {"virtual_size", base.virtual_size},
-                   {"downloaded_bytes", base.downloaded_bytes}, {"resumes", base.resumes}},
+                   {"downloaded_bytes", base.downloaded_bytes}, {"resumes", base.resumes}, {"phases_ms", phases}},
                   "image " + record.id + " (" + record.name + "): " + base.path.string() + ", " +
                       (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                                  : std::string("already cached")) + "\n");
@@ -113,8 +115,8 @@ void add_verify(CLI::App& group, Registry& registry) {
     std::ostringstream text;
     bool rotted = false;
     for (const auto& r : results) {
-      out.push_back({{"name", r.name}, {"state", r.state}, {"expected_sha256", r.expected_sha256},
-                     {"actual_sha256", r.actual_sha256}});
+      out.push_back({{"name", r.name}, {"state", r.state}, {"algorithm", r.algorithm}, {"expected", r.expected},
+                     {"actual", r.actual}});
       text << r.name << "  " << r.state << "\n";
       rotted = rotted || r.state == "rotted";
     }

@@ -2,9 +2,10 @@
 //
 // Layout (Nova's): <instances_path>/_base/<sha1hex(image id)> is the raw base
 // and <base>.info describes it (kiln/cache/base_info.h). A base is written
-// only as <base>.part (download) and <base>.converted (qemu-img output), each
-// fsync'd, its .info written, and then renamed into place: a base under its
-// final name is always complete and verified.
+// only as <base>.part (download) and <base>.converted (qemu-img output); the
+// one that becomes the base is fsync'd, its .info written, and then renamed
+// into place: a base under its final name is always complete, verified and
+// durable. (The .part of a converted image is never fsync'd: it is thrown away.)
 //
 // Single flight: <instances_path>/locks/kiln-<name> is the per-base flock taken
 // by everything that creates a base, creates an overlay on it or deletes it.
@@ -17,12 +18,14 @@
 // flight, under a mutex.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/cache/cache_policy.h"
 #include "kiln/glance/client.h"
@@ -33,12 +36,20 @@ namespace kiln::cache {
 // sha1 hex of the image id string, as Nova names bases.
 std::string base_name_for(const std::string& image_id);
 
+// Where the time of a cold fetch went, in the order the phases ran
+// ("download", "inspect", "convert", "publish", ...): what tools/bench prints.
+struct FetchPhase {
+  std::string name;
+  std::chrono::microseconds duration{0};
+};
+
 struct BaseImage {
   std::filesystem::path path;          // absolute path of the raw base
   std::uint64_t virtual_size = 0;      // bytes the guest sees (file size of a raw base)
   glance::ImageRecord record;          // what Glance said about the image
   std::uint64_t downloaded_bytes = 0;  // 0 when the base was already cached
   unsigned resumes = 0;                // downloads resumed after a broken connection
+  std::vector<FetchPhase> phases;      // empty when the base was already cached
 };
 
 // A base together with its lock: while a lease is alive nobody else creates,

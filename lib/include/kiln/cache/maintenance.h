@@ -66,11 +66,14 @@ std::vector<CacheEntry> list_cache(const std::filesystem::path& instances_path);
 
 struct VerifyResult {
   std::string name;
-  std::string state;  // "ok", "rotted" (sha256 differs), "no-info", "busy" (locked)
-  std::string expected_sha256;
-  std::string actual_sha256;
+  std::string state;      // "ok", "rotted" (the digest differs), "no-info", "busy" (locked)
+  std::string algorithm;  // "xxh3-128 data-extents" (base_digest), or "sha256" (an older .info)
+  std::string expected;
+  std::string actual;
 };
-// Re-hashes every image base against its .info, under the base's lock.
+// Re-hashes every image base against its .info (the way its .info says:
+// base_digest, or base_sha256 for an .info written before it); a base being
+// fetched or deleted right now (its lock is held) is "busy".
 std::vector<VerifyResult> verify_cache(const std::filesystem::path& instances_path);
 
 struct RepairAction {

@@ -1,16 +1,20 @@
-// Hands a byte stream to a consumer running on its own thread.
+// Hands a byte stream to several consumers, each on its own thread.
 //
-// The producer (the network) copies bytes into fixed-size chunks; full chunks
-// go through a bounded queue to one consumer thread (hashing and writing), so
-// receiving, hashing and writing overlap on different cores while memory stays
-// at chunk_size x depth. Bytes reach the consumer in order. If the consumer
-// throws, the pipeline stops and the exception is rethrown to the producer by
-// the next push() or finish(). Not thread-safe on the producer side: one
-// producer.
+// The producer (the network) copies bytes into fixed-size chunks; every full
+// chunk is shared, through a bounded window, by all consumers, each of which
+// sees every byte in order on its own thread. So the one hash that cannot be
+// avoided (Glance's os_hash, sha512) runs on a core of its own while another
+// thread writes the file, and the slowest consumer sets the pace: memory stays
+// at chunk_size x depth however far apart the consumers are. If a consumer
+// throws, the pipeline stops (the others stop at their next chunk) and the
+// exception is rethrown to the producer by the next push() that must wait, or
+// by finish(); a local error (a full disk) thus ends the stream within one
+// window. Not thread-safe on the producer side: one producer.
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -25,33 +29,39 @@ class ChunkPipeline {
  public:
   using Consumer = std::function<void(std::span<const char>)>;
 
+  // REQUIRES: at least one consumer; depth >= 1.
+  ChunkPipeline(std::vector<Consumer> consumers, std::size_t chunk_size = 1 << 20, std::size_t depth = 8);
   ChunkPipeline(Consumer consumer, std::size_t chunk_size = 1 << 20, std::size_t depth = 8);
   ChunkPipeline(const ChunkPipeline&) = delete;
   ChunkPipeline& operator=(const ChunkPipeline&) = delete;
-  // Stops the consumer, discarding what it has not consumed.
+  // Stops the consumers, discarding what they have not consumed.
   ~ChunkPipeline();
 
   void push(std::span<const char> data);
-  // Delivers every pushed byte, waits for the consumer and rethrows its error.
+  // Delivers every pushed byte, waits for every consumer and rethrows the first error.
   void finish();
 
  private:
   void enqueue_current();
-  void consume();
-  void rethrow_if_failed();
+  void consume(std::size_t consumer);
+  void stop_consumers();
 
-  Consumer consumer_;
+  std::vector<Consumer> consumers_;
   std::size_t chunk_size_;
   std::size_t depth_;
   std::vector<char> current_;
 
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<std::vector<char>> queue_;
+  // window_[0] is chunk number first_; consumer i has consumed next_[i] - first_ of them.
+  std::deque<std::vector<char>> window_;
+  std::uint64_t first_ = 0;
+  std::vector<std::uint64_t> next_;
   std::vector<std::vector<char>> spare_;
   bool closing_ = false;
+  bool stopped_ = false;  // a consumer failed or the pipeline is being destroyed
   std::exception_ptr failure_;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
 };
 
 }  // namespace kiln
