@@ -40,6 +40,7 @@ target_sources(kiln PRIVATE
   rpc/cache_json.cpp
   rpc/metrics.cpp
   rpc/operations.cpp
+  rpc/request_reader.cpp
   rpc/server.cpp
   rpc/service.cpp
 )

@@ -144,6 +144,11 @@ Response Service::handle(const Request& request) {
 }
 
 Response Service::route(const Request& request) {
+  // Nothing kilnd serves is named by bytes that are not UTF-8; the answer
+  // quotes the path escaped (error_response).
+  if (!is_valid_utf8(request.target)) {
+    return error_response(400, ErrorCode::kInvalidArgument, "the request path is not UTF-8: " + request.target);
+  }
   auto segments = path_segments(request.target);
   const std::string& method = request.method;
   auto no_body = [&] {
