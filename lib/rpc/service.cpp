@@ -383,6 +383,13 @@ Response Service::operation(const std::string& id) {
   if (!operation) throw Error(ErrorCode::kNotFound, "no operation " + id);
   Response response;
   response.body = operation->to_json();
+  // The status a synchronous call failing the same way answers with, so
+  // that a client tells a full local disk (507) from a fault upstream (502)
+  // the same way for operations.
+  if (response.body.contains("error")) {
+    auto code = code_from_name(response.body["error"].value("code", std::string()));
+    if (code) response.body["error"]["http_status"] = http_status_for(*code);
+  }
   return response;
 }
 
