@@ -211,7 +211,7 @@ void refuse_at_once(Socket& socket, const Response& refusal) {
 std::size_t Server::Impl::peer_share() const {
   std::size_t total = rpc.max_connections;
   if (rpc.max_connections_per_peer > 0) return std::min<std::size_t>(rpc.max_connections_per_peer, total);
-  return std::max<std::size_t>(1, total / 4);
+  return std::max<std::size_t>(1, total / 2);
 }
 
 std::optional<SlotKind> Server::Impl::admit(const std::string& key, const Peer& peer, std::string& reason) {

@@ -197,14 +197,14 @@ const std::string kHalfRequest = "GET /v1/instances HTTP/1.1\r\nHost: k\r\n";
 
 TEST_CASE("130 stalled connections from one uid lock out neither another uid nor /healthz") {
   REQUIRE(::geteuid() == 0);
-  // Defaults: max_connections 128, a share of 32 per uid; header_timeout is
+  // Defaults: max_connections 128, a share of 64 per uid; header_timeout is
   // raised so that no stalled connection is cut while the test looks.
   AbusedAgent agent("header_timeout_seconds = 120\nrequest_timeout_seconds = 120\n");
-  // 32 in its share and 1 in a reserved slot stay open; the other 97 get 503.
-  ForeignConnections foreign(agent.socket, 130, 97);
+  // 64 in its share and 1 in a reserved slot stay open; the other 65 get 503.
+  ForeignConnections foreign(agent.socket, 130, 65);
   REQUIRE(foreign.ready());
   REQUIRE(foreign.connected() == 130);
-  CHECK(foreign.answered_503() == 97);
+  CHECK(foreign.answered_503() == 65);
   CHECK(foreign.closed_silently() == 0);
 
   auto client = agent.client();
@@ -217,7 +217,7 @@ TEST_CASE("130 stalled connections from one uid lock out neither another uid nor
   // slot is left for the client, whose previous connection kilnd may not
   // have seen closed yet.
   std::vector<std::unique_ptr<kiln::test::RawConnection>> mine;
-  for (int i = 0; i < 30; ++i) {
+  for (int i = 0; i < 62; ++i) {
     mine.push_back(std::make_unique<kiln::test::RawConnection>(agent.socket));
     mine.back()->send(kHalfRequest);
   }

@@ -127,11 +127,11 @@ TEST_CASE("beyond max_connections only /healthz is answered, from a reserved slo
   REQUIRE(running.client().call("GET", "/v1/instances").status == 200);
 }
 
-TEST_CASE("one peer holds at most its share of max_connections, a quarter by default") {
-  RunningServer running;  // max_connections 8: a share of 2
+TEST_CASE("one peer holds at most its share of max_connections, half by default") {
+  RunningServer running;  // max_connections 8: a share of 4
   std::vector<std::unique_ptr<kiln::test::RawConnection>> idle;
-  for (int i = 0; i < 2; ++i) idle.push_back(std::make_unique<kiln::test::RawConnection>(running.settings.rpc.unix_socket));
-  // The third connection of this uid has a reserved slot: /healthz only.
+  for (int i = 0; i < 4; ++i) idle.push_back(std::make_unique<kiln::test::RawConnection>(running.settings.rpc.unix_socket));
+  // The fifth connection of this uid has a reserved slot: /healthz only.
   REQUIRE(running.client().call("GET", "/healthz").status == 200);
   auto refused = running.client().call("GET", "/v1/instances");
   REQUIRE(refused.status == 503);

@@ -41,7 +41,7 @@ struct RpcSettings {
   bool plain_tcp = false;  // TCP without TLS; only on loopback
   unsigned max_connections = 128;
   // Connections one peer (a uid on the Unix socket, an address on TCP) may
-  // hold at once; 0 = a quarter of max_connections (at least 1).
+  // hold at once; 0 = half of max_connections (at least 1).
   unsigned max_connections_per_peer = 0;
   std::uint64_t max_body_bytes = 1048576;
   std::uint64_t max_header_bytes = 16384;
