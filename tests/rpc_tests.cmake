@@ -16,3 +16,11 @@ target_compile_definitions(kiln_kilnd_tests PRIVATE
 add_dependencies(kiln_kilnd_tests kilnd kilnctl)
 target_link_libraries(kiln_kilnd_tests PRIVATE kiln_test_support)
 catch_discover_tests(kiln_kilnd_tests TEST_PREFIX "kilnd: " EXTRA_ARGS -w NoTests PROPERTIES FIXTURES_REQUIRED peers TIMEOUT 600 LABELS peers RESOURCE_LOCK libvirtd)
+
+# kilnd's socket under abuse: raw bytes from root and from a second uid on a
+# real kilnd (libvirt test:///default, no Glance, so no peers fixture).
+add_executable(kiln_kilnd_abuse_tests rpc/test_kilnd_abuse.cpp rpc/kilnd_process.cpp rpc/raw_connection.cpp)
+target_compile_definitions(kiln_kilnd_abuse_tests PRIVATE KILN_KILND="$<TARGET_FILE:kilnd>")
+add_dependencies(kiln_kilnd_abuse_tests kilnd)
+target_link_libraries(kiln_kilnd_abuse_tests PRIVATE kiln_test_support)
+catch_discover_tests(kiln_kilnd_abuse_tests TEST_PREFIX "kilnd abuse: " EXTRA_ARGS -w NoTests PROPERTIES TIMEOUT 180 LABELS unit)

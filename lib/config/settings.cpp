@@ -234,6 +234,12 @@ const std::map<std::string, Setter>& known_keys() {
       {"rpc.plain_tcp", [](Settings& s, const std::string& v) { s.rpc.plain_tcp = parse_bool(v); }},
       {"rpc.max_connections",
        [](Settings& s, const std::string& v) { s.rpc.max_connections = static_cast<unsigned>(parse_positive(v, 100000)); }},
+      {"rpc.max_connections_per_peer",
+       [](Settings& s, const std::string& v) {
+         s.rpc.max_connections_per_peer = static_cast<unsigned>(parse_count(v, 100000));
+       }},
+      {"rpc.header_timeout_seconds",
+       [](Settings& s, const std::string& v) { s.rpc.header_timeout = std::chrono::seconds(parse_positive(v, 3600)); }},
       {"rpc.max_body_bytes", [](Settings& s, const std::string& v) { s.rpc.max_body_bytes = parse_positive(v, 1ULL << 30); }},
       {"rpc.max_header_bytes",
        [](Settings& s, const std::string& v) { s.rpc.max_header_bytes = parse_positive(v, 1ULL << 20); }},

@@ -41,6 +41,7 @@ target_sources(kiln PRIVATE
   rpc/metrics.cpp
   rpc/operation_journal.cpp
   rpc/operations.cpp
+  rpc/request_reader.cpp
   rpc/server.cpp
   rpc/service.cpp
 )

@@ -13,6 +13,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -22,10 +23,14 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <type_traits>
+#include <sstream>
 #include <spdlog/spdlog.h>
 
 #include "kiln/util/error.h"
+#include "request_reader.h"
 
 namespace kiln::rpc {
 
@@ -39,28 +44,48 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// Counts a connection for its lifetime (max_connections).
-class ConnectionCount {
+// Cancels the reads on a stream at a deadline without closing it: Beast's
+// own timeout closes the socket, after which a 408 could not be sent. The
+// timer's handler may run after the session has gone (a cancel races with
+// the expiry), so it reaches the stream only while `alive`.
+template <typename Lowest>
+class ReadDeadline {
  public:
-  explicit ConnectionCount(std::atomic<std::size_t>& count) : count_(count) { ++count_; }
-  ~ConnectionCount() { --count_; }
-  ConnectionCount(const ConnectionCount&) = delete;
-  ConnectionCount& operator=(const ConnectionCount&) = delete;
+  ReadDeadline(const asio::any_io_executor& executor, Lowest& lowest)
+      : timer_(executor), state_(std::make_shared<State>()), lowest_(lowest) {}
+  ~ReadDeadline() {
+    state_->alive = false;
+    timer_.cancel();
+  }
+  ReadDeadline(const ReadDeadline&) = delete;
+  ReadDeadline& operator=(const ReadDeadline&) = delete;
+
+  void arm(std::chrono::steady_clock::time_point at) {
+    state_->expired = false;
+    auto generation = ++state_->generation;
+    timer_.expires_at(at);
+    timer_.async_wait([state = state_, generation, lowest = &lowest_](const boost::system::error_code& ec) {
+      if (ec || !state->alive || state->generation != generation) return;
+      state->expired = true;
+      lowest->cancel();
+    });
+  }
+  void disarm() {
+    ++state_->generation;
+    timer_.cancel();
+  }
+  bool expired() const { return state_->expired; }
 
  private:
-  std::atomic<std::size_t>& count_;
+  struct State {
+    bool alive = true;
+    bool expired = false;
+    std::uint64_t generation = 0;
+  };
+  asio::steady_timer timer_;
+  std::shared_ptr<State> state_;
+  Lowest& lowest_;
 };
-
-bhttp::response<bhttp::string_body> to_http(const Response& response, unsigned version, bool keep_alive) {
-  bhttp::response<bhttp::string_body> message{static_cast<bhttp::status>(response.status), version};
-  message.set(bhttp::field::server, "kilnd");
-  message.set(bhttp::field::content_type, response.content_type);
-  for (const auto& [name, value] : response.headers) message.set(name, value);
-  message.body() = response.text_body ? *response.text_body : response.body.dump() + "\n";
-  message.keep_alive(keep_alive);
-  message.prepare_payload();
-  return message;
-}
 
 // Runs `function` on the blocking pool and resumes the awaiting coroutine on
 // `executor` with the result, so the event loop never waits on disk or
@@ -97,6 +122,8 @@ bool socket_answers(const fs::path& path) {
 
 }  // namespace
 
+enum class SlotKind { kRegular, kReserved };
+
 struct Server::Impl : std::enable_shared_from_this<Impl> {
   asio::io_context& io;
   asio::thread_pool& blocking_pool;
@@ -106,23 +133,118 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   std::optional<local::acceptor> unix_acceptor;
   std::optional<tcp::acceptor> tcp_acceptor;
   std::optional<ssl::context> tls_context;
-  std::atomic<std::size_t> connections{0};
   bool socket_created = false;
+  // Every open connection, reserved ones included (open_connections()).
+  std::atomic<std::size_t> connections{0};
+  // The connection table; touched only on the io_context's thread.
+  std::size_t regular_in_use = 0;
+  std::size_t reserved_in_use = 0;
+  std::map<std::string, std::size_t> regular_by_peer;   // no zero entries
+  std::map<std::string, std::size_t> reserved_by_peer;  // no zero entries
 
   Impl(asio::io_context& io, asio::thread_pool& pool, Service& service, const config::RpcSettings& rpc,
        const config::TlsServerSettings& tls)
       : io(io), blocking_pool(pool), service(service), rpc(rpc), tls(tls) {}
 
+  // Whether a new connection from `key` gets a regular slot, a reserved one
+  // (GET /healthz only; `reason` says why no regular one) or none; takes the slot.
+  std::optional<SlotKind> admit(const std::string& key, const Peer& peer, std::string& reason);
+  void release(SlotKind kind, const std::string& key);
+  // A connection's slot in the table, given back when its session ends.
+  class Slot {
+   public:
+    Slot(Impl& impl, SlotKind kind, std::string key) : impl_(impl), kind_(kind), key_(std::move(key)) {}
+    ~Slot() { impl_.release(kind_, key_); }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    Impl& impl_;
+    SlotKind kind_;
+    std::string key_;
+  };
+  std::size_t peer_share() const;
+
   void bind_unix_socket();
   void bind_tcp();
   asio::awaitable<void> accept_unix();
   asio::awaitable<void> accept_tcp();
-  asio::awaitable<void> unix_session(local::socket socket, Peer peer);
-  asio::awaitable<void> tcp_session(tcp::socket socket, Peer peer);
+  asio::awaitable<void> unix_session(local::socket socket, Peer peer, SlotKind kind, std::string key,
+                                     std::string reason);
+  asio::awaitable<void> tcp_session(tcp::socket socket, Peer peer, SlotKind kind, std::string key,
+                                    std::string reason);
+  // Serves requests until the peer leaves, an error or a refusal; in a
+  // reserved slot (`reserved_reason` set) one request: /healthz, or 503.
   template <typename Stream>
-  asio::awaitable<void> serve(Stream& stream, const Peer& peer);
-  bool over_capacity(const Peer& peer);
+  asio::awaitable<void> serve(Stream& stream, const Peer& peer, const std::optional<std::string>& reserved_reason);
+  template <typename Stream>
+  asio::awaitable<void> answer_refusal(Stream& stream, const Peer& peer, const Response& refusal);
 };
+
+namespace {
+
+// The peer a share is counted for: the uid on the Unix socket, the address
+// (without the port) on TCP.
+std::string peer_key(const Peer& peer, const std::string& address) {
+  if (peer.uid) return "uid " + std::to_string(*peer.uid);
+  return address;
+}
+
+// Answers 503 without reading the request and closes: for a connection that
+// gets no slot at all, so it costs no coroutine and no timer. The socket is
+// fresh, its send buffer empty; a peer that reads nothing loses nothing
+// but the answer.
+template <typename Socket>
+void refuse_at_once(Socket& socket, const Response& refusal) {
+  std::ostringstream text;
+  text << detail::to_http(refusal, 11, false);
+  std::string bytes = text.str();
+  boost::system::error_code ignored;
+  socket.non_blocking(true, ignored);
+  (void)::send(socket.native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  socket.shutdown(Socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
+}  // namespace
+
+std::size_t Server::Impl::peer_share() const {
+  std::size_t total = rpc.max_connections;
+  if (rpc.max_connections_per_peer > 0) return std::min<std::size_t>(rpc.max_connections_per_peer, total);
+  return std::max<std::size_t>(1, total / 2);
+}
+
+std::optional<SlotKind> Server::Impl::admit(const std::string& key, const Peer& peer, std::string& reason) {
+  std::size_t held = regular_by_peer.count(key) ? regular_by_peer[key] : 0;
+  std::size_t share = peer_share();
+  if (regular_in_use < rpc.max_connections && held < share) {
+    ++regular_in_use;
+    ++regular_by_peer[key];
+    ++connections;
+    return SlotKind::kRegular;
+  }
+  reason = regular_in_use < rpc.max_connections ? peer.describe() + " holds " + std::to_string(held) + " connections, its share of " +
+                               std::to_string(rpc.max_connections) + " (max_connections_per_peer)"
+                         : "all " + std::to_string(rpc.max_connections) + " connections are in use (max_connections)";
+  // One reserved slot per peer, so that a peer looping on /healthz cannot
+  // take them all.
+  if (reserved_in_use < kReservedSlots && !reserved_by_peer.count(key)) {
+    ++reserved_in_use;
+    ++reserved_by_peer[key];
+    ++connections;
+    return SlotKind::kReserved;
+  }
+  return std::nullopt;
+}
+
+void Server::Impl::release(SlotKind kind, const std::string& key) {
+  auto& by_peer = kind == SlotKind::kRegular ? regular_by_peer : reserved_by_peer;
+  auto& in_use = kind == SlotKind::kRegular ? regular_in_use : reserved_in_use;
+  --in_use;
+  --connections;
+  auto entry = by_peer.find(key);
+  if (entry != by_peer.end() && --entry->second == 0) by_peer.erase(entry);
+}
 
 void Server::Impl::bind_unix_socket() {
   const fs::path& path = rpc.unix_socket;
@@ -188,14 +310,6 @@ void Server::Impl::bind_tcp() {
   }
 }
 
-bool Server::Impl::over_capacity(const Peer& peer) {
-  if (connections.load() < rpc.max_connections) return false;
-  spdlog::warn("rpc: refused a connection from {}: {} connections open (max_connections)", peer.describe(),
-               connections.load());
-  service.metrics().count_http_request(503);
-  return true;
-}
-
 asio::awaitable<void> Server::Impl::accept_unix() {
   auto self = shared_from_this();
   while (unix_acceptor && unix_acceptor->is_open()) {
@@ -212,8 +326,16 @@ asio::awaitable<void> Server::Impl::accept_unix() {
       peer.uid = credentials.uid;
       peer.pid = credentials.pid;
     }
-    if (over_capacity(peer)) continue;  // the socket closes as it goes out of scope
-    asio::co_spawn(io, unix_session(std::move(socket), peer), asio::detached);
+    std::string key = peer_key(peer, "unix");
+    std::string reason;
+    auto kind = admit(key, peer, reason);
+    if (!kind) {
+      spdlog::warn("rpc: refused a connection from {}: {}; reserved slots busy", peer.describe(), reason);
+      service.metrics().count_http_request(503);
+      refuse_at_once(socket, error_response(503, ErrorCode::kOverloaded, reason));
+      continue;
+    }
+    asio::co_spawn(io, unix_session(std::move(socket), peer, *kind, key, reason), asio::detached);
   }
 }
 
@@ -227,18 +349,35 @@ asio::awaitable<void> Server::Impl::accept_tcp() {
     if (ec) continue;
     Peer peer;
     auto remote = socket.remote_endpoint(ec);
-    peer.address = ec ? "tcp" : remote.address().to_string() + ":" + std::to_string(remote.port());
-    if (over_capacity(peer)) continue;
-    asio::co_spawn(io, tcp_session(std::move(socket), peer), asio::detached);
+    std::string address = ec ? "tcp" : remote.address().to_string();
+    peer.address = ec ? "tcp" : address + ":" + std::to_string(remote.port());
+    std::string key = peer_key(peer, address);
+    std::string reason;
+    auto kind = admit(key, peer, reason);
+    if (!kind) {
+      spdlog::warn("rpc: refused a connection from {}: {}; reserved slots busy", peer.describe(), reason);
+      service.metrics().count_http_request(503);
+      // Plain HTTP would be noise inside TLS: a TLS client just sees the close.
+      if (tls_context) {
+        socket.close(ec);
+      } else {
+        refuse_at_once(socket, error_response(503, ErrorCode::kOverloaded, reason));
+      }
+      continue;
+    }
+    asio::co_spawn(io, tcp_session(std::move(socket), peer, *kind, key, reason), asio::detached);
   }
 }
 
-asio::awaitable<void> Server::Impl::unix_session(local::socket socket, Peer peer) {
+asio::awaitable<void> Server::Impl::unix_session(local::socket socket, Peer peer, SlotKind kind, std::string key,
+                                                 std::string reason) {
   auto self = shared_from_this();
-  ConnectionCount count(connections);
+  Slot slot(*this, kind, key);
   beast::basic_stream<local> stream(std::move(socket));
+  std::optional<std::string> reserved_reason;
+  if (kind == SlotKind::kReserved) reserved_reason = reason;
   try {
-    co_await serve(stream, peer);
+    co_await serve(stream, peer, reserved_reason);
   } catch (const std::exception& failure) {
     spdlog::warn("rpc: connection from {} ended: {}", peer.describe(), failure.what());
   }
@@ -246,25 +385,29 @@ asio::awaitable<void> Server::Impl::unix_session(local::socket socket, Peer peer
   stream.socket().shutdown(local::socket::shutdown_both, ignored);
 }
 
-asio::awaitable<void> Server::Impl::tcp_session(tcp::socket socket, Peer peer) {
+asio::awaitable<void> Server::Impl::tcp_session(tcp::socket socket, Peer peer, SlotKind kind, std::string key,
+                                                std::string reason) {
   auto self = shared_from_this();
-  ConnectionCount count(connections);
+  Slot slot(*this, kind, key);
+  std::optional<std::string> reserved_reason;
+  if (kind == SlotKind::kReserved) reserved_reason = reason;
   try {
     if (tls_context) {
       beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls_context);
-      beast::get_lowest_layer(stream).expires_after(rpc.request_timeout);
+      // A handshake is part of the first request's header time.
+      beast::get_lowest_layer(stream).expires_after(std::min(rpc.header_timeout, rpc.request_timeout));
       boost::system::error_code ec;
       co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         spdlog::warn("rpc: TLS handshake with {} refused: {}", peer.describe(), ec.message());
         co_return;
       }
-      co_await serve(stream, peer);
+      co_await serve(stream, peer, reserved_reason);
       beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
       co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
     } else {
       beast::tcp_stream stream(std::move(socket));
-      co_await serve(stream, peer);
+      co_await serve(stream, peer, reserved_reason);
       boost::system::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     }
@@ -274,53 +417,80 @@ asio::awaitable<void> Server::Impl::tcp_session(tcp::socket socket, Peer peer) {
 }
 
 template <typename Stream>
-asio::awaitable<void> Server::Impl::serve(Stream& stream, const Peer& peer) {
-  beast::flat_buffer buffer;
+asio::awaitable<void> Server::Impl::answer_refusal(Stream& stream, const Peer& peer, const Response& refusal) {
+  service.metrics().count_http_request(refusal.status);
+  spdlog::warn("rpc: {} {} to {}", refusal.status, refusal.body["error"]["message"].get<std::string>(),
+               peer.describe());
+  auto answer = detail::to_http(refusal, 11, false);
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+  boost::system::error_code ignored;
+  co_await bhttp::async_write(stream, answer, asio::redirect_error(asio::use_awaitable, ignored));
+}
+
+template <typename Stream>
+asio::awaitable<void> Server::Impl::serve(Stream& stream, const Peer& peer,
+                                          const std::optional<std::string>& reserved_reason) {
+  auto& lowest = beast::get_lowest_layer(stream);
+  ReadDeadline<std::remove_reference_t<decltype(lowest)>> deadline(co_await asio::this_coro::executor, lowest);
+  beast::flat_buffer buffer(detail::read_buffer_limit(rpc));
   for (;;) {
-    bhttp::request_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(rpc.max_header_bytes));
-    parser.body_limit(rpc.max_body_bytes);
-    // The whole request must arrive within the timeout, however it trickles in.
-    beast::get_lowest_layer(stream).expires_after(rpc.request_timeout);
+    detail::RequestReader reader(rpc);
+    auto& parser = reader.parser();
+    // The header block must be in by header_timeout, the whole request by
+    // request_timeout, both counted from now, however the bytes trickle in.
+    auto started = std::chrono::steady_clock::now();
+    lowest.expires_never();
+    deadline.arm(started + std::min(rpc.header_timeout, rpc.request_timeout));
     boost::system::error_code ec;
-    co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == bhttp::error::end_of_stream) co_return;
-    if (ec) {
-      std::optional<Response> refusal;
-      if (ec == bhttp::error::header_limit) {
-        refusal = error_response(431, ErrorCode::kInvalidArgument,
-                                 "request headers exceed " + std::to_string(rpc.max_header_bytes) + " bytes");
-      } else if (ec == bhttp::error::body_limit) {
-        refusal = error_response(413, ErrorCode::kInvalidArgument,
-                                 "request body exceeds " + std::to_string(rpc.max_body_bytes) + " bytes");
-      } else if (ec == beast::error::timeout) {
-        spdlog::warn("rpc: {} sent no whole request within {} s; connection closed", peer.describe(),
-                     rpc.request_timeout.count());
+    std::size_t header_bytes =
+        co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    std::optional<Response> refusal;
+    if (!ec) refusal = reader.header_read(header_bytes);
+    if (!ec && !refusal) {
+      deadline.arm(started + rpc.request_timeout);
+      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    deadline.disarm();
+    if (ec == asio::error::operation_aborted && deadline.expired()) ec = beast::error::timeout;
+    if (ec && !refusal) {
+      refusal = reader.refusal_for(ec, parser.got_some() || buffer.size() > 0);
+      if (!refusal) {
+        if (ec == beast::error::timeout) {
+          spdlog::info("rpc: {} sent nothing within {} s; connection closed", peer.describe(),
+                       std::min(rpc.header_timeout, rpc.request_timeout).count());
+        }
         co_return;
-      } else if (ec != asio::error::eof && ec != asio::error::connection_reset && buffer.size() > 0) {
-        refusal = error_response(400, ErrorCode::kInvalidArgument, "malformed HTTP request: " + ec.message());
       }
-      if (refusal) {
-        service.metrics().count_http_request(refusal->status);
-        spdlog::warn("rpc: {} from {}", refusal->body["error"]["message"].get<std::string>(), peer.describe());
-        auto answer = to_http(*refusal, 11, false);
-        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
-        co_await bhttp::async_write(stream, answer, asio::redirect_error(asio::use_awaitable, ec));
-      }
+    }
+    if (refusal) {
+      co_await answer_refusal(stream, peer, *refusal);
       co_return;
     }
-    auto& message = parser.get();
-    auto request = std::make_shared<Request>(Request{std::string(message.method_string()),
-                                                     std::string(message.target()), std::move(message.body()), peer});
-    bool keep_alive = message.keep_alive();
-    unsigned version = message.version();
-    beast::get_lowest_layer(stream).expires_never();
-    auto executor = co_await asio::this_coro::executor;
-    Service* handler = &service;
-    auto work = [handler, request] { return handler->handle(*request); };
-    Response response = co_await on_blocking_pool(blocking_pool, executor, std::move(work));
-    auto answer = to_http(response, version, keep_alive);
-    beast::get_lowest_layer(stream).expires_after(rpc.request_timeout);
+    bool keep_alive = parser.get().keep_alive() && !reserved_reason;
+    unsigned version = parser.get().version();
+    auto request = std::make_shared<Request>(reader.take_request(peer));
+    Response response;
+    if (reserved_reason) {
+      // A reserved slot answers the health check here, on the event loop
+      // (it only reads counters), so that it cannot queue behind work.
+      std::string path = request->target.substr(0, request->target.find('?'));
+      if (request->method == "GET" && path == "/healthz") {
+        response = service.handle(*request);
+      } else {
+        response = error_response(503, ErrorCode::kOverloaded, *reserved_reason + "; retry later");
+        response.headers["Retry-After"] = "1";
+        service.metrics().count_http_request(503);
+        spdlog::warn("rpc: {} {} from {} refused: {}", request->method, escape_invalid_utf8(request->target),
+                     peer.describe(), *reserved_reason);
+      }
+    } else {
+      auto executor = co_await asio::this_coro::executor;
+      Service* handler = &service;
+      auto work = [handler, request] { return handler->handle(*request); };
+      response = co_await on_blocking_pool(blocking_pool, executor, std::move(work));
+    }
+    auto answer = detail::to_http(response, version, keep_alive);
+    lowest.expires_after(rpc.request_timeout);
     co_await bhttp::async_write(stream, answer, asio::redirect_error(asio::use_awaitable, ec));
     if (ec || !keep_alive) co_return;
   }
@@ -355,6 +525,8 @@ void Server::stop_accepting() {
 
 void Server::set_limits(const config::RpcSettings& rpc) {
   impl_->rpc.max_connections = rpc.max_connections;
+  impl_->rpc.max_connections_per_peer = rpc.max_connections_per_peer;
+  impl_->rpc.header_timeout = rpc.header_timeout;
   impl_->rpc.max_body_bytes = rpc.max_body_bytes;
   impl_->rpc.max_header_bytes = rpc.max_header_bytes;
   impl_->rpc.request_timeout = rpc.request_timeout;

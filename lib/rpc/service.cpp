@@ -151,6 +151,11 @@ Response Service::handle(const Request& request) {
 }
 
 Response Service::route(const Request& request) {
+  // Nothing kilnd serves is named by bytes that are not UTF-8; the answer
+  // quotes the path escaped (error_response).
+  if (!is_valid_utf8(request.target)) {
+    return error_response(400, ErrorCode::kInvalidArgument, "the request path is not UTF-8: " + request.target);
+  }
   auto segments = path_segments(request.target);
   const std::string& method = request.method;
   auto no_body = [&] {
@@ -384,6 +389,13 @@ Response Service::operation(const std::string& id) {
   if (!operation) throw Error(ErrorCode::kNotFound, "no operation " + id);
   Response response;
   response.body = operation->to_json();
+  // The status a synchronous call failing the same way answers with, so
+  // that a client tells a full local disk (507) from a fault upstream (502)
+  // the same way for operations.
+  if (response.body.contains("error")) {
+    auto code = code_from_name(response.body["error"].value("code", std::string()));
+    if (code) response.body["error"]["http_status"] = http_status_for(*code);
+  }
   return response;
 }
 

@@ -436,3 +436,22 @@ TEST_CASE("plain TCP on loopback serves when configured, and a non-loopback plai
   REQUIRE(refused.log().find("loopback") != std::string::npos);
   REQUIRE(!fs::exists(exposed.socket));
 }
+
+TEST_CASE("a pre-cache the host's disk has no room for fails insufficient_space, which kilnd answers as 507, not 502") {
+  Host host;
+  std::string image_id = small_image(host, "kilnd-no-room");
+  // 1 PiB to keep free: no image fits, and the check comes before any byte is fetched.
+  kiln::test::KilndProcess kilnd(
+      host.config(kiln::test::peers().glance_url, "[image_cache]\nreserved_space_mb = 1073741824\n"), host.socket);
+  REQUIRE(kilnd.wait_ready());
+  auto client = kilnd.client();
+  auto accepted = client.call("POST", "/v1/images/" + image_id + "/cache");
+  REQUIRE(accepted.status == 202);
+  auto operation = client.wait_operation(accepted.body["operation_id"], 60s);
+  INFO(operation.dump());
+  REQUIRE(operation["state"] == "failed");
+  REQUIRE(operation["error"]["code"] == "insufficient_space");
+  REQUIRE(operation["error"]["http_status"] == 507);
+  REQUIRE(client.call("GET", "/v1/cache").body["bases"].empty());
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}

@@ -111,15 +111,31 @@ TEST_CASE("a client trickling a request byte by byte does not stop others being 
   REQUIRE(std::chrono::steady_clock::now() - started < 6s);
 }
 
-TEST_CASE("connections beyond max_connections are closed at once, and served again when others leave") {
-  RunningServer running([](kiln::config::Settings& s) { s.rpc.max_connections = 3; });
+TEST_CASE("beyond max_connections only /healthz is answered, from a reserved slot, and others are served when slots free") {
+  RunningServer running([](kiln::config::Settings& s) {
+    s.rpc.max_connections = 3;
+    s.rpc.max_connections_per_peer = 3;
+  });
   std::vector<std::unique_ptr<kiln::test::RawConnection>> idle;
   for (int i = 0; i < 3; ++i) idle.push_back(std::make_unique<kiln::test::RawConnection>(running.settings.rpc.unix_socket));
-  std::this_thread::sleep_for(300ms);
-  REQUIRE_KILN_ERROR(running.client().call("GET", "/healthz"), kiln::ErrorCode::kHttpError);
-  idle.clear();
-  std::this_thread::sleep_for(300ms);
   REQUIRE(running.client().call("GET", "/healthz").status == 200);
+  auto refused = running.client().call("GET", "/v1/instances");
+  REQUIRE(refused.status == 503);
+  REQUIRE(refused.body["error"]["code"] == "overloaded");
+  idle.clear();
+  for (int i = 0; i < 50 && running.server->open_connections() > 0; ++i) std::this_thread::sleep_for(100ms);
+  REQUIRE(running.client().call("GET", "/v1/instances").status == 200);
+}
+
+TEST_CASE("one peer holds at most its share of max_connections, half by default") {
+  RunningServer running;  // max_connections 8: a share of 4
+  std::vector<std::unique_ptr<kiln::test::RawConnection>> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(std::make_unique<kiln::test::RawConnection>(running.settings.rpc.unix_socket));
+  // The fifth connection of this uid has a reserved slot: /healthz only.
+  REQUIRE(running.client().call("GET", "/healthz").status == 200);
+  auto refused = running.client().call("GET", "/v1/instances");
+  REQUIRE(refused.status == 503);
+  REQUIRE(refused.body["error"]["message"].get<std::string>().find("its share of 8") != std::string::npos);
 }
 
 TEST_CASE("a stale socket file is replaced, but one an agent answers on is not") {

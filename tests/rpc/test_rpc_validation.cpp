@@ -200,4 +200,30 @@ TEST_CASE("kiln errors map to HTTP statuses by who is at fault") {
   REQUIRE(kiln::rpc::http_status_for(ErrorCode::kInvalidUuid) == 400);
   REQUIRE(kiln::rpc::http_status_for(ErrorCode::kLibvirtError) == 502);
   REQUIRE(kiln::rpc::http_status_for(ErrorCode::kInternalError) == 500);
+  // A local disk fault is the host's, not an upstream's: never 502.
+  REQUIRE(kiln::rpc::http_status_for(ErrorCode::kInsufficientSpace) == 507);
+  REQUIRE(kiln::rpc::http_status_for(ErrorCode::kIoError) == 500);
+}
+
+TEST_CASE("error bodies quote bytes that are not UTF-8 escaped, and stay valid JSON") {
+  using kiln::rpc::escape_invalid_utf8;
+  REQUIRE(escape_invalid_utf8("caf\xc3\xa9 \xf0\x9f\x94\xa5") == "caf\xc3\xa9 \xf0\x9f\x94\xa5");
+  REQUIRE(escape_invalid_utf8("a\xff" "b") == "a\\xffb");
+  REQUIRE(escape_invalid_utf8("\xc3\x28") == "\\xc3(");           // a lead byte without its continuation
+  REQUIRE(escape_invalid_utf8("\xc0\xaf") == "\\xc0\\xaf");      // overlong '/'
+  REQUIRE(escape_invalid_utf8("\xed\xa0\x80") == "\\xed\\xa0\\x80");  // a UTF-16 surrogate
+  REQUIRE(escape_invalid_utf8("\xf4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");  // above U+10FFFF
+  REQUIRE(escape_invalid_utf8("tail \xe2\x82") == "tail \\xe2\\x82");  // cut short
+  auto response = kiln::rpc::error_response(kiln::ErrorCode::kNotFound, "no such resource: /v1/\xff");
+  REQUIRE_NOTHROW(response.body.dump());
+  REQUIRE(response.body["error"]["message"] == "no such resource: /v1/\\xff");
+
+  kiln::test::ScratchDir scratch;
+  kiln::rpc::Service service(test_settings(scratch));
+  auto path = service.handle({"GET", "/v1/instances/\xfe", "", {}});
+  REQUIRE(path.status == 400);
+  REQUIRE(path.body["error"]["message"] == "the request path is not UTF-8: /v1/instances/\\xfe");
+  auto body = post(service, "/v1/instances", "{\"uuid\": \"\xff\"}");
+  REQUIRE(body.status == 400);
+  REQUIRE_NOTHROW(body.body.dump());
 }

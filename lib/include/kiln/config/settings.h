@@ -40,9 +40,16 @@ struct RpcSettings {
   std::optional<ListenAddress> listen;  // unset: no TCP
   bool plain_tcp = false;  // TCP without TLS; only on loopback
   unsigned max_connections = 128;
+  // Connections one peer (a uid on the Unix socket, an address on TCP) may
+  // hold at once; 0 = half of max_connections (at least 1).
+  unsigned max_connections_per_peer = 0;
   std::uint64_t max_body_bytes = 1048576;
   std::uint64_t max_header_bytes = 16384;
   std::chrono::seconds request_timeout{30};
+  // A connection must deliver a request's whole header block this soon after
+  // it opens (or after its previous answer): idle and trickling connections
+  // go first, while a request whose header is in gets request_timeout.
+  std::chrono::seconds header_timeout{10};
   unsigned max_concurrent_builds = 10;  // nova's max_concurrent_builds
   unsigned max_concurrent_downloads = 4;
   std::chrono::seconds shutdown_timeout{60};

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "kiln/util/error.h"
 
@@ -47,11 +48,25 @@ struct Response {
 };
 
 // not_found 404; conflict, instance_exists 409; overloaded, shutting_down,
-// interrupted 503; invalid_* and flavor_disk_too_small 400; image lookups 404/409/422;
-// upstream failures (glance, http, libvirt) 502; everything else 500.
+// interrupted 503; insufficient_space 507; invalid_* and flavor_disk_too_small
+// 400; image lookups 404/409/422; upstream failures (glance, http, libvirt,
+// rollback_incomplete) 502; everything else, io_error included, 500: a local
+// fault is never a 502.
 unsigned http_status_for(ErrorCode code);
 
+// The error body for `code`. Bytes of `message` that are not UTF-8 (a path
+// or body a client sent, quoted back) are written as the four characters
+// \xNN, so the body is always valid JSON.
 Response error_response(ErrorCode code, const std::string& message);
 Response error_response(unsigned status, ErrorCode code, const std::string& message);
+
+// Whether `text` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF).
+bool is_valid_utf8(std::string_view text);
+// The length of the longest well-formed UTF-8 prefix of `text`.
+std::size_t utf8_prefix_length(std::string_view text);
+// `text` with every byte that does not belong to a well-formed UTF-8
+// sequence written as \xNN (lower-case hex); valid text is unchanged.
+std::string escape_invalid_utf8(std::string_view text);
 
 }  // namespace kiln::rpc
