@@ -11,11 +11,19 @@
 #include <thread>
 #include <vector>
 
+#include "kiln/util/subprocess.h"
 #include "scratch.h"
 
 namespace kiln::test {
 
 namespace fs = std::filesystem;
+
+fs::path make_interruptible_raw(const fs::path& directory) {
+  fs::path image = directory / "big.raw";
+  run_checked(Command({"qemu-img", "create", "-q", "-f", "raw", image.string(), "64M"}));
+  run_checked(Command({"dd", "if=/dev/urandom", "of=" + image.string(), "bs=1M", "count=8", "conv=notrunc"}));
+  return image;
+}
 
 fs::path write_kilnd_config(const fs::path& directory, const fs::path& instances, const std::string& glance_url,
                             const std::string& libvirt_uri, const fs::path& socket, const std::string& extra) {

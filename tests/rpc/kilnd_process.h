@@ -20,6 +20,10 @@ std::filesystem::path write_kilnd_config(const std::filesystem::path& directory,
                                          const std::string& glance_url, const std::string& libvirt_uri,
                                          const std::filesystem::path& socket, const std::string& extra = "");
 
+// A 64 MiB raw image with 8 MiB of random data at its start, in `directory`:
+// big enough that a download stalled by the fault proxy is caught in the middle.
+std::filesystem::path make_interruptible_raw(const std::filesystem::path& directory);
+
 class KilndProcess {
  public:
   KilndProcess(const std::filesystem::path& config, const std::filesystem::path& socket,

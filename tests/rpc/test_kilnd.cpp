@@ -314,11 +314,7 @@ TEST_CASE("a second kilnd on the same instances path or socket refuses to start 
 TEST_CASE("SIGTERM during a boot leaves a state the next kilnd start reconciles") {
   Host host;
   kiln::test::ScratchDir images;
-  // Big enough that a stalled download is caught in the middle.
-  kiln::run_checked(kiln::Command({"qemu-img", "create", "-f", "raw", (images / "big.raw").string(), "64M"}));
-  kiln::run_checked(kiln::Command({"dd", "if=/dev/urandom", "of=" + (images / "big.raw").string(), "bs=1M", "count=8",
-                                   "conv=notrunc"}));
-  std::string image_id = kiln::test::upload_image("kilnd-sigterm", "raw", images / "big.raw");
+  std::string image_id = kiln::test::upload_image("kilnd-sigterm", "raw", kiln::test::make_interruptible_raw(images.path()));
   kiln::test::FaultProxy proxy({"--stall", std::to_string(2 * 1024 * 1024), "--times", "1"});
   std::string extra = "shutdown_timeout_seconds = 1\n";
   std::string uuid = kiln::test::random_uuid();

@@ -112,10 +112,7 @@ TEST_CASE("a boot, a delete and the boot's idempotent re-POST answer the same af
 TEST_CASE("a boot killed mid-download reads as interrupted after the restart, and the same boot asked again succeeds") {
   Host host;
   kiln::test::ScratchDir images;
-  kiln::run_checked(kiln::Command({"qemu-img", "create", "-f", "raw", (images / "big.raw").string(), "64M"}));
-  kiln::run_checked(kiln::Command({"dd", "if=/dev/urandom", "of=" + (images / "big.raw").string(), "bs=1M", "count=8",
-                                   "conv=notrunc"}));
-  std::string image_id = kiln::test::upload_image("kilnd-interrupted", "raw", images / "big.raw");
+  std::string image_id = kiln::test::upload_image("kilnd-interrupted", "raw", kiln::test::make_interruptible_raw(images.path()));
   kiln::test::FaultProxy proxy({"--stall", std::to_string(2 * 1024 * 1024), "--times", "1"});
   std::string uuid = kiln::test::random_uuid();
   std::string operation_id;

@@ -76,7 +76,20 @@ def cut(client, server):
     print("cut", file=sys.stderr, flush=True)
 
 
+def refuse(client):
+    # A connection accepted just before the cut (or queued behind it) must
+    # see libvirt gone, not a silent peer: virConnectOpen would wait forever.
+    try:
+        client.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    client.close()
+
+
 def serve(client):
+    if cut_done.is_set():
+        refuse(client)
+        return
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.connect(upstream_path)
     lock = threading.Lock()
@@ -112,6 +125,7 @@ def serve(client):
             return
         if not message or cut_done.is_set():
             server.close()
+            refuse(client)
             return
         fields = header(message)
         if fields is not None and fields[0] == REMOTE_PROGRAM and fields[2] in DEFINE_PROCEDURES and fields[3] == 0:
