@@ -288,6 +288,14 @@ TEST_CASE("cache verify finds a base that rotted") {
   kiln::run_checked({{"sh", "-c", "printf 'X' | dd of=" + base_of(instances, image_id).string() +
                                       " bs=1 seek=100 conv=notrunc status=none"}});
   auto result = cache_command(instances, glance, kSmallReserve, {"cache", "verify"});
+  // verify only probes the base's lock and reports "busy" (exit 0) while
+  // anyone holds it; under a loaded full suite that was seen once (see the
+  // session notes), so a busy answer is asked again, a few times at most.
+  for (int i = 0; i < 20 && result.exit_code == 0 && result.output[0]["state"] == "busy"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    result = cache_command(instances, glance, kSmallReserve, {"cache", "verify"});
+  }
+  INFO(result.output.dump());
   REQUIRE(result.exit_code == 3);
   REQUIRE(result.output[0]["state"] == "rotted");
 }
