@@ -172,7 +172,13 @@ Response Service::route(const Request& request) {
     no_body();
     if (runner_.draining()) return error_response(ErrorCode::kShuttingDown, "the agent is shutting down");
     Response response;
-    response.body = {{"status", "ok"}, {"operations_unfinished", runner_.unfinished()}};
+    // What this agent serves, so that a kilnctl pointed elsewhere (another
+    // instances path or libvirt) works directly instead of through it.
+    auto served = backend()->settings();
+    response.body = {{"status", "ok"},
+                     {"operations_unfinished", runner_.unfinished()},
+                     {"instances_path", served.instances_path.string()},
+                     {"libvirt_uri", served.libvirt_uri}};
     return response;
   }
   if (segments.size() == 1 && segments[0] == "metrics") {

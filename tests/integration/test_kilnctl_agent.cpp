@@ -106,6 +106,42 @@ TEST_CASE("kilnctl boots, deletes and pre-caches through a running kilnd, and --
   REQUIRE(alone.exit_code == 0);
 }
 
+TEST_CASE("kilnctl pointed at another instances path or libvirt works directly, not through the kilnd on its socket") {
+  AgentHost host;
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  auto health = kilnd.client().call("GET", "/healthz");
+  REQUIRE(health.status == 200);
+  REQUIRE(health.body["instances_path"] == host.instances.string());
+  REQUIRE(health.body["libvirt_uri"] == kiln::test::peers().libvirt_uri);
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("elsewhere", "qcow2", host.scratch / "image.qcow2");
+
+  // Same socket and config, another instances path: the base lands there, kilnd sees nothing.
+  fs::path elsewhere = host.scratch / "elsewhere";
+  fs::create_directories(elsewhere);
+  auto fetched = kilnctl_with_config(host.config, {"--instances-path", elsewhere.string(), "cache", "fetch", image_id});
+  REQUIRE(fetched.exit_code == 0);
+  REQUIRE(fs::exists(elsewhere / "_base" / kiln::cache::base_name_for(image_id)));
+  REQUIRE_FALSE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
+  REQUIRE(metric(kilnd, "kiln_downloaded_bytes_total") == 0);
+
+  // Same instances path, another libvirt: a boot defines its domain there, not in kilnd's.
+  std::string uuid = kiln::test::random_uuid();
+  auto booted = kilnctl_with_config(host.config, {"--libvirt-uri", "test:///default", "boot", "--image", image_id,
+                                                  "--uuid", uuid, "--vcpus", "1", "--memory-mb", "64", "--root-gb",
+                                                  "1", "--swap-mb", "0", "--no-start"});
+  REQUIRE(booted.exit_code == 0);
+  REQUIRE(metric(kilnd, "kiln_boots_total") == 0);
+  REQUIRE(kilnctl_with_config(host.config, {"--libvirt-uri", "test:///default", "delete", uuid}).exit_code == 0);
+
+  // The same host: through kilnd (an image the direct boot did not cache already).
+  std::string other = kiln::test::upload_image("here", "qcow2", host.scratch / "image.qcow2");
+  REQUIRE(kilnctl_with_config(host.config, {"cache", "fetch", other}).exit_code == 0);
+  REQUIRE(metric(kilnd, "kiln_downloaded_bytes_total") > 0);
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}
+
 TEST_CASE("kilnd measures the image against the flavor before it fetches a byte") {
   AgentHost host;
   kiln::test::KilndProcess kilnd(host.config, host.socket);

@@ -22,6 +22,19 @@ kiln::virt::Connection& Context::libvirt() {
   return *libvirt_;
 }
 
+// An agent that serves another instances path or another libvirt (a kilnctl
+// run with --instances-path or --libvirt-uri of its own) must not answer for
+// this one: kilnctl then works directly, under the same locks kilnd takes.
+bool Context::serves_the_same_host(const nlohmann::json& health) const {
+  if (!health.is_object() || !health.contains("instances_path") || !health["instances_path"].is_string()) {
+    return false;
+  }
+  std::error_code error;
+  std::filesystem::path served = health["instances_path"].get<std::string>();
+  bool same_path = served == instances_path() || std::filesystem::equivalent(served, instances_path(), error);
+  return same_path && health.value("libvirt_uri", "") == settings_.libvirt_uri;
+}
+
 const kiln::rpc::AgentClient* Context::agent() {
   if (agent_) return agent_->get();
   agent_.emplace();
@@ -29,7 +42,8 @@ const kiln::rpc::AgentClient* Context::agent() {
   if (direct_ || !std::filesystem::is_socket(settings_.rpc.unix_socket, error)) return nullptr;
   try {
     kiln::rpc::AgentClient probe(settings_.rpc.unix_socket, std::chrono::seconds(2));
-    if (probe.call("GET", "/healthz").status != 200) return nullptr;
+    auto health = probe.call("GET", "/healthz");
+    if (health.status != 200 || !serves_the_same_host(health.body)) return nullptr;
   } catch (const kiln::Error&) {
     return nullptr;  // a stale socket: no agent runs
   }

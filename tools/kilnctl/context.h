@@ -30,13 +30,16 @@ class Context {
   const kiln::cache::ImageCache& cache();
   kiln::virt::Connection& libvirt();
   // The running agent on [rpc] unix_socket (or --socket), when one answers
-  // GET /healthz; nullptr when none does or --direct was given.
+  // GET /healthz for this host's instances path and libvirt URI; nullptr when
+  // none does or --direct was given.
   const kiln::rpc::AgentClient* agent();
 
   // Prints `json` with --json, else `text` (which ends with a newline).
   void print(const nlohmann::json& json, const std::string& text) const;
 
  private:
+  bool serves_the_same_host(const nlohmann::json& health) const;
+
   kiln::config::Settings settings_;
   bool json_output_;
   bool direct_;
