@@ -17,9 +17,13 @@ namespace {
 // The disks an instance directory may hold, in the order the guest sees them.
 const char* const kDiskNames[] = {"disk", "disk.local", "disk.swap"};
 
+// A domain undefined between the listing and this read (a delete running
+// beside a list) is gone, not a libvirt failure: the report keeps no domain.
 void add_domain(InstanceReport& report, const virt::Domain& domain) {
+  auto state = domain.state_unless_undefined();
+  if (!state) return;
   report.domain_name = domain.name();
-  report.domain_state = domain.state();
+  report.domain_state = *state;
 }
 
 InstanceReport directory_report(const InstanceDir& directory) {
@@ -81,6 +85,7 @@ std::vector<InstanceReport> list_instances(const fs::path& instances_path, virt:
       it = reports.emplace(domain.uuid(), directory_report(InstanceDir(instances_path, domain.uuid()))).first;
     }
     add_domain(it->second, domain);
+    if (!it->second.has_directory && !it->second.domain_name) reports.erase(it);  // gone meanwhile
   }
   std::vector<InstanceReport> result;
   result.reserve(reports.size());

@@ -63,7 +63,20 @@ std::pair<int, int> Domain::state_and_reason() const {
 }
 
 std::string Domain::state() const {
-  switch (state_and_reason().first) {
+  auto state = state_unless_undefined();
+  if (!state) throw_libvirt_error("cannot read the state of domain " + name_);
+  return *state;
+}
+
+std::optional<std::string> Domain::state_unless_undefined() const {
+  int state = 0;
+  int reason = 0;
+  if (virDomainGetState(handle_.get(), &state, &reason, 0) != 0) {
+    virErrorPtr error = virGetLastError();
+    if (error != nullptr && error->code == VIR_ERR_NO_DOMAIN) return std::nullopt;
+    throw_libvirt_error("cannot read the state of domain " + name_);
+  }
+  switch (state) {
     case VIR_DOMAIN_RUNNING: return "running";
     case VIR_DOMAIN_BLOCKED: return "idle";
     case VIR_DOMAIN_PAUSED: return "paused";

@@ -116,7 +116,8 @@ TEST_CASE("a torn last line, garbled lines and binary junk are skipped, and the 
   kiln::test::ScratchDir scratch;
   fs::path path = scratch / "operations.log";
   std::string good = record("op-good", 7, "succeeded").dump() + "\n";
-  std::string junk("\x00\x01\xff\xfe garbage {", 16);
+  const char junk_bytes[] = "\x00\x01\xff\xfe garbage {";
+  std::string junk(junk_bytes, sizeof junk_bytes - 1);  // the NUL inside included, the terminator not
   kiln::test::write_text(path, good + "{\"id\": \"op-half\", \"seq\": 8, \"ki\n" + junk + "\n" +
                                    "{\"not\": \"an operation\"}\n" + "[1, 2, 3]\n" +
                                    record("op-torn", 9, "queued").dump().substr(0, 40));

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
@@ -642,6 +643,19 @@ TEST_CASE("libvirt defines, starts, reports, destroys and undefines the domain (
   domain.destroy();
   domain.undefine();
   REQUIRE_FALSE(libvirt.lookup_by_uuid(uuid).has_value());
+}
+
+TEST_CASE("a domain undefined after it was listed has no state, and a listing beside the delete skips it") {
+  kiln::virt::Connection libvirt("test:///default");
+  std::string uuid = kiln::test::random_uuid();
+  libvirt.define(kiln::virt::build_domain_xml(sample_spec(uuid)));
+  std::vector<kiln::virt::Domain> listed = libvirt.list_domains();
+  auto it = std::find_if(listed.begin(), listed.end(), [&](const auto& domain) { return domain.uuid() == uuid; });
+  REQUIRE(it != listed.end());
+  REQUIRE(it->state_unless_undefined() == "shut off");
+  libvirt.lookup_by_uuid(uuid)->undefine();  // a delete between the listing and the read
+  REQUIRE_FALSE(it->state_unless_undefined().has_value());
+  REQUIRE_KILN_ERROR_MENTIONS(it->state(), kiln::ErrorCode::kLibvirtError, "cannot read the state");
 }
 
 TEST_CASE("libvirt's refusal carries its code and message") {

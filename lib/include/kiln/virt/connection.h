@@ -27,6 +27,9 @@ class Domain {
   std::string uuid() const;
   // virsh's words: "running", "shut off", "paused", ...
   std::string state() const;
+  // The state, or nothing when libvirt no longer knows the domain (undefined
+  // since this handle was taken, e.g. by a delete beside a listing).
+  std::optional<std::string> state_unless_undefined() const;
   // virDomainGetState's state and reason (virDomainState, and its reason enum).
   std::pair<int, int> state_and_reason() const;
   bool is_active() const;
