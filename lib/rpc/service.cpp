@@ -269,7 +269,7 @@ Response Service::boot(const Request& request) {
   auto operation = runner_.submit(std::move(what), [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
-    fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
+    auto fetched = fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
     operation.set_step("building the instance");
     virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
@@ -279,6 +279,13 @@ Response Service::boot(const Request& request) {
     });
     metrics_.add_downloaded_bytes(result.base.downloaded_bytes);
     metrics_.count_boot();
+    // The download happened above, not in provision(): the result says what
+    // this boot fetched, as kilnctl --direct's does.
+    if (fetched) {
+      result.base.downloaded_bytes += fetched->downloaded_bytes;
+      result.base.resumes += fetched->resumes;
+      result.base.phases = fetched->phases;
+    }
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
                  boot_request.image_id, result.domain_name, result.domain_state);
     return instance::to_json(result);
