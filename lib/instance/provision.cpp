@@ -5,7 +5,9 @@
 
 #include <cerrno>
 #include <cstdio>  // renameat2
+#include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "kiln/cache/maintenance.h"
@@ -88,6 +90,19 @@ void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image) {
 }
 
 namespace {
+
+// Whether the instances path takes O_DIRECT, probed once per process and path
+// as nova's disk_cachemode is: a probe creates, writes and unlinks a file
+// (milliseconds of journal on a busy disk) and its answer does not change
+// while the filesystem stays mounted.
+bool instances_take_direct_io(const fs::path& instances_path) {
+  static std::mutex mutex;
+  static std::map<std::string, bool> probed;
+  std::lock_guard lock(mutex);
+  auto [it, first] = probed.try_emplace(instances_path.lexically_normal().string(), false);
+  if (first) it->second = supports_direct_io(instances_path);
+  return it->second;
+}
 
 void check_absent(const InstanceDir& directory, virt::Connection& libvirt) {
   std::error_code error;
@@ -383,7 +398,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
   InstanceLock lock(host.instances_path, directory.uuid());
   KILN_FAILPOINT("boot.locked");
-  spec.cache_mode = supports_direct_io(host.instances_path) ? "none" : "writeback";
+  spec.cache_mode = instances_take_direct_io(host.instances_path) ? "none" : "writeback";
 
   // Built under a temporary name, renamed into place whole: no crash leaves a
   // directory under the uuid that is empty or holds half a disk set. Every

@@ -38,6 +38,38 @@ std::vector<std::string> path_segments(const std::string& target) {
   return segments;
 }
 
+// The value of `name` in the target's query ("/x?wait=5" -> "5"), if given.
+std::optional<std::string> query_parameter(const std::string& target, const std::string& name) {
+  auto question = target.find('?');
+  if (question == std::string::npos) return std::nullopt;
+  std::string query = target.substr(question + 1);
+  for (std::size_t start = 0; start <= query.size();) {
+    auto end = std::min(query.find('&', start), query.size());
+    std::string pair = query.substr(start, end - start);
+    auto equals = pair.find('=');
+    if (pair.substr(0, equals) == name) return equals == std::string::npos ? "" : pair.substr(equals + 1);
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+// ?wait=SECONDS (decimal, at most kLongestLongPoll): how long a GET of an
+// unfinished operation may wait for it to finish before it answers.
+constexpr std::chrono::seconds kLongestLongPoll{60};
+
+std::chrono::milliseconds long_poll_wait(const std::string& target) {
+  auto text = query_parameter(target, "wait");
+  if (!text) return std::chrono::milliseconds(0);
+  bool decimal = !text->empty() && text->size() <= 16 && text->find_first_not_of("0123456789.") == std::string::npos &&
+                 std::count(text->begin(), text->end(), '.') <= 1 && text->front() != '.';
+  double seconds = decimal ? std::stod(*text) : -1;
+  if (!(seconds >= 0 && seconds <= kLongestLongPoll.count())) {
+    throw Error(ErrorCode::kInvalidArgument, "wait must be a number of seconds from 0 to " +
+                                                 std::to_string(kLongestLongPoll.count()) + ", such as 0.5 or 30");
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
 // One libvirt connection per blocking thread for the read-only routes
 // (a Connection is used from one thread at a time); reopened when the URI
 // changes.
@@ -183,7 +215,7 @@ Response Service::route(const Request& request) {
     return method_not_allowed();
   }
   if (segments.size() == 3 && segments[1] == "operations") {
-    if (method == "GET") return no_body(), operation(segments[2]);
+    if (method == "GET") return no_body(), operation(segments[2], long_poll_wait(request.target));
     return method_not_allowed();
   }
   return error_response(ErrorCode::kNotFound, "no such resource: " + request.target);
@@ -369,9 +401,16 @@ Response Service::prune(const Request& request) {
   return response;
 }
 
-Response Service::operation(const std::string& id) {
+Response Service::operation(const std::string& id, std::chrono::milliseconds wait) {
   auto operation = runner_.find(id);
   if (!operation) throw Error(ErrorCode::kNotFound, "no operation " + id);
+  if (wait.count() > 0 && !operation->finished()) {
+    Response pending;
+    pending.long_poll = LongPoll{
+        [operation](std::function<void()> wake) { return operation->when_finished(std::move(wake)); }, wait,
+        [this, id] { return this->operation(id, std::chrono::milliseconds(0)); }};
+    return pending;
+  }
   Response response;
   response.body = operation->to_json();
   // The status a synchronous call failing the same way answers with, so

@@ -1,7 +1,6 @@
 #include "agent_route.h"
 
 #include <chrono>
-#include <thread>
 
 #include "kiln/rpc/schema_validation.h"
 #include "kiln/util/error.h"
@@ -33,9 +32,10 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
                       const std::string& progress_label) {
   kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
   std::uint64_t shown = 0;
-  kiln::rpc::PollPause pause;
+  // Asked again every second at most, so the progress bar moves.
+  kiln::rpc::OperationFollower follower(agent, operation_id, std::chrono::seconds(1));
   while (true) {
-    auto reply = agent.call("GET", "/v1/operations/" + operation_id);
+    auto reply = follower.ask();
     if (reply.status != 200) throw_agent_error(reply.body, reply.status);
     const json& operation = reply.body;
     std::string state = operation.value("state", "");
@@ -54,7 +54,6 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
       finish_progress();
       throw_agent_error(operation, 0);
     }
-    pause.wait();
   }
 }
 

@@ -77,7 +77,8 @@ class Service {
   Response show_instance(const std::string& uuid);
   Response list_cache();
   Response prune(const Request& request);
-  Response operation(const std::string& id);
+  // `wait`: answer when the operation finishes, or after that long at most (a long poll).
+  Response operation(const std::string& id, std::chrono::milliseconds wait);
   Response metrics_exposition();
   Response accepted(const std::shared_ptr<Operation>& operation);
   std::shared_ptr<Backend> backend() const;
