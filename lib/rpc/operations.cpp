@@ -10,6 +10,7 @@
 
 #include "kiln/cache/base_info.h"
 #include "kiln/rpc/operation_journal.h"
+#include "kiln/rpc/wire.h"
 
 namespace kiln::rpc {
 
@@ -199,7 +200,11 @@ nlohmann::json Operation::render(const Outcome* pending) const {
   if (state != OperationState::kQueued) out["started_at"] = cache::format_time(started_at_);
   if (finished) out["finished_at"] = cache::format_time(pending ? pending->at : finished_at_);
   const auto& error = pending ? pending->error : error_;
-  if (error) out["error"] = {{"code", error->first}, {"message", error->second}};
+  if (error) {
+    out["error"] = {{"code", error->first}, {"message", error->second}};
+    // The envelope's context (kiln/rpc/wire.h): what failed, and in which step.
+    add_error_context(out["error"], {request_.uuid, request_.image_id, step_});
+  }
   if (state == OperationState::kSucceeded) out["result"] = pending ? pending->result : result_;
   return out;
 }
