@@ -10,6 +10,8 @@ TEST_CASE("kilnd and kilnctl print their version and exit 2 on a usage error") {
     auto version = kiln::run({{binary, "--version"}});
     REQUIRE(version.exit_code == 0);
     REQUIRE(version.out == std::string(name) + " " + KILN_VERSION + "\n");
+    // The build's git revision (or "unknown" outside a checkout), from configure time.
+    REQUIRE(std::string(KILN_VERSION).find(" (git ") != std::string::npos);
     auto usage = kiln::run({{binary, "--no-such-option"}});
     REQUIRE(usage.exit_code == 2);
     REQUIRE(usage.err.find("--no-such-option") != std::string::npos);
