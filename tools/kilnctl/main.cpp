@@ -57,22 +57,17 @@ void let_global_options_fall_through(CLI::App& app, const std::string& footer) {
   }
 }
 
-// Every command reads the instances path except boot, which makes it on a
-// fresh host, and image inspect, which reads only the file it is given.
+// Every command reads the instances path except the two that make it on a
+// fresh host (boot, and cache fetch: a pre-cache is the first half of a
+// boot), image inspect, which reads only the file it is given, and the
+// completion helper.
 bool needs_instances_path(const CLI::App& app) {
   for (const CLI::App* command : app.get_subcommands()) {
-    if (command->get_name() == "boot" || command->get_name() == "image" || command->get_name() == "__complete") {
-      return false;
-    }
-    return needs_instances_path(*command) ;
+    const std::string& name = command->get_name();
+    if (name == "boot" || name == "fetch" || name == "image" || name == "__complete") return false;
+    return needs_instances_path(*command);
   }
   return true;
-}
-
-int report(const kiln::Error& error, bool json_output) {
-  std::cerr << "kilnctl: error [" << error.code_name() << "]: " << error.what() << "\n";
-  if (json_output) std::cout << kiln::rpc::error_envelope(error).dump(2) << "\n";
-  return dynamic_cast<const kiln::rpc::ValidationError*>(&error) != nullptr ? 2 : 1;
 }
 
 }  // namespace
