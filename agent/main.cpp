@@ -21,6 +21,7 @@
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
 #include "kiln/util/failpoint.h"
+#include "kiln/util/layout.h"
 #include "kiln/virt/virt_type.h"
 #include "kiln/rpc/server.h"
 #include "kiln/rpc/service.h"
@@ -229,7 +230,7 @@ int main(int argc, char** argv) {
         kiln::instance::require_instances_path(settings.instances_path);
       }
     }
-    kilnd::AgentLock lock(settings.instances_path / "locks" / "kilnd.lock");
+    kilnd::AgentLock lock(kiln::layout::agent_lock_path(settings.instances_path));
     KILN_FAILPOINT("kilnd.start.locked");
     auto agent = std::make_unique<Agent>(overrides, settings);
     agent->listen();

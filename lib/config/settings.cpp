@@ -10,6 +10,7 @@
 
 #include "kiln/util/error.h"
 #include "kiln/util/ini.h"
+#include "kiln/util/layout.h"
 #include "kiln/virt/domain_spec.h"
 
 namespace kiln::config {
@@ -237,7 +238,7 @@ Setter always_true(const char* key, const char* why) {
 void require_base_directory(Settings&, const std::string& value) {
   // The cache directory's name is part of the host layout every kiln tool
   // and the packaged units agree on; another name would split the cache.
-  if (value != "_base") {
+  if (value != layout::kBaseDirectory) {
     throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not supported: kiln's image cache is <instances_path>/_base");
   }
 }

@@ -7,7 +7,7 @@
 
 #include "commands.h"
 #include "kiln/cache/maintenance.h"
-#include "kiln/util/uuid.h"
+#include "kiln/util/layout.h"
 
 namespace kilnctl {
 
@@ -27,7 +27,7 @@ void add_complete_command(CLI::App& app, Registry& registry) {
         std::error_code error;
         for (const auto& entry : std::filesystem::directory_iterator(context.instances_path(), error)) {
           std::string name = entry.path().filename().string();
-          if (kiln::is_canonical_uuid(name) && entry.is_directory(error)) words.insert(name);
+          if (kiln::layout::is_instance_directory_name(name) && entry.is_directory(error)) words.insert(name);
         }
       }
     } catch (const std::exception&) {
