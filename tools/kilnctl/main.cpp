@@ -70,6 +70,12 @@ bool needs_instances_path(const CLI::App& app) {
   return true;
 }
 
+int report(const kiln::Error& error, bool json_output) {
+  std::cerr << "kilnctl: error [" << error.code_name() << "]: " << error.what() << "\n";
+  if (json_output) std::cout << kiln::rpc::error_envelope(error).dump(2) << "\n";
+  return dynamic_cast<const kiln::rpc::ValidationError*>(&error) != nullptr ? 2 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
