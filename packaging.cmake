@@ -38,7 +38,8 @@ if(KILN_HELP2MAN)
             --output ${kiln_man_dir}/kilnd.8 $<TARGET_FILE:kilnd>
     COMMAND gzip -9nf ${kiln_man_dir}/kilnctl.1 ${kiln_man_dir}/kilnd.8
     DEPENDS kilnctl kilnd
-    COMMENT "help2man: kilnctl.1, kilnd.8")
+    COMMENT "help2man: kilnctl.1, kilnd.8"
+    VERBATIM)
   add_custom_target(kiln_man_pages ALL DEPENDS ${kiln_man_dir}/kilnctl.1.gz ${kiln_man_dir}/kilnd.8.gz)
   install(FILES ${kiln_man_dir}/kilnctl.1.gz DESTINATION share/man/man1)
   install(FILES ${kiln_man_dir}/kilnd.8.gz DESTINATION share/man/man8)

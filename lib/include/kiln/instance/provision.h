@@ -76,12 +76,12 @@ struct Host {
   std::string virt_type;  // "kvm", "qemu", or "" to choose (virt/virt_type.h)
   virt::StartPolicy start{};  // how a started domain is confirmed running
   // nova's [DEFAULT] instance_name_template (virt::domain_name_from_template); "" = instance-<uuid>.
-  std::string name_template;
+  std::string name_template{};
   // nova's [DEFAULT] default_ephemeral_format; "" = by os_type (disk::ephemeral_filesystem_for).
-  std::string ephemeral_format;
+  std::string ephemeral_format{};
   // The file= mode of nova's [libvirt] disk_cachemodes; "" or "default" = none
   // where the instances path takes O_DIRECT, else writeback.
-  std::string cache_mode;
+  std::string cache_mode{};
 };
 
 struct BootResult {
