@@ -481,6 +481,68 @@ TEST_CASE("within image_record_ttl a lookup is answered from memory, without it 
   REQUIRE_KILN_ERROR(remembering.lookup(queued), kiln::ErrorCode::kImageNotActive);
 }
 
+TEST_CASE("an offered image record boots a cached base without asking Glance, and anything else asks Glance") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("offered", "raw", make_raw(scratch.path(), "image.raw", 1));
+  kiln::test::FaultProxy proxy;
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});
+  auto record_gets = [&] {
+    int gets = 0;
+    for (const auto& request : proxy.requests()) {
+      if (request.find("GET /v2/images/" + image_id + " ") == 0) ++gets;
+    }
+    return gets;
+  };
+  kiln::glance::ImageRecord offered = glance.get_image(image_id);
+  REQUIRE(record_gets() == 1);
+  offered.offered = true;
+
+  // Not cached yet: Glance is asked, and its record (not the offer) is used.
+  auto looked_up = cache.lookup(offered);
+  REQUIRE_FALSE(looked_up.offered);
+  REQUIRE(record_gets() == 2);
+
+  // A base that must be fetched for an offered record is fetched by Glance's
+  // record and verified against Glance's digest, never the offer's.
+  kiln::glance::ImageRecord forged = offered;
+  forged.os_hash_value = std::string(128, '0');
+  {
+    auto lease = cache.acquire(forged);
+    REQUIRE(lease.base.downloaded_bytes == 1u << 20);
+    REQUIRE(lease.base.record.os_hash_value == offered.os_hash_value);
+    REQUIRE_FALSE(lease.base.record.offered);
+  }
+  REQUIRE(record_gets() == 3);
+  REQUIRE(proxy.downloads() == 1);
+
+  // Cached from the same bytes: the offer is used, Glance hears nothing.
+  auto warm = cache.lookup(offered);
+  REQUIRE(warm.offered);
+  {
+    auto lease = cache.acquire(warm);
+    REQUIRE(lease.base.downloaded_bytes == 0);
+  }
+  REQUIRE(record_gets() == 3);
+
+  // An offer that disagrees with the cached base's .info (another digest,
+  // size or format) is not trusted: Glance is asked.
+  REQUIRE_FALSE(cache.lookup(forged).offered);
+  kiln::glance::ImageRecord resized = offered;
+  resized.size = *offered.size + 1;
+  REQUIRE_FALSE(cache.lookup(resized).offered);
+  kiln::glance::ImageRecord reformatted = offered;
+  reformatted.disk_format = "qcow2";
+  REQUIRE_FALSE(cache.lookup(reformatted).offered);
+  REQUIRE(record_gets() == 6);
+  REQUIRE(proxy.downloads() == 1);
+
+  // An offer that says the image may not be booted is refused like Glance's.
+  kiln::glance::ImageRecord deactivated = offered;
+  deactivated.status = "deactivated";
+  REQUIRE_KILN_ERROR(cache.lookup(deactivated), kiln::ErrorCode::kImageNotActive);
+}
+
 TEST_CASE("concurrent lookups of one image share one image-record GET, its answer and its error") {
   kiln::test::ScratchDir scratch;
   std::string image_id = kiln::test::upload_image("storm", "raw", make_raw(scratch.path(), "image.raw", 1));

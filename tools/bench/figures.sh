@@ -197,6 +197,7 @@ CONF
   for _ in $(seq 100); do [ -S "$work/kiln.sock" ] && break; sleep 0.1; done
   echo "warm boot through kilnd (request to operation succeeded; goal p50 <= 5 ms, p99 <= 20 ms):"
   python3 tools/bench/rpc_bench.py boot "$work/kiln.sock" "$small" 100 | sed 's/^/  /'
+  python3 tools/bench/rpc_bench.py boot "$work/kiln.sock" "$small" 100 "$GLANCE_URL" | sed 's/^/  /'
   boot_once() {  # extra kilnctl options... -> ms
     local s uuid
     uuid=$(cat /proc/sys/kernel/random/uuid)
