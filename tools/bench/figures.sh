@@ -104,7 +104,7 @@ import glob, json, statistics, sys
 work, variant, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = [json.load(open(f)).get("phases_ms", {}) for f in sorted(glob.glob(f"{work}/phases.{variant}.{fmt}.*"))]
 # In the order they run (kilnctl's JSON sorts keys).
-order = ["download", "fsync_part", "verify", "inspect", "convert", "unlink_part", "fsync_converted",
+order = ["download", "stream_finish", "fsync_part", "verify", "inspect", "convert_streamed", "convert", "unlink_part", "fsync_converted",
          "base_digest", "fsync_and_digest", "publish"]
 names = sorted({n for r in runs for n in r}, key=lambda n: (order.index(n) if n in order else len(order), n))
 for name in names:

@@ -46,6 +46,11 @@ struct CachePolicy {
   bool inspect_images = true;        // the native inspector: inspect_file + require_safe
   bool ask_qemu_second_opinion = true;  // image::require_qemu_agrees
 
+  // A qcow2 image is converted while it downloads (image::Qcow2Stream) when
+  // it is of the common kind; off, or for any other kind, qemu-img converts
+  // it after the download. Either way every check runs before publication.
+  bool stream_qcow2 = true;
+
   // Download retries (with Range resume) after a dropped or stalled
   // connection, and the first backoff, doubled each time.
   unsigned download_retries = 3;
