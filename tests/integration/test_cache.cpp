@@ -815,3 +815,43 @@ TEST_CASE("nova on the same instances path: its base in use is kept, reused with
   REQUIRE(proxy.downloads() == 1);
   REQUIRE(kiln::cache::load_base_info(rotted)->os_hash_value == kiln::test::image_record(other_id)["os_hash_value"]);
 }
+
+TEST_CASE("a qcow2 is converted while it downloads, and its base is what qemu-img convert makes of it") {
+  kiln::test::ScratchDir scratch;
+  fs::path image = scratch / "image.qcow2";
+  kiln::run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", image.string(), "64M"}});
+  // Out of guest order, so that L2 tables and data interleave in the file.
+  kiln::run_checked({{"qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 40M 3M", "-c", "write -P 0xa5 0 1M", "-c",
+                      "write -z 41M 64k", image.string()}});
+  kiln::run_checked({{"qemu-io", "-f", "qcow2", "-c", "write -P 0x11 20M 2M", image.string()}});
+  std::string image_id = kiln::test::upload_image("streamed", "qcow2", image);
+  fs::path instances = scratch / "instances";
+  auto fetched = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "fetch", image_id});
+  INFO(fetched.output.dump());
+  REQUIRE(fetched.exit_code == 0);
+  REQUIRE(fetched.output["phases_ms"].contains("convert_streamed"));
+  REQUIRE_FALSE(fetched.output["phases_ms"].contains("convert"));
+  kiln::run_checked({{"qemu-img", "convert", "-f", "qcow2", "-O", "raw", image.string(), (scratch / "ref.raw").string()}});
+  REQUIRE(kiln::read_file(base_of(instances, image_id)) == kiln::read_file(scratch / "ref.raw"));
+  // Its .info's digest is the one verify recomputes.
+  auto verified = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "verify"});
+  REQUIRE(verified.exit_code == 0);
+  REQUIRE(verified.output[0]["state"] == "ok");
+}
+
+TEST_CASE("a qcow2 the streaming converter does not handle is converted by qemu-img, and its base is right") {
+  kiln::test::ScratchDir scratch;
+  fs::path text = scratch / "text.raw";  // compressible, so that convert -c makes compressed clusters
+  kiln::run_checked({{"sh", "-c", "yes kiln | head -c 4194304 > " + text.string()}});
+  fs::path image = scratch / "compressed.qcow2";
+  kiln::run_checked({{"qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", text.string(), image.string()}});
+  std::string image_id = kiln::test::upload_image("compressed", "qcow2", image);
+  fs::path instances = scratch / "instances";
+  auto fetched = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "fetch", image_id});
+  INFO(fetched.output.dump());
+  REQUIRE(fetched.exit_code == 0);
+  REQUIRE(fetched.output["phases_ms"].contains("convert"));
+  REQUIRE_FALSE(fetched.output["phases_ms"].contains("convert_streamed"));
+  REQUIRE(kiln::read_file(base_of(instances, image_id)) == kiln::read_file(text));
+  REQUIRE_FALSE(fs::exists(base_of(instances, image_id).string() + ".converted"));
+}
