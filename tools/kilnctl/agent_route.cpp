@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "kiln/rpc/schema_validation.h"
 #include "kiln/util/error.h"
 #include "progress.h"
 
@@ -15,8 +16,14 @@ using nlohmann::json;
   std::string code = "internal_error";
   std::string message = "kilnd answered HTTP " + std::to_string(status);
   if (body.is_object() && body.contains("error") && body["error"].is_object()) {
-    code = body["error"].value("code", code);
-    message = body["error"].value("message", message);
+    const json& error = body["error"];
+    code = error.value("code", code);
+    message = error.value("message", message);
+    // A request kilnd refused (400 with a pointer): the same error as
+    // kilnctl's own validation of it, exit code included.
+    if (error.contains("pointer") && error["pointer"].is_string()) {
+      throw kiln::rpc::ValidationError(message, error["pointer"].get<std::string>());
+    }
   }
   throw kiln::Error(kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError), message);
 }
