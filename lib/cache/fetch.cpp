@@ -421,17 +421,25 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   // freeing the extents of a large file takes ~0.1 s that nobody waits for.
   discard_in_background(std::move(part), std::move(downloaded.part));
   clock.mark("unlink_part");
-  // The fsync that makes qemu-img's output durable, while its data extents
-  // (mostly still in the page cache) are read for the digest.
-  auto synced = std::async(std::launch::async, [path = converted.path()] { fsync_path(path); });
+  // The fsync that makes the output durable, while its data extents (mostly
+  // still in the page cache) are read for the digest, unless the stream
+  // computed it as it wrote.
+  std::optional<std::string> streamed_digest;
+  if (stream) streamed_digest = stream->take_digest();
   std::string digest;
-  try {
-    digest = data_digest_of_file(converted.path());
-  } catch (...) {
-    synced.wait();
-    throw;
+  if (streamed_digest) {
+    fsync_path(converted.path());
+    digest = *streamed_digest;
+  } else {
+    auto synced = std::async(std::launch::async, [path = converted.path()] { fsync_path(path); });
+    try {
+      digest = data_digest_of_file(converted.path());
+    } catch (...) {
+      synced.wait();
+      throw;
+    }
+    synced.get();
   }
-  synced.get();
   KILN_FAILPOINT("fetch.convert.synced");
   outcome.base_digest = digest;
   clock.mark("fsync_and_digest");

@@ -264,6 +264,16 @@ void Qcow2Stream::write_data(std::uint64_t guest, std::span<const char> bytes) {
   if (guest >= size) return;
   bytes = bytes.first(std::min<std::uint64_t>(bytes.size(), size - guest));
   if (all_zero(bytes)) return;  // the output is sparse: zeros stay holes
+  if (digest_) {
+    const bool aligned = guest % DataDigest::kBlock == 0 &&
+                         (bytes.size() % DataDigest::kBlock == 0 || guest + bytes.size() == size);
+    if (aligned && guest >= digested_) {
+      digest_->add(guest, bytes);
+      digested_ = guest + bytes.size();
+    } else {
+      digest_.reset();
+    }
+  }
   std::size_t done = 0;
   while (done < bytes.size()) {
     ssize_t count = ::pwrite(output_.get(), bytes.data() + done, bytes.size() - done,
@@ -279,6 +289,13 @@ void Qcow2Stream::write_data(std::uint64_t guest, std::span<const char> bytes) {
     ::sync_file_range(output_.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
     written_since_writeback_ = 0;
   }
+}
+
+std::optional<std::string> Qcow2Stream::take_digest() {
+  if (failed() || !digest_ || !virtual_size_) return std::nullopt;
+  std::string digest = digest_->hex_digest(*virtual_size_);
+  digest_.reset();
+  return digest;
 }
 
 bool Qcow2Stream::finish(int image_fd) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kiln/image/qcow2_stream.h"
+#include "kiln/util/data_digest.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/subprocess.h"
 #include "scratch.h"
@@ -34,6 +35,7 @@ struct Streamed {
   bool ok = false;
   std::string why;
   bool output_left = false;
+  std::optional<std::string> digest;  // the one computed while writing, if any
 };
 
 // Feeds `image` to a Qcow2Stream in chunks of `chunk` bytes, as a download would.
@@ -47,6 +49,7 @@ Streamed stream(const fs::path& image, const fs::path& output, std::size_t chunk
   Streamed result;
   result.ok = converter.finish(fd.get());
   result.why = converter.why();
+  if (result.ok) result.digest = converter.take_digest();
   result.output_left = fs::exists(output);
   return result;
 }
@@ -66,6 +69,8 @@ void require_same_as_qemu(const kiln::test::ScratchDir& scratch, const fs::path&
     REQUIRE(result.ok);
     REQUIRE(fs::file_size(output) == expected.size());
     REQUIRE((slurp(output) == expected));
+    // A digest computed while writing is the file's.
+    if (result.digest) REQUIRE(*result.digest == kiln::data_digest_of_file(output));
   }
 }
 
@@ -101,6 +106,12 @@ TEST_CASE("a qcow2 made by qemu-img convert streams to what qemu-img convert mak
          raw.string(), image.string()});
     require_same_as_qemu(scratch, image);
   }
+  // qemu-img convert writes in guest order: the digest comes with the output.
+  fs::path image = scratch / "c65536.qcow2";
+  Streamed result = stream(image, scratch / "digested.raw", 1 << 20);
+  REQUIRE(result.ok);
+  REQUIRE(result.digest);
+  REQUIRE(*result.digest == kiln::data_digest_of_file(scratch / "digested.raw"));
 }
 
 TEST_CASE("a qcow2 written by qemu-io after qemu-img create streams right, L2 tables between the data") {

@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/util/data_digest.h"
 #include "kiln/util/fs.h"
 
 namespace kiln::image {
@@ -73,6 +74,11 @@ class Qcow2Stream {
   const std::string& why() const;
   // The image's virtual size, once its header has passed.
   std::optional<std::uint64_t> virtual_size() const { return virtual_size_; }
+  // The output's DataDigest (kiln/util/data_digest.h), when every data block
+  // was written in guest order and block-aligned (as in an image qemu-img
+  // convert made), so that the output need not be read again; else nothing,
+  // and the caller digests the file. REQUIRES: finish() returned true; once.
+  std::optional<std::string> take_digest();
   // The output's descriptor (open for writing) once created; its owner is this object.
   int output_fd() const { return output_.get(); }
 
@@ -110,6 +116,8 @@ class Qcow2Stream {
   std::map<std::uint64_t, Target> targets_;  // by host offset, each at or past position_
   std::map<std::uint64_t, Target> late_;     // host offset already passed: read back at finish()
   std::vector<std::uint64_t> claimed_;       // bitmap of host clusters in use
+  std::optional<DataDigest> digest_ = DataDigest();  // gone once a write comes out of order
+  std::uint64_t digested_ = 0;                       // the digest covers [0, digested_)
 };
 
 }  // namespace kiln::image
