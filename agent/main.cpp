@@ -20,6 +20,7 @@
 #include "kiln/config/settings.h"
 #include "kiln/instance/reconcile.h"
 #include "kiln/util/failpoint.h"
+#include "kiln/util/layout.h"
 #include "kiln/virt/virt_type.h"
 #include "kiln/rpc/server.h"
 #include "kiln/rpc/service.h"
@@ -217,7 +218,7 @@ int main(int argc, char** argv) {
   try {
     auto settings = kiln::config::load_settings(overrides);
     KILN_FAILPOINT("kilnd.start.settings_loaded");
-    kilnd::AgentLock lock(settings.instances_path / "locks" / "kilnd.lock");
+    kilnd::AgentLock lock(kiln::layout::agent_lock_path(settings.instances_path));
     KILN_FAILPOINT("kilnd.start.locked");
     auto agent = std::make_unique<Agent>(overrides, settings);
     agent->listen();

@@ -6,13 +6,14 @@
 #include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::cache {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-fs::path info_path_for(const fs::path& base) { return fs::path(base.string() + ".info"); }
+fs::path info_path_for(const fs::path& base) { return layout::info_path(base); }
 
 std::string format_time(Clock::time_point time) {
   std::time_t seconds = Clock::to_time_t(time);

@@ -20,6 +20,7 @@
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/sparse_writer.h"
 
 namespace kiln::cache {
@@ -27,10 +28,6 @@ namespace kiln::cache {
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path with_suffix(const fs::path& path, const char* suffix) {
-  return fs::path(path.string() + suffix);
-}
 
 // The digests (and signature) one download is checked against, fed as bytes stream.
 class Verifier {
@@ -287,10 +284,11 @@ void publish_base(const glance::ImageRecord& record, const fs::path& temporary,
 // A conversion killed with kiln leaves its private directory behind
 // (SandboxOutput: ".<base>.converted.sandbox-XXXXXX"); the lock says it is ours.
 void remove_sandbox_leftovers(const fs::path& converted) {
-  std::string prefix = "." + converted.filename().string() + ".sandbox-";
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(converted.parent_path(), error)) {
-    if (entry.path().filename().string().starts_with(prefix)) {
+    auto parsed = layout::parse(layout::Place::kBaseDirectory, entry.path().filename().string());
+    if (parsed && parsed->kind == layout::Kind::kConversionSandbox &&
+        layout::converted_path(parsed->subject) == converted.filename()) {
       std::error_code ignored;
       fs::remove_all(entry.path(), ignored);
     }
@@ -362,8 +360,8 @@ std::optional<FetchOutcome> adopt_foreign_base(const CachePolicy& policy, const 
 FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& policy,
                         const glance::ImageRecord& record, const fs::path& base_path,
                         const FetchProgress& progress) {
-  TemporaryPath part(with_suffix(base_path, ".part"));
-  TemporaryPath converted(with_suffix(base_path, ".converted"));
+  TemporaryPath part(layout::part_path(base_path));
+  TemporaryPath converted(layout::converted_path(base_path));
   std::error_code ignored;
   fs::remove(part.path(), ignored);  // leftovers of a crash: the lock says nobody owns them
   fs::remove(converted.path(), ignored);

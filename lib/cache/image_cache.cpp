@@ -15,6 +15,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::cache {
 
@@ -41,27 +42,27 @@ void check_usable(const glance::ImageRecord& record, const CachePolicy& policy) 
   }
 }
 
-// Failure records let those who waited on a failed download share its error.
-fs::path failure_path(const fs::path& lock_path) { return fs::path(lock_path.string() + ".failed"); }
+// Failure records (layout::failure_record_path) let those who waited on a
+// failed download share its error.
 
 // Best effort: on a full or read-only filesystem the record cannot be
 // written, and that must never replace the failure the caller is told about.
-void record_failure(const fs::path& lock_path, const Error& error) noexcept {
+void record_failure(const fs::path& failure_path, const Error& error) noexcept {
   try {
     nlohmann::json record = {{"code", error.code_name()}, {"message", error.what()}};
-    atomic_write_file(failure_path(lock_path), record.dump() + "\n");
+    atomic_write_file(failure_path, record.dump() + "\n");
   } catch (const std::exception&) {
   }
 }
 
 // Throws the failure recorded after `since` (by the holder we waited for), if any.
-void rethrow_failure_since(const fs::path& lock_path, Clock::time_point since) {
+void rethrow_failure_since(const fs::path& failure_path, Clock::time_point since) {
   struct stat info {};
-  if (::stat(failure_path(lock_path).c_str(), &info) != 0) return;
+  if (::stat(failure_path.c_str(), &info) != 0) return;
   auto written = Clock::time_point(std::chrono::duration_cast<Clock::duration>(
       std::chrono::seconds(info.st_mtim.tv_sec) + std::chrono::nanoseconds(info.st_mtim.tv_nsec)));
   if (written < since) return;
-  auto record = nlohmann::json::parse(read_file(failure_path(lock_path)), nullptr, false);
+  auto record = nlohmann::json::parse(read_file(failure_path), nullptr, false);
   if (!record.is_object() || !record["code"].is_string() || !record["message"].is_string()) return;
   auto code = code_from_name(record["code"].get<std::string>());
   if (code) throw Error(*code, record["message"].get<std::string>());
@@ -80,7 +81,7 @@ void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now
 
 }  // namespace
 
-std::string base_name_for(const std::string& image_id) { return hex_digest_of("sha1", image_id); }
+std::string base_name_for(const std::string& image_id) { return layout::image_base_name(image_id); }
 
 // Active, usable records by image id, with when Glance gave them, and the
 // questions to Glance still in flight (their answers go to all who asked).
@@ -97,7 +98,7 @@ ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glan
       records_(std::make_shared<RememberedRecords>()) {}
 
 fs::path ImageCache::lock_path(const std::string& base_name) const {
-  return lock_directory() / ("kiln-" + base_name);
+  return layout::base_lock_path(instances_path_, base_name);
 }
 
 // Single flight: a boot storm asks Glance once per image, not once per boot.
@@ -178,17 +179,17 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   // over it (publishing replaces the link itself, never its target) unless
   // it is another tool's raw base that proves to be exactly Glance's image.
   if (!info || !is_regular_file_of_size(base_path, info->virtual_size)) {
-    rethrow_failure_since(lock_path(name), waiting_since);
+    rethrow_failure_since(layout::failure_record_path(instances_path_, name), waiting_since);
     try {
       std::optional<FetchOutcome> adopted;
       if (!info) adopted = adopt_foreign_base(policy_, record, base_path);
       if (!adopted) ensure_space(record);
       outcome = adopted ? *adopted : fetch_base(glance_, policy_, record, base_path, progress);
     } catch (const Error& failure) {
-      record_failure(lock_path(name), failure);
+      record_failure(layout::failure_record_path(instances_path_, name), failure);
       throw;
     }
-    fs::remove(failure_path(lock_path(name)), error);
+    fs::remove(layout::failure_record_path(instances_path_, name), error);
     info = load_base_info(base_path);
     if (!info) throw Error(ErrorCode::kIoError, "the .info of " + base_path.string() + " vanished");
   }

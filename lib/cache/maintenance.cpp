@@ -18,6 +18,7 @@
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/hash.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/lock.h"
 #include "kiln/util/temporaries.h"
 
@@ -27,39 +28,28 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool has_suffix(const std::string& name, const std::string& suffix) {
-  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool is_temporary(const std::string& name) {
-  return has_suffix(name, ".part") || has_suffix(name, ".converted") || has_suffix(name, ".tmp");
-}
-
-// The private directory of a conversion kiln was killed in (SandboxOutput:
-// ".<base>.converted.sandbox-XXXXXX"): the base it belongs to, or nullopt.
-std::optional<std::string> sandbox_leftover_owner(const std::string& name) {
-  constexpr std::string_view kMarker = ".converted.sandbox-";
-  auto at = name.find(kMarker);
-  if (name.size() < 2 || name[0] != '.' || at == std::string::npos || at < 2) return std::nullopt;
-  return name.substr(1, at - 1);
-}
-
 std::optional<BaseKind> kind_of(const std::string& name) {
-  if (name.rfind("swap_", 0) == 0) return BaseKind::kSwap;
-  if (name.rfind("ephemeral_", 0) == 0) return BaseKind::kEphemeral;
-  if (name.size() == 40 && std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-      })) {
-    return BaseKind::kImage;
+  auto parsed = layout::parse(layout::Place::kBaseDirectory, name);
+  if (!parsed) return std::nullopt;
+  switch (parsed->kind) {
+    case layout::Kind::kImageBase: return BaseKind::kImage;
+    case layout::Kind::kSwapBase: return BaseKind::kSwap;
+    case layout::Kind::kEphemeralBase: return BaseKind::kEphemeral;
+    default: return std::nullopt;
   }
-  return std::nullopt;
 }
 
-// The base a temporary or .info belongs to: "<name>.part" -> "<name>".
-std::string owner_name(const std::string& name) { return name.substr(0, name.rfind('.')); }
+// The base a name of _base or locks/ belongs to ("<base>.part" -> "<base>",
+// "<base>.info.tmp" -> "<base>"), when it is one of kiln's.
+std::optional<std::string> owner_of(layout::Place place, const std::string& name) {
+  auto parsed = layout::parse(place, name);
+  if (parsed && parsed->kind == layout::Kind::kAtomicTemporary) parsed = layout::parse(place, parsed->subject);
+  if (!parsed) return std::nullopt;
+  return parsed->subject;
+}
 
 fs::path lock_path(const fs::path& instances_path, const std::string& base_name) {
-  return instances_path / "locks" / ("kiln-" + base_name);
+  return layout::base_lock_path(instances_path, base_name);
 }
 
 Clock::time_point modified_at(const struct stat& info) {
@@ -156,7 +146,7 @@ void add_reference(UserIndex& index, const fs::path& written, const fs::path& re
   if (::stat(target.c_str(), &info) == 0) {
     index.by_identity[{static_cast<std::uint64_t>(info.st_dev), static_cast<std::uint64_t>(info.st_ino)}]
         .push_back(referrer);
-  } else if (target.lexically_normal().parent_path().filename() == "_base") {
+  } else if (target.lexically_normal().parent_path().filename() == layout::kBaseDirectory) {
     index.by_base_name[target.lexically_normal().filename().string()].push_back(referrer);
   }
 }
@@ -164,7 +154,7 @@ void add_reference(UserIndex& index, const fs::path& written, const fs::path& re
 // Files an instance's domain opens directly from _base: ISO cdroms and
 // kernel/initrd images, named in its libvirt.xml.
 void add_direct_users(const fs::path& directory, UserIndex& index) {
-  fs::path definition = directory / "libvirt.xml";
+  fs::path definition = layout::member(directory, layout::kLibvirtXml);
   pugi::xml_document document;
   if (!document.load_file(definition.c_str())) return;
   for (const char* xpath : {"/domain/devices/disk/source/@file", "/domain/os/kernel", "/domain/os/initrd"}) {
@@ -177,7 +167,7 @@ void add_direct_users(const fs::path& directory, UserIndex& index) {
 // disk.info lists disks by path; one that is a base (a copied or linked
 // disk, nova's Flat backend) keeps it in use.
 void add_disk_info_users(const fs::path& directory, UserIndex& index) {
-  fs::path disk_info = directory / "disk.info";
+  fs::path disk_info = layout::member(directory, layout::kDiskInfo);
   std::string text;
   try {
     text = read_file(disk_info);
@@ -225,7 +215,7 @@ UserIndex scan_users(const fs::path& instances_path) {
   std::error_code error;
   for (const auto& directory : fs::directory_iterator(instances_path, error)) {
     std::string name = directory.path().filename().string();
-    if (name == "_base" || name == "locks" || !directory.is_directory(error)) continue;
+    if (!layout::may_hold_base_users(name) || !directory.is_directory(error)) continue;
     add_direct_users(directory.path(), index);
     add_disk_info_users(directory.path(), index);
     add_backing_users(directory.path(), index);
@@ -239,7 +229,7 @@ std::vector<CacheEntry> list_cache(const fs::path& instances_path) {
   std::vector<CacheEntry> entries;
   auto users = scan_users(instances_path);
   std::error_code error;
-  for (const auto& file : fs::directory_iterator(instances_path / "_base", error)) {
+  for (const auto& file : fs::directory_iterator(layout::base_directory(instances_path), error)) {
     auto kind = kind_of(file.path().filename().string());
     if (!kind) continue;
     auto entry = describe_entry(file.path(), *kind);
@@ -288,16 +278,19 @@ bool older_than(const fs::path& path, std::chrono::seconds age, Clock::time_poin
 // Temporaries whose base's lock is free (a crash left them: .part, .converted,
 // .tmp, a conversion's private directory) and .info files without a base.
 void repair_base_directory(const fs::path& instances_path, std::vector<RepairAction>& actions) {
-  fs::path base_directory = instances_path / "_base";
+  fs::path base_directory = layout::base_directory(instances_path);
   std::error_code error;
   std::vector<fs::path> files;
   for (const auto& file : fs::directory_iterator(base_directory, error)) files.push_back(file.path());
   for (const auto& path : files) {
     std::string name = path.filename().string();
-    std::optional<std::string> leftover_owner = sandbox_leftover_owner(name);
-    std::string owner = leftover_owner ? *leftover_owner : owner_name(name);
-    bool temporary = is_temporary(name) || leftover_owner;
-    bool orphan_info = has_suffix(name, ".info") && !fs::exists(base_directory / owner, error);
+    auto parsed = layout::parse(layout::Place::kBaseDirectory, name);
+    auto owner_found = owner_of(layout::Place::kBaseDirectory, name);
+    if (!parsed || !owner_found) continue;
+    const std::string& owner = *owner_found;
+    bool temporary = parsed->kind == layout::Kind::kPart || parsed->kind == layout::Kind::kConverted ||
+                     parsed->kind == layout::Kind::kAtomicTemporary || parsed->kind == layout::Kind::kConversionSandbox;
+    bool orphan_info = parsed->kind == layout::Kind::kInfo && !fs::exists(base_directory / owner, error);
     if (!temporary && !orphan_info) continue;
     auto lock = FileLock::try_lock(lock_path(instances_path, owner));
     if (!lock) continue;  // its owner is at work
@@ -313,33 +306,35 @@ void repair_base_directory(const fs::path& instances_path, std::vector<RepairAct
 // lock) and failed-download records past their time to live.
 void repair_lock_directory(const fs::path& instances_path, const CachePolicy& policy,
                            std::vector<RepairAction>& actions) {
-  fs::path lock_directory = instances_path / "locks";
+  fs::path lock_directory = layout::lock_directory(instances_path);
   std::error_code error;
   std::vector<std::string> names;
   for (const auto& file : fs::directory_iterator(lock_directory, error)) names.push_back(file.path().filename().string());
   auto now = Clock::now();
   for (const auto& name : names) {
-    if (name.rfind("kiln-", 0) != 0) continue;  // kilnd.lock and anything not kiln's per-base locks
-    if (has_suffix(name, ".failed.tmp")) {
+    // kilnd.lock, instance locks (kiln/util/temporaries.h), nova's and
+    // anything not kiln's per-base locks are not the cache's.
+    auto parsed = layout::parse(layout::Place::kLockDirectory, name);
+    if (!parsed) continue;
+    if (parsed->kind == layout::Kind::kAtomicTemporary) {
       // A failed-download record a crash cut short (atomic_write_file's temporary).
-      auto lock = FileLock::try_lock(lock_path(instances_path, name.substr(5, name.size() - 5 - 11)));
+      auto lock = FileLock::try_lock(lock_path(instances_path, *owner_of(layout::Place::kLockDirectory, name)));
       if (lock && fs::remove(lock_directory / name, error)) {
         actions.push_back({lock_directory / name, "removed stale temporary"});
       }
       continue;
     }
-    bool failed_record = has_suffix(name, ".failed");
-    std::string base = failed_record ? owner_name(name).substr(5) : name.substr(5);
+    bool failed_record = parsed->kind == layout::Kind::kFailureRecord;
+    if (!failed_record && parsed->kind != layout::Kind::kBaseLock) continue;
+    const std::string& base = parsed->subject;
     if (failed_record && !older_than(lock_directory / name, policy.failed_download_ttl, now)) continue;
-    if (!failed_record && (base.find('.') != std::string::npos || fs::exists(instances_path / "_base" / base, error))) {
-      continue;
-    }
+    if (!failed_record && fs::exists(layout::base_path(instances_path, base), error)) continue;
     auto lock = FileLock::try_lock(lock_path(instances_path, base));
     if (!lock) continue;
     if (failed_record && fs::remove(lock_directory / name, error)) {
       actions.push_back({lock_directory / name, "removed expired failed-download record"});
     }
-    if (!fs::exists(instances_path / "_base" / base, error)) {
+    if (!fs::exists(layout::base_path(instances_path, base), error)) {
       lock->unlink_locked();
       if (!failed_record) actions.push_back({lock_directory / name, "removed lock file of a base that is gone"});
     }
@@ -363,7 +358,7 @@ std::vector<RepairAction> repair_cache(const fs::path& instances_path, const Cac
 std::uint64_t cache_budget(const fs::path& instances_path, const CachePolicy& policy) {
   std::uint64_t budget = policy.max_cache_bytes;
   if (policy.max_cache_percent > 0) {
-    std::uint64_t by_percent = filesystem_bytes(instances_path / "_base", false) / 100 * policy.max_cache_percent;
+    std::uint64_t by_percent = filesystem_bytes(layout::base_directory(instances_path), false) / 100 * policy.max_cache_percent;
     budget = budget == 0 ? by_percent : std::min(budget, by_percent);
   }
   return budget;
@@ -403,7 +398,7 @@ std::vector<PruneDecision> prune_cache(const fs::path& instances_path, const Cac
 RoomResult make_room(const fs::path& instances_path, std::uint64_t bytes, const CachePolicy& policy,
                      Clock::time_point now) {
   RoomResult result;
-  fs::path base_directory = instances_path / "_base";
+  fs::path base_directory = layout::base_directory(instances_path);
   auto evictable = [&](const CacheEntry& entry) {
     return made_by_kiln(entry) && now - entry.last_used > policy.eviction_minimum_age;
   };

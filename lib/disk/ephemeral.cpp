@@ -10,7 +10,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
-#include "kiln/util/hash.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/subprocess.h"
 
 namespace kiln::disk {
@@ -20,7 +20,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
-constexpr std::size_t kNameDigestLength = 7;  // Nova: md5(...).hexdigest()[:7]
 constexpr std::string_view kWindowsOsType = "windows";
 constexpr std::string_view kWindowsFilesystem = "ntfs";
 // mkfs.ext4 -F is quick, but a large vfat or ntfs format may take a while.
@@ -123,8 +122,7 @@ std::string ephemeral_filesystem_for(std::string_view os_type) {
 }
 
 std::string ephemeral_base_name(std::uint64_t size_gb, std::string_view filesystem) {
-  std::string digest = hex_digest_of("md5", filesystem).substr(0, kNameDigestLength);
-  return "ephemeral_" + std::to_string(size_gb) + "_" + digest;
+  return layout::ephemeral_base_name(size_gb, filesystem);
 }
 
 EphemeralBase ensure_ephemeral_base(const fs::path& base_directory, const fs::path& lock_directory,
@@ -134,7 +132,7 @@ EphemeralBase ensure_ephemeral_base(const fs::path& base_directory, const fs::pa
   std::string name = ephemeral_base_name(size_gb, filesystem);
   std::uint64_t size = size_gb * kGiB;
   fs::path path = base_directory / name;
-  FileLock lock(lock_directory / ("kiln-" + name));
+  FileLock lock(lock_directory / layout::base_lock_name(name));
   std::error_code error;
   if (fs::exists(fs::symlink_status(path, error))) {
     require_base_file(path, size);
@@ -144,7 +142,7 @@ EphemeralBase ensure_ephemeral_base(const fs::path& base_directory, const fs::pa
   // Only a base still to be made needs mkfs: one made elsewhere (shared
   // _base) is usable on a host without the tool.
   check_installed(recipe);
-  TemporaryPath part(fs::path(path.string() + ".part"));
+  TemporaryPath part(layout::part_path(path));
   fs::remove(part.path(), error);  // left by a crash; we hold the lock
   create_sparse_file(part.path(), size);
   KILN_FAILPOINT("ephemeral.part_created");

@@ -8,27 +8,28 @@
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/subprocess.h"
 
 namespace kiln::disk {
 
 namespace fs = std::filesystem;
 
-std::string swap_base_name(std::uint64_t size_mb) { return "swap_" + std::to_string(size_mb); }
+std::string swap_base_name(std::uint64_t size_mb) { return layout::swap_base_name(size_mb); }
 
 SwapBase ensure_swap_base(const fs::path& base_directory, const fs::path& lock_directory,
                           std::uint64_t size_mb) {
   std::string name = swap_base_name(size_mb);
   std::uint64_t size = size_mb * 1024 * 1024;
   fs::path path = base_directory / name;
-  FileLock lock(lock_directory / ("kiln-" + name));
+  FileLock lock(lock_directory / layout::base_lock_name(name));
   std::error_code error;
   if (fs::exists(fs::symlink_status(path, error))) {
     require_base_file(path, size);
     return {path, size, std::move(lock)};
   }
 
-  TemporaryPath part(fs::path(path.string() + ".part"));
+  TemporaryPath part(layout::part_path(path));
   fs::remove(part.path(), error);
   {
     UniqueFd fd = open_file(part.path(), O_WRONLY | O_CREAT | O_EXCL, 0644);

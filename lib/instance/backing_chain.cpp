@@ -4,6 +4,7 @@
 
 #include "kiln/image/inspector.h"
 #include "kiln/util/error.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::instance {
 
@@ -61,9 +62,9 @@ BackingChain walk_backing_chain(const fs::path& disk, const fs::path& instances_
         break;  // a standalone disk (an ISO instance's blank root) or the base
       } else if (!is_overlay) {
         chain.problem = current.string() + " is a base with a backing file of its own";
-      } else if (!inside(inspection.backing_file, instances_path / "_base")) {
+      } else if (!inside(inspection.backing_file, layout::base_directory(instances_path))) {
         chain.problem = current.string() + " is backed by " + inspection.backing_file +
-                        ", outside " + (instances_path / "_base").string();
+                        ", outside " + layout::base_directory(instances_path).string();
       } else if (chain.layers.size() >= kMaxChainDepth) {
         chain.problem = disk.string() + " has a backing chain deeper than " + std::to_string(kMaxChainDepth);
       } else {

@@ -6,7 +6,7 @@
 #include "backing_chain.h"
 #include "kiln/cache/maintenance.h"
 #include "kiln/util/fs.h"
-#include "kiln/util/uuid.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::instance {
 
@@ -44,7 +44,7 @@ DiskUsage disk_usage(const fs::path& instances_path) {
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(instances_path, error)) {
     std::string name = entry.path().filename().string();
-    if (!entry.is_directory(error) || !is_canonical_uuid(name)) continue;
+    if (!entry.is_directory(error) || !layout::is_instance_directory_name(name)) continue;
     InstanceUsage& instance = instances[name];
     instance.uuid = name;
     instance.own_bytes = tree_bytes(entry.path());

@@ -6,7 +6,7 @@
 #include "backing_chain.h"
 #include "kiln/instance/instance_dir.h"
 #include "kiln/util/error.h"
-#include "kiln/util/uuid.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::instance {
 
@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // The disks an instance directory may hold, in the order the guest sees them.
-const char* const kDiskNames[] = {"disk", "disk.local", "disk.swap"};
+constexpr std::string_view kDiskNames[] = {layout::kRootDisk, layout::kEphemeralDisk, layout::kSwapDisk};
 
 // A domain undefined between the listing and this read (a delete running
 // beside a list) is gone, not a libvirt failure: the report keeps no domain.
@@ -36,14 +36,14 @@ InstanceReport directory_report(const InstanceDir& directory) {
   return report;
 }
 
-// Instance directories are the ones named by a canonical uuid; _base, locks
-// and anything an operator put there are not instances.
+// Instance directories are the ones layout::is_instance_directory_name()
+// accepts; _base, locks and anything an operator put there are not instances.
 std::vector<std::string> directory_uuids(const fs::path& instances_path) {
   std::vector<std::string> uuids;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(instances_path, error)) {
     std::string name = entry.path().filename().string();
-    if (entry.is_directory(error) && is_canonical_uuid(name)) uuids.push_back(name);
+    if (entry.is_directory(error) && layout::is_instance_directory_name(name)) uuids.push_back(name);
   }
   return uuids;
 }
@@ -63,12 +63,12 @@ InstanceReport show_instance(const std::string& uuid, const fs::path& instances_
     throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has neither a directory under " +
                                           instances_path.string() + " nor a libvirt domain");
   }
-  for (const char* name : kDiskNames) {
-    fs::path path = directory.path() / name;
+  for (std::string_view name : kDiskNames) {
+    fs::path path = layout::member(directory.path(), name);
     std::error_code error;
     if (!fs::exists(path, error)) continue;
     BackingChain chain = walk_backing_chain(path, instances_path);
-    report.disks.push_back(DiskReport{name, std::move(chain.layers), std::move(chain.problem)});
+    report.disks.push_back(DiskReport{std::string(name), std::move(chain.layers), std::move(chain.problem)});
   }
   return report;
 }

@@ -19,6 +19,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/lock.h"
 #include "kiln/util/subprocess.h"
 #include "kiln/util/temporaries.h"
@@ -162,7 +163,7 @@ virt::DomainSpec initial_spec(const BootRequest& request, const InstanceDir& dir
 class InstanceLock {
  public:
   InstanceLock(const fs::path& instances_path, const std::string& uuid) {
-    fs::path path = instance_lock_path(instances_path, uuid);
+    fs::path path = layout::instance_lock_path(instances_path, uuid);
     auto lock = FileLock::try_lock(path);
     if (!lock) {
       throw Error(ErrorCode::kInstanceExists,
@@ -183,7 +184,7 @@ class InstanceLock {
 // hold) unless the boot succeeds. 0755 as nova's: QEMU (another user) must
 // traverse it to the disks.
 TemporaryPath create_building_directory(const fs::path& instances_path, const std::string& uuid) {
-  std::string name = building_template(instances_path, uuid);
+  std::string name = layout::building_template(instances_path, uuid);
   KILN_FAILPOINT("boot.building.before_mkdir");
   if (::mkdtemp(name.data()) == nullptr) throw_io_error("cannot create a directory in " + instances_path.string(), errno);
   TemporaryPath guard{fs::path(name)};
@@ -529,7 +530,7 @@ void mark_deleting(const InstanceDir& directory) {
 // a temporary any sweep removes, never half a directory under the uuid), then
 // removes it.
 void remove_instance_directory(const InstanceDir& directory, const fs::path& instances_path) {
-  std::string target = deleting_template(instances_path, directory.uuid());
+  std::string target = layout::deleting_template(instances_path, directory.uuid());
   if (::mkdtemp(target.data()) == nullptr) throw_io_error("cannot create a directory in " + instances_path.string(), errno);
   // rename(2) replaces the empty directory mkdtemp made.
   if (::rename(directory.path().c_str(), target.c_str()) != 0) {

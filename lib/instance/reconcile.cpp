@@ -10,6 +10,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/domain_xml.h"
 #include "kiln/virt/guest_start.h"
@@ -158,7 +159,7 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(instances_path, error)) {
     std::string name = entry.path().filename().string();
-    if (!entry.is_directory(error) || !is_canonical_uuid(name)) continue;
+    if (!entry.is_directory(error) || !layout::is_instance_directory_name(name)) continue;
     directories.insert(name);
     InstanceDir directory(instances_path, name);
     bool defined = domains.all.count(name) > 0;

@@ -81,7 +81,7 @@ Parsed parse(const std::string& text) {
 // path by publish(); removed unless published.
 class NewJournalFile {
  public:
-  explicit NewJournalFile(const fs::path& path) : path_(path), temporary_(fs::path(path.string() + ".tmp")) {
+  explicit NewJournalFile(const fs::path& path) : path_(path), temporary_(layout::atomic_temporary_path(path)) {
     // A leftover (a crash during a compaction) or a planted link is unlinked, never followed.
     if (::unlink(temporary_.path().c_str()) != 0 && errno != ENOENT) {
       throw_io_error("cannot remove " + temporary_.path().string(), errno);

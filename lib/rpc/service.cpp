@@ -14,6 +14,7 @@
 #include "kiln/rpc/schema_validation.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/util/hash.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/connection.h"
 
@@ -109,7 +110,7 @@ RetentionPolicy retention_of(const config::Settings& settings) {
 Service::Service(const config::Settings& settings)
     : backend_(std::make_shared<Backend>(settings)),
       download_slots_(static_cast<std::ptrdiff_t>(settings.rpc.max_concurrent_downloads)),
-      runner_(settings.rpc.max_concurrent_builds, metrics_, settings.instances_path / kOperationJournalName,
+      runner_(settings.rpc.max_concurrent_builds, metrics_, layout::operation_journal_path(settings.instances_path),
               retention_of(settings)) {}
 
 Service::~Service() = default;
@@ -286,7 +287,7 @@ Response Service::boot(const Request& request) {
     if (existing->state() != OperationState::kFailed) return accepted(existing);
   } else {
     std::error_code error;
-    if (fs::exists(backend->settings().instances_path / boot_request.uuid, error)) {
+    if (fs::exists(layout::instance_directory(backend->settings().instances_path, boot_request.uuid), error)) {
       throw Error(ErrorCode::kInstanceExists, "instance " + boot_request.uuid + " already exists on this host");
     }
   }
@@ -427,7 +428,7 @@ Response Service::metrics_exposition() {
   std::uint64_t bytes = 0;
   std::size_t entries = 0;
   std::error_code error;
-  if (fs::exists(backend()->settings().instances_path / "_base", error)) {
+  if (fs::exists(layout::base_directory(backend()->settings().instances_path), error)) {
     for (const auto& entry : cache::list_cache(backend()->settings().instances_path)) {
       bytes += entry.physical_bytes;
       ++entries;

@@ -10,11 +10,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <random>
 #include <thread>
 
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
+#include "kiln/util/layout.h"
 
 namespace kiln {
 
@@ -112,7 +112,7 @@ void write_new_file(const fs::path& path, std::string_view content, unsigned mod
 }
 
 void atomic_write_file(const fs::path& path, std::string_view content, unsigned mode) {
-  TemporaryPath temporary(fs::path(path.string() + ".tmp"));
+  TemporaryPath temporary(layout::atomic_temporary_path(path));
   {
     // A leftover .tmp (a crash) or one planted as a symlink is unlinked, never
     // followed: the new one is created exclusively, so a link that reappears
@@ -165,8 +165,7 @@ std::string read_file(const fs::path& path) {
 }
 
 fs::path direct_io_probe_path(const fs::path& directory) {
-  std::random_device random;
-  return directory / (std::string(kDirectIoProbePrefix) + std::to_string(random()));
+  return directory / layout::direct_io_probe_name();
 }
 
 bool supports_direct_io(const fs::path& directory) {

@@ -18,6 +18,7 @@
 #include <set>
 
 #include "kiln/util/error.h"
+#include "kiln/util/layout.h"
 
 namespace kiln {
 
@@ -52,7 +53,7 @@ std::string Sandbox::add_writable(const fs::path& host, std::string_view name) {
 
 SandboxOutput::SandboxOutput(const fs::path& final_path) : final_path_(final_path) {
   fs::path parent = final_path.has_parent_path() ? final_path.parent_path() : fs::path(".");
-  std::string pattern = (parent / ("." + final_path.filename().string() + ".sandbox-XXXXXX")).string();
+  std::string pattern = layout::sandbox_template(final_path);
   if (::mkdtemp(pattern.data()) == nullptr) throw_io_error("cannot create a directory in " + parent.string(), errno);
   directory_ = pattern;  // mkdtemp: mode 0700, kiln's
   path_ = directory_ / "file";

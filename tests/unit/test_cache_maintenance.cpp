@@ -17,6 +17,7 @@
 #include "kiln/cache/maintenance.h"
 #include "kiln/disk/overlay.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/lock.h"
 #include "kiln/util/temporaries.h"
 #include "scratch.h"
@@ -328,11 +329,11 @@ TEST_CASE("repair removes the temporaries a crash left at the top of instances_p
   fs::path dead_building = instances / ("." + dead + ".building-a1B2c3");
   fs::create_directories(dead_building);
   kiln::test::write_text(dead_building / "disk", "half a disk");
-  kiln::test::write_text(kiln::instance_lock_path(instances, dead), "");
+  kiln::test::write_text(kiln::layout::instance_lock_path(instances, dead), "");
   // A provision still running: it holds its instance lock.
   fs::path live_building = instances / ("." + alive + ".building-d4E5f6");
   fs::create_directories(live_building);
-  kiln::FileLock held(kiln::instance_lock_path(instances, alive));
+  kiln::FileLock held(kiln::layout::instance_lock_path(instances, alive));
   // A delete killed after moving the directory aside.
   fs::path deleting = instances / ("." + dead + ".deleting-Zz9Yy8");
   fs::create_directories(deleting);
@@ -356,9 +357,9 @@ TEST_CASE("repair removes the temporaries a crash left at the top of instances_p
   };
   REQUIRE_FALSE(fs::exists(dead_building));
   REQUIRE(removed(dead_building));
-  REQUIRE_FALSE(fs::exists(kiln::instance_lock_path(instances, dead)));
+  REQUIRE_FALSE(fs::exists(kiln::layout::instance_lock_path(instances, dead)));
   REQUIRE(fs::exists(live_building));
-  REQUIRE(fs::exists(kiln::instance_lock_path(instances, alive)));
+  REQUIRE(fs::exists(kiln::layout::instance_lock_path(instances, alive)));
   REQUIRE_FALSE(fs::exists(deleting));
   REQUIRE_FALSE(fs::exists(stale_probe));
   REQUIRE(removed(stale_probe));
@@ -374,7 +375,7 @@ TEST_CASE("the O_DIRECT probe leaves nothing behind, and its file name is one re
   REQUIRE(kiln::test::tree_listing(scratch.path()) == before);
   auto probe = kiln::direct_io_probe_path(scratch.path());
   REQUIRE(probe.parent_path() == scratch.path());
-  auto parsed = kiln::parse_temporary(probe.filename().string());
+  auto parsed = kiln::layout::parse(kiln::layout::Place::kInstancesPath, probe.filename().string());
   REQUIRE(parsed.has_value());
-  REQUIRE(parsed->kind == kiln::TemporaryKind::kDirectIoProbe);
+  REQUIRE(parsed->kind == kiln::layout::Kind::kDirectIoProbe);
 }

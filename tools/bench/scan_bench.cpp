@@ -18,6 +18,7 @@
 #include "kiln/disk/overlay.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/subprocess.h"
 
 namespace fs = std::filesystem;
@@ -36,24 +37,26 @@ std::string uuid_for(int n) {
 std::string base_name(int n) { return std::string(39, 'a') + std::to_string(n); }
 
 void build_instances(const fs::path& instances, int count) {
-  fs::create_directories(instances / "_base");
+  namespace layout = kiln::layout;
+  fs::create_directories(layout::base_directory(instances));
   for (int b = 0; b < kBases; ++b) {
-    fs::path base = instances / "_base" / base_name(b);
+    fs::path base = layout::base_path(instances, base_name(b));
     kiln::write_new_file(base, "");
     fs::resize_file(base, 64ULL << 20);
   }
   for (int i = 0; i < count; ++i) {
-    fs::path directory = instances / uuid_for(i);
+    fs::path directory = layout::instance_directory(instances, uuid_for(i));
+    fs::path disk = layout::member(directory, layout::kRootDisk);
     fs::create_directories(directory);
-    fs::path base = instances / "_base" / base_name(i % kBases);
-    kiln::disk::create_overlay(directory / "disk", base, 20ULL << 30, kiln::disk::OverlayWriter::kNative,
+    fs::path base = layout::base_path(instances, base_name(i % kBases));
+    kiln::disk::create_overlay(disk, base, 20ULL << 30, kiln::disk::OverlayWriter::kNative,
                                kiln::Durability::kCallerSyncs);
-    kiln::write_new_file(directory / "disk.info", "{\"" + (directory / "disk").string() + "\": \"qcow2\"}\n");
-    kiln::write_new_file(directory / "console.log", "");
-    kiln::write_new_file(directory / "libvirt.xml",
+    kiln::write_new_file(layout::member(directory, layout::kDiskInfo), "{\"" + disk.string() + "\": \"qcow2\"}\n");
+    kiln::write_new_file(layout::member(directory, layout::kConsoleLog), "");
+    kiln::write_new_file(layout::member(directory, layout::kLibvirtXml),
                          "<domain type='qemu'><name>instance-" + uuid_for(i) + "</name><devices><disk type='file' "
                          "device='disk'><driver name='qemu' type='qcow2'/><source file='" +
-                             (directory / "disk").string() + "'/><target dev='vda' bus='virtio'/></disk>"
+                             disk.string() + "'/><target dev='vda' bus='virtio'/></disk>"
                              "</devices></domain>\n");
   }
 }
@@ -84,7 +87,7 @@ int main(int argc, char** argv) {
       auto found = kiln::cache::scan_users(instances);
       scan_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
       users = 0;
-      for (int b = 0; b < kBases; ++b) users += found.users_of(instances / "_base" / base_name(b)).size();
+      for (int b = 0; b < kBases; ++b) users += found.users_of(kiln::layout::base_path(instances, base_name(b))).size();
     }
     if (users != static_cast<std::size_t>(count)) {
       std::fprintf(stderr, "kiln_scan_bench: scan found %zu users, expected %d\n", users, count);
@@ -92,7 +95,7 @@ int main(int argc, char** argv) {
     }
     auto start = Clock::now();
     for (int i = 0; i < sample; ++i) {
-      kiln::run_checked({{"qemu-img", "info", "-U", "--output=json", (instances / uuid_for(i) / "disk").string()}});
+      kiln::run_checked({{"qemu-img", "info", "-U", "--output=json", kiln::layout::member(kiln::layout::instance_directory(instances, uuid_for(i)), kiln::layout::kRootDisk).string()}});
     }
     double qemu_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count() * count / sample;
     double kiln_ms = median(scan_ms);

@@ -30,6 +30,7 @@
 
 #include "kiln/cache/cache_policy.h"
 #include "kiln/glance/client.h"
+#include "kiln/util/layout.h"
 #include "kiln/util/lock.h"
 
 namespace kiln::cache {
@@ -93,8 +94,8 @@ class ImageCache {
   // On failure nothing is left in _base.
   BaseLease acquire(const glance::ImageRecord& record, const FetchProgress& progress = nullptr) const;
 
-  std::filesystem::path base_directory() const { return instances_path_ / "_base"; }
-  std::filesystem::path lock_directory() const { return instances_path_ / "locks"; }
+  std::filesystem::path base_directory() const { return layout::base_directory(instances_path_); }
+  std::filesystem::path lock_directory() const { return layout::lock_directory(instances_path_); }
   std::filesystem::path lock_path(const std::string& base_name) const;
   const CachePolicy& policy() const { return policy_; }
 

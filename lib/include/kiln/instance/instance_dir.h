@@ -1,12 +1,15 @@
 // The files of one instance: <instances_path>/<uuid>/...
 //
-// Names are Nova's, so operators' habits carry over. The uuid is always the
+// Names are Nova's, so operators' habits carry over (spelled in
+// kiln/util/layout.h, like every name under instances_path). The uuid is always the
 // canonical lowercase form checked by normalize_uuid(), so an InstanceDir can
 // never point outside instances_path.
 #pragma once
 
 #include <filesystem>
 #include <string>
+
+#include "kiln/util/layout.h"
 
 namespace kiln::instance {
 
@@ -21,18 +24,18 @@ class InstanceDir {
 
   const std::string& uuid() const { return uuid_; }
   const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path disk() const { return path_ / "disk"; }
-  std::filesystem::path swap_disk() const { return path_ / "disk.swap"; }
-  std::filesystem::path ephemeral_disk() const { return path_ / "disk.local"; }
+  std::filesystem::path disk() const { return layout::member(path_, layout::kRootDisk); }
+  std::filesystem::path swap_disk() const { return layout::member(path_, layout::kSwapDisk); }
+  std::filesystem::path ephemeral_disk() const { return layout::member(path_, layout::kEphemeralDisk); }
   // The UEFI variable store (libvirt copies OVMF's template there on first start).
-  std::filesystem::path nvram() const { return path_ / "nvram.fd"; }
-  std::filesystem::path disk_info() const { return path_ / "disk.info"; }
-  std::filesystem::path console_log() const { return path_ / "console.log"; }
-  std::filesystem::path libvirt_xml() const { return path_ / "libvirt.xml"; }
+  std::filesystem::path nvram() const { return layout::member(path_, layout::kNvram); }
+  std::filesystem::path disk_info() const { return layout::member(path_, layout::kDiskInfo); }
+  std::filesystem::path console_log() const { return layout::member(path_, layout::kConsoleLog); }
+  std::filesystem::path libvirt_xml() const { return layout::member(path_, layout::kLibvirtXml); }
   // Present while the directory is being built, until its boot has succeeded.
-  std::filesystem::path provisioning_marker() const { return path_ / ".kiln-provisioning"; }
+  std::filesystem::path provisioning_marker() const { return layout::member(path_, layout::kProvisioningMarker); }
   // Present once a delete has begun: reconcile finishes a delete a crash cut short.
-  std::filesystem::path deletion_marker() const { return path_ / ".kiln-deleting"; }
+  std::filesystem::path deletion_marker() const { return layout::member(path_, layout::kDeletionMarker); }
 
  private:
   InstanceDir() = default;

@@ -34,10 +34,11 @@
 #include <vector>
 
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::rpc {
 
-inline constexpr const char* kOperationJournalName = "operations.log";
+inline constexpr std::string_view kOperationJournalName = layout::kOperationJournal;
 // Lines beyond twice the live operations that may pile up before a compaction.
 inline constexpr std::size_t kCompactionSlack = 1024;
 

@@ -92,10 +92,9 @@ std::string read_file(const std::filesystem::path& path);
 // temporary file, as Nova does to choose cache="none").
 bool supports_direct_io(const std::filesystem::path& directory);
 
-// The probe's name: "<directory>/.directio.test.<n>" for a random n. The
+// The probe's name: "<directory>/" + layout::direct_io_probe_name(). The
 // prober holds an flock on it, so a sweep (kiln/util/temporaries.h) removes
 // only one a crash left.
-inline constexpr std::string_view kDirectIoProbePrefix = ".directio.test.";
 std::filesystem::path direct_io_probe_path(const std::filesystem::path& directory);
 
 // A path to remove (recursively) on destruction unless keep() was called:
