@@ -1,20 +1,16 @@
 # Tests of kilnd's daemon parts (lock, sd_notify, logging), its systemd units,
 # the config schema and packaging; included from tests/CMakeLists.txt.
 
-# agent/ is compiled only into kilnd, so the parts under test are compiled
-# again here, from the same sources.
+# The daemon's parts come from kilnd_agent (agent/CMakeLists.txt), the very
+# objects kilnd links.
 add_executable(kiln_agent_tests
   agent/test_agent_lock.cpp
   agent/test_notify.cpp
   agent/test_logging.cpp
   agent/test_config_schema.cpp
   agent/test_command_line.cpp
-  ${CMAKE_SOURCE_DIR}/agent/agent_lock.cpp
-  ${CMAKE_SOURCE_DIR}/agent/notify.cpp
-  ${CMAKE_SOURCE_DIR}/agent/logging.cpp
 )
-target_include_directories(kiln_agent_tests PRIVATE ${CMAKE_SOURCE_DIR}/agent)
-target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support spdlog::spdlog PkgConfig::SYSTEMD)
+target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support kilnd_agent)
 target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
   KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>" KILN_VERSION="${PROJECT_VERSION}")
 add_dependencies(kiln_agent_tests kilnd kilnctl)

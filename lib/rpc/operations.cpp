@@ -10,6 +10,7 @@
 
 #include "kiln/cache/base_info.h"
 #include "kiln/rpc/operation_journal.h"
+#include "kiln/rpc/wire.h"
 
 namespace kiln::rpc {
 
@@ -119,13 +120,6 @@ void Operation::set_bytes(std::uint64_t done, std::optional<std::uint64_t> total
   bytes_total_ = total;
 }
 
-bool Operation::wait(std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mutex_);
-  return finished_changed_.wait_for(lock, timeout, [this] {
-    return state_ == OperationState::kSucceeded || state_ == OperationState::kFailed;
-  });
-}
-
 std::shared_ptr<void> Operation::when_finished(std::function<void()> wake) const {
   auto watcher = std::make_shared<std::function<void()>>(std::move(wake));
   {
@@ -177,7 +171,6 @@ void Operation::finish(Outcome outcome) {
     finished_at_ = outcome.at;
     watchers.swap(watchers_);
   }
-  finished_changed_.notify_all();
   for (const auto& weak : watchers) {
     if (auto watcher = weak.lock()) (*watcher)();
   }
@@ -199,7 +192,11 @@ nlohmann::json Operation::render(const Outcome* pending) const {
   if (state != OperationState::kQueued) out["started_at"] = cache::format_time(started_at_);
   if (finished) out["finished_at"] = cache::format_time(pending ? pending->at : finished_at_);
   const auto& error = pending ? pending->error : error_;
-  if (error) out["error"] = {{"code", error->first}, {"message", error->second}};
+  if (error) {
+    out["error"] = {{"code", error->first}, {"message", error->second}};
+    // The envelope's context (kiln/rpc/wire.h): what failed, and in which step.
+    add_error_context(out["error"], {request_.uuid, request_.image_id, step_});
+  }
   if (state == OperationState::kSucceeded) out["result"] = pending ? pending->result : result_;
   return out;
 }

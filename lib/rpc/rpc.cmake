@@ -1,4 +1,4 @@
-# lib/rpc sources; included from lib/CMakeLists.txt after add_library(kiln).
+# lib/rpc sources, the module kiln_rpc; included from lib/CMakeLists.txt.
 
 # schemas/*.schema.json (but the config's, which describes kiln.conf) are
 # compiled in, so an installed kilnd validates without the source tree.
@@ -28,13 +28,12 @@ const std::map<std::string, std::string_view>& embedded_schemas() {
 }  // namespace kiln::rpc::detail
 " @ONLY)
 
-target_sources(kiln PRIVATE
+kiln_module(rpc USES instance cache config glance virt SOURCES
   ${KILN_RPC_EMBEDDED}
   rpc/message.cpp
   rpc/schema_validation.cpp
 )
-target_include_directories(kiln PRIVATE rpc)
-target_sources(kiln PRIVATE
+target_sources(kiln_rpc PRIVATE
   rpc/agent_client.cpp
   rpc/backend.cpp
   rpc/metrics.cpp
@@ -45,4 +44,4 @@ target_sources(kiln PRIVATE
   rpc/service.cpp
   rpc/wire.cpp
 )
-target_link_libraries(kiln PRIVATE spdlog::spdlog OpenSSL::SSL)
+target_link_libraries(kiln_rpc PRIVATE spdlog::spdlog OpenSSL::SSL)

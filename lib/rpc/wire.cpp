@@ -75,14 +75,19 @@ nlohmann::json error_envelope(ErrorCode code, const std::string& message, const 
   return {{"error", error}};
 }
 
-nlohmann::json error_envelope(const Error& error) {
-  if (const auto* invalid = dynamic_cast<const ValidationError*>(&error)) {
-    // A pointer "" (the body is not JSON at all) is still said: the whole body.
-    nlohmann::json out = error_envelope(error.code(), error.what());
-    out["error"]["pointer"] = invalid->pointer();
-    return out;
-  }
-  return error_envelope(error.code(), error.what());
+void add_error_context(nlohmann::json& error, const ErrorContext& context) {
+  if (!context.uuid.empty()) error["uuid"] = context.uuid;
+  if (!context.image_id.empty()) error["image_id"] = context.image_id;
+  if (!context.step.empty()) error["step"] = context.step;
+}
+
+nlohmann::json error_envelope(const Error& error, const ErrorContext& context) {
+  nlohmann::json out = error_envelope(error.code(), error.what());
+  // A pointer "" (the body is not JSON at all) is still said: the whole body.
+  if (const auto* invalid = dynamic_cast<const ValidationError*>(&error)) out["error"]["pointer"] = invalid->pointer();
+  add_error_context(out["error"], context);
+  if (const auto* known = dynamic_cast<const ContextualError*>(&error)) add_error_context(out["error"], known->context());
+  return out;
 }
 
 }  // namespace kiln::rpc

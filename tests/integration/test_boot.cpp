@@ -203,7 +203,8 @@ TEST_CASE("bad boot requests fail with a stable code and change nothing") {
     require_refused(host, image_id, kiln::test::random_uuid(), "checksum_mismatch");
   }
   SECTION("an instance id that is not a UUID cannot name a path") {
-    require_refused(host, big_image, "../../etc", "invalid_uuid");
+    // Refused by the boot request's schema, in kilnctl as in kilnd (exit 2, before anything starts).
+    require_refused(host, big_image, "../../etc", "invalid_argument", {}, 2);
   }
   SECTION("a root disk smaller than the image") {
     require_refused(host, big_image, kiln::test::random_uuid(), "flavor_disk_too_small");

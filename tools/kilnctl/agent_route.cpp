@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "kiln/rpc/schema_validation.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/util/error.h"
 #include "progress.h"
 
@@ -25,7 +25,15 @@ using nlohmann::json;
       throw kiln::rpc::ValidationError(message, error["pointer"].get<std::string>());
     }
   }
-  throw kiln::Error(kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError), message);
+  auto known = kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const json& error = body["error"];
+    auto field = [&](const char* name) {
+      return error.contains(name) && error[name].is_string() ? error[name].get<std::string>() : std::string();
+    };
+    throw kiln::rpc::ContextualError(known, message, {field("uuid"), field("image_id"), field("step")});
+  }
+  throw kiln::Error(known, message);
 }
 
 json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& operation_id,

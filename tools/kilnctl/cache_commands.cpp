@@ -58,6 +58,7 @@ void add_fetch(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("fetch", "pre-cache an image: the same path as a boot");
   command->add_option("image", *image_id, "Glance image id")->required();
   registry.emplace_back(command, [image_id](Context& context) {
+    set_subject("", *image_id);
     if (const auto* agent = context.agent()) {
       json result = run_through_agent(*agent, "POST", "/v1/images/" + *image_id + "/cache", std::nullopt,
                                       context.json_output() ? "" : *image_id);

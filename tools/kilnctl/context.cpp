@@ -59,6 +59,19 @@ void Context::print(const nlohmann::json& json, const std::string& text) const {
   }
 }
 
+namespace {
+kiln::rpc::ErrorContext& subject_of_this_run() {
+  static kiln::rpc::ErrorContext subject;
+  return subject;
+}
+}  // namespace
+
+void set_subject(const std::string& uuid, const std::string& image_id) {
+  subject_of_this_run() = {uuid, image_id, ""};
+}
+
+const kiln::rpc::ErrorContext& subject() { return subject_of_this_run(); }
+
 std::string human_bytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double value = static_cast<double>(bytes);

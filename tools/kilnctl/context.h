@@ -12,6 +12,7 @@
 #include "kiln/config/settings.h"
 #include "kiln/glance/client.h"
 #include "kiln/rpc/agent_client.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/virt/connection.h"
 
 namespace kilnctl {
@@ -48,6 +49,11 @@ class Context {
   std::unique_ptr<kiln::cache::ImageCache> cache_;
   std::unique_ptr<kiln::virt::Connection> libvirt_;
 };
+
+// What the running command is about (its instance, its image): an error's
+// envelope names them, whether kilnctl works directly or through kilnd.
+void set_subject(const std::string& uuid, const std::string& image_id = "");
+const kiln::rpc::ErrorContext& subject();
 
 // "1.5 GiB"
 std::string human_bytes(std::uint64_t bytes);

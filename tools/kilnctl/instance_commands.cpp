@@ -87,6 +87,7 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
     for (const auto& nic : boot->nics) boot->request.nics.push_back(parse_nic(nic, boot->request.nics.size()));
     // kilnd's own validator, before anything starts on either path.
     auto valid = kiln::rpc::parse_boot_request(boot->request);
+    set_subject(valid.request.uuid, valid.request.image_id);
     if (const auto* agent = context.agent()) {
       json result = run_through_agent(*agent, "POST", "/v1/instances", valid.body,
                                       context.json_output() ? "" : "download");
@@ -106,6 +107,7 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   CLI::App* remove = app.add_subcommand("delete", "destroy and undefine an instance and remove its directory");
   remove->add_option("uuid", *uuid, "instance uuid")->required();
   registry.emplace_back(remove, [uuid](Context& context) {
+    set_subject(*uuid);
     if (const auto* agent = context.agent()) {
       json result = run_through_agent(*agent, "DELETE", "/v1/instances/" + *uuid, std::nullopt, "");
       context.print(result, "instance " + *uuid + ": deleted by kilnd (base images stay in the cache)\n");

@@ -103,6 +103,7 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   CLI::App* show = instance->add_subcommand("show", "an instance's disks, backing chains, sizes and libvirt state");
   show->add_option("uuid", *show_uuid, "instance uuid")->required();
   registry.emplace_back(show, [show_uuid](Context& context) {
+    set_subject(*show_uuid);
     auto report = kiln::instance::show_instance(*show_uuid, context.instances_path(), context.libvirt());
     context.print(kiln::instance::to_json(report), show_text(report));
     return 0;
@@ -118,6 +119,7 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   recover_command->add_option("uuid", recover->uuid, "instance uuid")->required();
   recover_command->add_flag("--no-start", recover->no_start, "define the domain but do not start it");
   registry.emplace_back(recover_command, [recover](Context& context) {
+    set_subject(recover->uuid);
     auto result = kiln::instance::recover_instance(recover->uuid, context.instances_path(), context.libvirt(),
                                                    !recover->no_start);
     std::string text = "instance " + result.uuid + ": domain " + result.domain_name + " " + result.domain_state +

@@ -43,7 +43,7 @@ void let_global_options_fall_through(CLI::App& app) {
 
 int report(const kiln::Error& error, bool json_output) {
   std::cerr << "kilnctl: error [" << error.code_name() << "]: " << error.what() << "\n";
-  if (json_output) std::cout << kiln::rpc::error_envelope(error).dump(2) << "\n";
+  if (json_output) std::cout << kiln::rpc::error_envelope(error, kilnctl::subject()).dump(2) << "\n";
   return dynamic_cast<const kiln::rpc::ValidationError*>(&error) != nullptr ? 2 : 1;
 }
 

@@ -14,8 +14,9 @@
 // request (the JSON Schema, then what a schema cannot say about NICs), used
 // by kilnd before it answers 202 and by kilnctl, direct or not, before
 // anything starts; and the one error envelope,
-// {"error": {"code", "message", "pointer"?}}, which kilnd answers with and
-// kilnctl --json prints.
+// {"error": {"code", "message", "pointer"?, "uuid"?, "image_id"?, "step"?}},
+// which kilnd answers with (a failed operation's "error" too) and kilnctl
+// --json prints.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -41,9 +42,34 @@ ValidBootRequest parse_boot_request(const std::string& body);
 // The same for a request kilnctl built from its options.
 ValidBootRequest parse_boot_request(const instance::BootRequest& request);
 
-// {"error": {"code": "<stable code>", "message": "...", "pointer": "/nics/0/mac"}};
-// "pointer" only for a ValidationError. The message is made valid UTF-8.
-nlohmann::json error_envelope(const Error& error);
+// What an error was about: the instance, the image, and the step of the
+// operation it failed in (kilnd knows its steps; kilnctl working directly
+// does not, and leaves "step" out). Empty fields are left out.
+struct ErrorContext {
+  std::string uuid;
+  std::string image_id;
+  std::string step;
+};
+
+// An error that arrived with its context (a failed kilnd operation).
+class ContextualError : public Error {
+ public:
+  ContextualError(ErrorCode code, const std::string& message, ErrorContext context)
+      : Error(code, message), context_(std::move(context)) {}
+  const ErrorContext& context() const { return context_; }
+
+ private:
+  ErrorContext context_;
+};
+
+// Adds context's non-empty fields to an "error" object.
+void add_error_context(nlohmann::json& error, const ErrorContext& context);
+
+// {"error": {"code": "<stable code>", "message": "...", "pointer": "/nics/0/mac",
+//  "uuid": ..., "image_id": ..., "step": ...}}: "pointer" only for a
+// ValidationError, the context's fields where known (a ContextualError's own
+// context wins over `context`). The message is made valid UTF-8.
+nlohmann::json error_envelope(const Error& error, const ErrorContext& context = {});
 nlohmann::json error_envelope(ErrorCode code, const std::string& message, const std::string& pointer = "");
 
 }  // namespace kiln::rpc
