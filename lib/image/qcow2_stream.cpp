@@ -3,9 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
+#include <memory>
 
+#include "cluster_decompressor.h"
 #include "kiln/util/data_digest.h"
 
 namespace kiln::image {
@@ -27,22 +31,31 @@ constexpr std::size_t kNbSnapshots = 60;
 constexpr std::size_t kIncompatibleFeatures = 72;  // version 3 from here on
 constexpr std::size_t kRefcountOrder = 96;
 constexpr std::size_t kHeaderLength = 100;
+constexpr std::size_t kCompressionType = 104;  // one byte, when header_length covers it
 constexpr std::size_t kV2HeaderLength = 72;
 constexpr std::size_t kV3HeaderLength = 104;
 constexpr std::uint64_t kHeaderRead = 512;  // the smallest cluster: the header always fits
 
 // The incompatible feature bits this reader accepts: the compression type
-// (bit 3) only names how compressed clusters are compressed, and a compressed
-// cluster makes it give up anyway. Dirty (0), corrupt (1), external data
-// file (2) and extended L2 entries (4), and any unknown bit, are qemu-img's.
-constexpr std::uint64_t kIncompatibleAccepted = 1u << 3;
+// (bit 3), set exactly when compressed clusters are zstd. Dirty (0), corrupt
+// (1), external data file (2) and extended L2 entries (4), and any unknown
+// bit, are qemu-img's.
+constexpr std::uint64_t kIncompatibleCompressionType = 1u << 3;
+constexpr std::uint64_t kIncompatibleAccepted = kIncompatibleCompressionType;
+constexpr unsigned kCompressionZlib = 0;
+constexpr unsigned kCompressionZstd = 1;
 
 // L1 and standard L2 entries.
 constexpr std::uint64_t kOffsetMask = 0x00fffffffffffe00ull;
 constexpr std::uint64_t kL1Reserved = 0x7f000000000001ffull;
+constexpr std::uint64_t kL2Copied = 1ull << 63;
 constexpr std::uint64_t kL2Compressed = 1ull << 62;
 constexpr std::uint64_t kL2Reserved = 0x3f000000000001feull;
 constexpr std::uint64_t kL2Zero = 1;
+// A compressed cluster's descriptor (bits 0-61): x = 62 - (cluster_bits - 8)
+// low bits of host byte offset, then the count of 512-byte sectors it spans
+// beyond the first.
+constexpr std::uint64_t kCompressedSector = 512;
 
 std::uint32_t be32(std::span<const char> bytes, std::size_t at) {
   std::uint32_t value = 0;
@@ -56,14 +69,20 @@ std::uint64_t be64(std::span<const char> bytes, std::size_t at) {
 
 }  // namespace
 
-Qcow2Stream::Qcow2Stream(std::filesystem::path output, std::uint64_t image_size)
-    : output_path_(std::move(output)), image_size_(image_size) {
+Qcow2Stream::Qcow2Stream(std::filesystem::path output, std::uint64_t image_size, std::uint64_t max_written_bytes)
+    : output_path_(std::move(output)), image_size_(image_size), max_written_(max_written_bytes) {
+  // Saturating: kMaxExpansion times the image, in bytes of decompressed clusters.
+  max_decompressed_ = image_size_ > std::numeric_limits<std::uint64_t>::max() / kMaxExpansion
+                          ? std::numeric_limits<std::uint64_t>::max()
+                          : image_size_ * kMaxExpansion;
   if (image_size_ < kHeaderRead) {
     fail("the image is smaller than a qcow2 header cluster");
     return;
   }
   targets_.emplace(0, Target{Kind::kHeader, kHeaderRead, 0, {}});
 }
+
+Qcow2Stream::~Qcow2Stream() = default;
 
 const std::string& Qcow2Stream::why() const {
   static const std::string none;
@@ -76,6 +95,7 @@ void Qcow2Stream::fail(std::string why) {
   targets_.clear();
   late_.clear();
   claimed_ = {};
+  compressed_ = {};
   if (output_.valid()) {
     ::unlink(output_path_.c_str());
     output_ = UniqueFd();
@@ -103,9 +123,17 @@ void Qcow2Stream::process(std::uint64_t offset, std::span<const char> data) {
     Target& target = it->second;
     const std::uint64_t start = host + target.filled;
     if (start >= end) break;
-    if (start < offset) {  // cannot happen: wanted ranges at or past the bytes fed
-      fail("internal: a wanted range was passed");
-      return;
+    if (start < offset) {
+      // Only a compressed cluster that begins inside the one before it (qemu
+      // packs them byte by byte, and a descriptor's length rounds up to a
+      // sector) can have been passed while that one was still arriving: it is
+      // read back from the complete image at finish(), like any late range.
+      if (target.kind != Kind::kCompressed || target.filled != 0) {
+        fail("internal: a wanted range was passed");
+        return;
+      }
+      late_.insert(targets_.extract(it));
+      continue;
     }
     const std::uint64_t count = std::min(host + target.length, end) - start;
     std::span<const char> slice = data.subspan(start - offset, count);
@@ -128,6 +156,7 @@ void Qcow2Stream::complete(std::uint64_t, Target& target, std::span<const char> 
     case Kind::kL1: parse_l1(bytes); break;
     case Kind::kL2: parse_l2(target.guest, bytes); break;
     case Kind::kData: break;  // written as it came
+    case Kind::kCompressed: decompress(target.guest, bytes); break;
   }
 }
 
@@ -146,8 +175,17 @@ void Qcow2Stream::parse_header(std::span<const char> h) {
   if (version == 3) {
     const std::uint32_t length = be32(h, kHeaderLength);
     if (length < kV3HeaderLength || length > cluster_size_) return fail("header_length " + std::to_string(length));
-    if ((be64(h, kIncompatibleFeatures) & ~kIncompatibleAccepted) != 0) return fail("incompatible features");
+    const std::uint64_t incompatible = be64(h, kIncompatibleFeatures);
+    if ((incompatible & ~kIncompatibleAccepted) != 0) return fail("incompatible features");
     if (be32(h, kRefcountOrder) > 6) return fail("refcount_order");
+    // qemu's rule (validate_compression_type): zlib or zstd, and the feature
+    // bit set exactly when it is not zlib.
+    const unsigned type = length > kCompressionType ? static_cast<unsigned char>(h[kCompressionType]) : kCompressionZlib;
+    if (type != kCompressionZlib && type != kCompressionZstd) return fail("compression type " + std::to_string(type));
+    if ((type == kCompressionZstd) != ((incompatible & kIncompatibleCompressionType) != 0)) {
+      return fail("the compression type and its incompatible feature bit disagree");
+    }
+    compression_type_ = type;
   } else {
     static_assert(kV2HeaderLength <= kHeaderRead);
   }
@@ -163,6 +201,7 @@ void Qcow2Stream::parse_header(std::span<const char> h) {
   const std::uint64_t clusters = (image_size_ + cluster_size_ - 1) / cluster_size_;
   if (clusters > (std::uint64_t{64} << 20)) return fail("too many host clusters to track");
   claimed_.assign((clusters + 63) / 64, 0);
+  compressed_.assign(claimed_.size(), 0);
   if (!claim(0, cluster_size_)) return;
   const std::uint64_t refcount_table = be64(h, kRefcountTableOffset);
   const std::uint64_t refcount_clusters = be32(h, kRefcountTableClusters);
@@ -209,7 +248,22 @@ void Qcow2Stream::parse_l2(std::uint64_t guest_start, std::span<const char> byte
     const std::uint64_t guest = guest_start + i * cluster_size_;
     if (guest >= size) break;  // past the virtual size: qemu never reads it
     const std::uint64_t entry = be64(bytes, i * 8);
-    if (entry & kL2Compressed) return fail("compressed clusters");
+    if (entry & kL2Compressed) {
+      if (entry & kL2Copied) return fail("a compressed cluster with the copied flag");
+      // qemu_parse_compressed_l2_entry's arithmetic: the bytes from the host
+      // offset to the end of the last sector the descriptor counts.
+      const unsigned shift = 62 - (cluster_bits_ - 8);
+      const std::uint64_t host = entry & ((std::uint64_t{1} << shift) - 1);
+      const std::uint64_t sectors = ((entry >> shift) & ((std::uint64_t{1} << (cluster_bits_ - 8)) - 1)) + 1;
+      const std::uint64_t span = sectors * kCompressedSector - host % kCompressedSector;
+      if (host >= image_size_) return fail("a compressed cluster past the image's end");
+      // qemu reads past the end of the file as zeros; this reader takes the
+      // bytes the image has, and gives up if the cluster needed more.
+      const std::uint64_t length = std::min(span, image_size_ - host);
+      if (!claim_compressed(host, length)) return;
+      want(host, Target{Kind::kCompressed, length, guest, {}});
+      continue;
+    }
     if (entry & kL2Reserved) return fail("an L2 entry with reserved bits set");
     const std::uint64_t host = entry & kOffsetMask;
     if (entry & kL2Zero) {
@@ -239,7 +293,7 @@ bool Qcow2Stream::claim(std::uint64_t offset, std::uint64_t length) {
   for (std::uint64_t c = first; c <= last; ++c) {
     std::uint64_t& word = claimed_[c / 64];
     const std::uint64_t bit = std::uint64_t{1} << (c % 64);
-    if (word & bit) {
+    if ((word | compressed_[c / 64]) & bit) {
       fail("a host cluster used twice (overlapping tables or clusters)");
       return false;
     }
@@ -248,9 +302,29 @@ bool Qcow2Stream::claim(std::uint64_t offset, std::uint64_t length) {
   return true;
 }
 
+// Compressed clusters share host clusters with each other (qemu packs them),
+// never with a table or an uncompressed cluster.
+bool Qcow2Stream::claim_compressed(std::uint64_t offset, std::uint64_t length) {
+  if (failed()) return false;
+  const std::uint64_t first = offset >> cluster_bits_;
+  const std::uint64_t last = (offset + length - 1) >> cluster_bits_;
+  for (std::uint64_t c = first; c <= last; ++c) {
+    const std::uint64_t bit = std::uint64_t{1} << (c % 64);
+    if (claimed_[c / 64] & bit) {
+      fail("a compressed cluster overlaps a table or an uncompressed cluster");
+      return false;
+    }
+    compressed_[c / 64] |= bit;
+  }
+  return true;
+}
+
 void Qcow2Stream::want(std::uint64_t offset, Target target) {
   if (failed()) return;
   if (targets_.size() + late_.size() >= kMaxPending) return fail("too many clusters pending");
+  // Two compressed clusters may name one host offset (claims keep every
+  // other kind apart); only one of them could be served from the stream.
+  if (targets_.contains(offset) || late_.contains(offset)) return fail("two clusters pending at one host offset");
   // Bytes already fed are read back from the complete image at finish().
   if (offset < position_) {
     late_.emplace(offset, std::move(target));
@@ -259,11 +333,29 @@ void Qcow2Stream::want(std::uint64_t offset, Target target) {
   }
 }
 
+void Qcow2Stream::decompress(std::uint64_t guest, std::span<const char> bytes) {
+  // Bounded work: a cluster of output costs about its size in CPU, whatever
+  // its compressed size, so the clusters decompressed (zeros included) may
+  // add up to kMaxExpansion times the image at most.
+  decompressed_ += cluster_size_;
+  if (decompressed_ > max_decompressed_) return fail("compressed clusters expand past the bound on decompression");
+  if (!decompressor_) {
+    decompressor_ = std::make_unique<ClusterDecompressor>(
+        compression_type_ == kCompressionZstd ? ClusterDecompressor::Type::kZstd : ClusterDecompressor::Type::kZlib,
+        cluster_bits_);
+  }
+  cluster_.resize(cluster_size_);
+  if (!decompressor_->decompress(bytes, cluster_)) return fail("a compressed cluster that is not exactly one cluster");
+  write_data(guest, cluster_);
+}
+
 void Qcow2Stream::write_data(std::uint64_t guest, std::span<const char> bytes) {
   const std::uint64_t size = *virtual_size_;
   if (guest >= size) return;
   bytes = bytes.first(std::min<std::uint64_t>(bytes.size(), size - guest));
   if (all_zero(bytes)) return;  // the output is sparse: zeros stay holes
+  written_ += bytes.size();
+  if (written_ > max_written_) return fail("more data than the room the output was given");
   if (digest_) {
     const bool aligned = guest % DataDigest::kBlock == 0 &&
                          (bytes.size() % DataDigest::kBlock == 0 || guest + bytes.size() == size);
