@@ -382,7 +382,8 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   // Its data may fill the room ensure_space set aside for the conversion
   // (the virtual size Glance read, else the download's size), no more.
   if (qemu_format == "qcow2" && policy.stream_qcow2 && record.size) {
-    stream.emplace(converted.path(), *record.size, record.virtual_size.value_or(*record.size));
+    stream.emplace(converted.path(), *record.size, record.virtual_size.value_or(*record.size),
+                   policy.stream_compressed_qcow2);
   }
   Download downloaded = download(glance, policy, record, part.path(), verifier,
                                  raw_digest ? &*raw_digest : nullptr, /*durable=*/raw, stream ? &*stream : nullptr,

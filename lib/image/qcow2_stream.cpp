@@ -69,8 +69,9 @@ std::uint64_t be64(std::span<const char> bytes, std::size_t at) {
 
 }  // namespace
 
-Qcow2Stream::Qcow2Stream(std::filesystem::path output, std::uint64_t image_size, std::uint64_t max_written_bytes)
-    : output_path_(std::move(output)), image_size_(image_size), max_written_(max_written_bytes) {
+Qcow2Stream::Qcow2Stream(std::filesystem::path output, std::uint64_t image_size, std::uint64_t max_written_bytes,
+                         bool decompress)
+    : output_path_(std::move(output)), image_size_(image_size), max_written_(max_written_bytes), decompress_(decompress) {
   // Saturating: kMaxExpansion times the image, in bytes of decompressed clusters.
   max_decompressed_ = image_size_ > std::numeric_limits<std::uint64_t>::max() / kMaxExpansion
                           ? std::numeric_limits<std::uint64_t>::max()
@@ -249,6 +250,7 @@ void Qcow2Stream::parse_l2(std::uint64_t guest_start, std::span<const char> byte
     if (guest >= size) break;  // past the virtual size: qemu never reads it
     const std::uint64_t entry = be64(bytes, i * 8);
     if (entry & kL2Compressed) {
+      if (!decompress_) return fail("compressed clusters (not decompressed while streaming, by the caller's choice)");
       if (entry & kL2Copied) return fail("a compressed cluster with the copied flag");
       // qemu_parse_compressed_l2_entry's arithmetic: the bytes from the host
       // offset to the end of the last sector the descriptor counts.

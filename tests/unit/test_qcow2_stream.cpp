@@ -358,7 +358,7 @@ TEST_CASE("the streaming converter gives up on a compressed cluster that is not 
   }
 }
 
-TEST_CASE("the streaming converter gives up when compressed clusters would write more than the room it was given") {
+TEST_CASE("the streaming converter gives up when compressed clusters would write more than the room it was given, or when told not to decompress") {
   kiln::test::ScratchDir scratch;
   fs::path text = scratch / "text.raw";
   run({"sh", "-c", "yes kiln | head -c 4194304 > " + text.string()});
@@ -373,6 +373,15 @@ TEST_CASE("the streaming converter gives up when compressed clusters would write
     kiln::UniqueFd fd = kiln::open_file(image, O_RDONLY);
     REQUIRE_FALSE(converter.finish(fd.get()));
     REQUIRE(converter.why().find("room") != std::string::npos);
+    REQUIRE_FALSE(fs::exists(output));
+  }
+  // Told not to decompress (the fetch's default), it gives up at the first compressed cluster.
+  {
+    kiln::image::Qcow2Stream converter(output, bytes.size(), 4194304, /*decompress=*/false);
+    converter.feed(bytes);
+    kiln::UniqueFd fd = kiln::open_file(image, O_RDONLY);
+    REQUIRE_FALSE(converter.finish(fd.get()));
+    REQUIRE(converter.why().find("compressed clusters") != std::string::npos);
     REQUIRE_FALSE(fs::exists(output));
   }
   // With room for it, the same image streams.

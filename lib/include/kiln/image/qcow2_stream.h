@@ -76,9 +76,11 @@ class Qcow2Stream {
   // `output` is created (O_EXCL) on the first header that passes; `image_size`
   // is the download's size (Glance's), which bounds every host offset;
   // `max_written_bytes` bounds the data written (zeros stay holes and do not
-  // count): the room the caller set aside for the output.
+  // count): the room the caller set aside for the output. With
+  // `decompress` false it gives up at the first compressed cluster instead
+  // (qemu-img, which decompresses on several threads, then converts it).
   Qcow2Stream(std::filesystem::path output, std::uint64_t image_size,
-              std::uint64_t max_written_bytes = std::numeric_limits<std::uint64_t>::max());
+              std::uint64_t max_written_bytes = std::numeric_limits<std::uint64_t>::max(), bool decompress = true);
   ~Qcow2Stream();
   Qcow2Stream(const Qcow2Stream&) = delete;
   Qcow2Stream& operator=(const Qcow2Stream&) = delete;
@@ -132,6 +134,7 @@ class Qcow2Stream {
   std::filesystem::path output_path_;
   std::uint64_t image_size_;
   std::uint64_t max_written_;
+  bool decompress_;
   std::uint64_t max_decompressed_ = 0;
   UniqueFd output_;
   std::optional<std::string> failure_;
