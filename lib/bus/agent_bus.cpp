@@ -9,6 +9,7 @@
 
 #include "kiln/bus/topology.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 
 namespace kiln::bus {
 
@@ -134,6 +135,8 @@ class Session {
       // The default exchange routes by queue name: reply_to is the queue.
       out_.publish("", delivery.message.reply_to, reply);
     }
+    // A death here leaves the request unacked: the broker redelivers it.
+    KILN_FAILPOINT("bus.request.replied");
     in_->ack(delivery.tag);
   }
 

@@ -92,6 +92,8 @@ AmqpLink::AmqpLink(const LinkOptions& options) : state_(std::make_unique<State>(
   if (amqp_parse_url(url.data(), &info) != AMQP_STATUS_OK) {
     throw Error(ErrorCode::kInvalidArgument, "[amqp] url is not an amqp:// or amqps:// URL");
   }
+  // "amqp://host:port/" names the vhost "" to rabbitmq-c; everyone means the default "/".
+  if (info.vhost == nullptr || info.vhost[0] == '\0') info.vhost = const_cast<char*>("/");
   state_->connection = amqp_new_connection();
   if (state_->connection == nullptr) throw Error(ErrorCode::kBusError, "cannot allocate an AMQP connection");
   amqp_socket_t* socket = nullptr;
@@ -185,12 +187,13 @@ void AmqpLink::publish(const std::string& exchange, const std::string& routing_k
     props.headers.num_entries = static_cast<int>(entries.size());
     props.headers.entries = entries.data();
   }
-  int status = amqp_basic_publish(state_->connection, kChannel, bytes_of(exchange), bytes_of(routing_key), 0, 0,
-                                  &props, bytes_of(message.body));
+  int status = amqp_basic_publish(state_->connection, kChannel, bytes_of(exchange), bytes_of(routing_key),
+                                  message.mandatory ? 1 : 0, 0, &props, bytes_of(message.body));
   if (status != AMQP_STATUS_OK) state_->fail(std::string("publish: ") + amqp_error_string2(status));
   std::uint64_t tag = ++state_->published;
   // rabbitmq-c 0.11 has no confirm wait: read frames until the basic.ack that covers `tag`.
   auto deadline = std::chrono::steady_clock::now() + state_->timeout;
+  bool returned = false;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) state_->fail("the broker did not confirm a publish to " + exchange + " within " +
@@ -204,7 +207,22 @@ void AmqpLink::publish(const std::string& exchange, const std::string& routing_k
     switch (frame.payload.method.id) {
       case AMQP_BASIC_ACK_METHOD: {
         auto* ack = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
-        if (ack->delivery_tag == tag || (ack->multiple && ack->delivery_tag >= tag)) return;
+        if (ack->delivery_tag == tag || (ack->multiple && ack->delivery_tag >= tag)) {
+          if (returned) {
+            throw Error(ErrorCode::kBusError, "no queue takes messages for '" + routing_key + "' on exchange '" +
+                                                  exchange + "' (no such host?)");
+          }
+          return;
+        }
+        break;
+      }
+      case AMQP_BASIC_RETURN_METHOD: {
+        // The broker hands back the message (header and body frames follow), then confirms it.
+        returned = true;
+        amqp_message_t back{};
+        auto reply = amqp_read_message(state_->connection, kChannel, &back, 0);
+        if (reply.reply_type != AMQP_RESPONSE_NORMAL) state_->fail("reading a returned message: " + describe(reply));
+        amqp_destroy_message(&back);
         break;
       }
       case AMQP_BASIC_NACK_METHOD:

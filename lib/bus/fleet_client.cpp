@@ -34,6 +34,7 @@ std::string FleetClient::send(const std::string& host, const std::string& method
   if (host.empty()) {
     out_.publish(kFanoutExchange, "", message);
   } else {
+    message.mandatory = true;  // a host that never connected has no queue: say so at once
     out_.publish(kRequestExchange, request_queue(host), message);
   }
   return message.correlation_id;

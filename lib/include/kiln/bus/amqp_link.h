@@ -42,6 +42,9 @@ struct Message {
   std::string message_id;
   std::map<std::string, std::string> headers;  // string headers only
   bool persistent = true;
+  // Unroutable (no queue bound for the key) makes publish() throw kBusError
+  // instead of the broker dropping it silently.
+  bool mandatory = false;
 };
 
 struct Delivery {
