@@ -11,9 +11,9 @@ namespace kiln::bus {
 
 using nlohmann::json;
 
-FleetClient::FleetClient(const LinkOptions& options) : out_(options), in_(options) {
+FleetClient::FleetClient(const LinkOptions& options, const std::string& durable_queue) : out_(options), in_(options) {
   declare_topology(out_);
-  queue_ = in_.declare_queue("", false);
+  queue_ = in_.declare_queue(durable_queue, !durable_queue.empty());
   in_.consume(queue_, 256);
 }
 

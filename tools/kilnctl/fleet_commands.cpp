@@ -4,6 +4,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "commands.h"
 #include "kiln/bus/fleet_client.h"
@@ -221,26 +222,46 @@ void add_fleet_commands(CLI::App& app, Registry& registry) {
   struct WatchOptions {
     bool heartbeats = false;
     unsigned count = 0;
+    std::string queue;
   };
   auto watch = std::make_shared<WatchOptions>();
   CLI::App* watch_command = fleet->add_subcommand("watch", "print operation events as they come (one JSON line each with --json)");
   add_connection_options(watch_command, *options);
   watch_command->add_flag("--heartbeats", watch->heartbeats, "print the hosts' state reports too");
   watch_command->add_option("--count", watch->count, "stop after this many messages (default: never)");
+  watch_command->add_option("--queue", watch->queue,
+                            "a durable queue to watch through: events that come while the broker restarts wait in it, "
+                            "and watch reconnects until --timeout");
   registry.emplace_back(watch_command, [options, watch](Context& context) {
-    kiln::bus::FleetClient client(link_options(context, *options));
-    client.watch("kiln.events.#");
-    if (watch->heartbeats) client.watch(kiln::bus::kHeartbeatKey);
-    std::cerr << "kilnctl: watching\n";  // bound: what follows is caught (tests wait for this line)
+    auto connect = [&] {
+      auto client = std::make_unique<kiln::bus::FleetClient>(link_options(context, *options), watch->queue);
+      client->watch("kiln.events.#");
+      if (watch->heartbeats) client->watch(kiln::bus::kHeartbeatKey);
+      return client;
+    };
+    auto client = connect();
+    std::cerr << "kilnctl: watching" << std::endl;  // bound: what follows is caught (tests wait for this line)
     unsigned seen = 0;
     auto deadline = std::chrono::steady_clock::now() + ms(options->timeout);
     while (watch->count == 0 || seen < watch->count) {
       if (std::chrono::steady_clock::now() >= deadline) return watch->count == 0 ? 0 : 1;
-      auto inbound = client.next(1000ms);
+      std::optional<kiln::bus::Inbound> inbound;
+      try {
+        if (!client) client = connect();
+        inbound = client->next(1000ms);
+      } catch (const kiln::Error& error) {
+        if (watch->queue.empty()) throw;  // a private queue is gone with the connection
+        std::cerr << "kilnctl: [" << error.code_name() << "] " << error.what() << "; reconnecting" << std::endl;
+        client.reset();
+        std::this_thread::sleep_for(500ms);
+        continue;
+      }
       if (!inbound || inbound->kind == kiln::bus::Inbound::Kind::kReply) continue;
       ++seen;
       if (context.json_output()) {
-        std::cout << json({{"key", inbound->routing_key}, {"message", inbound->body}}).dump() << std::endl;
+        auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+        std::cout << json({{"key", inbound->routing_key}, {"received_at", now}, {"message", inbound->body}}).dump()
+                  << std::endl;
       } else if (inbound->kind == kiln::bus::Inbound::Kind::kHeartbeat) {
         std::cout << "heartbeat " << inbound->body.dump() << std::endl;
       } else {

@@ -31,7 +31,10 @@ struct Inbound {
 
 class FleetClient {
  public:
-  explicit FleetClient(const LinkOptions& options);
+  // `durable_queue`: receive into that durable queue instead of a private
+  // one, so events published while this client was away (a broker restart,
+  // a controller restart) wait for it. Replies still come there.
+  explicit FleetClient(const LinkOptions& options, const std::string& durable_queue = "");
 
   // Receives events whose key matches `binding_key` (AMQP topic pattern, e.g.
   // "kiln.events.#" or "kiln.events.h1.boot"), or state reports with "kiln.heartbeat".
