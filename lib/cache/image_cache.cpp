@@ -198,4 +198,17 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   return BaseLease{std::move(base), std::move(lock)};
 }
 
+void to_json(nlohmann::json& out, const BaseImage& base) {
+  nlohmann::json phases = nlohmann::json::object();
+  for (const auto& phase : base.phases) phases[phase.name] = phase.duration.count() / 1000.0;
+  out = {{"path", base.path.string()},
+         {"image_id", base.record.id},
+         {"image_name", base.record.name},
+         {"disk_format", base.record.disk_format},
+         {"virtual_size", base.virtual_size},
+         {"downloaded_bytes", base.downloaded_bytes},
+         {"resumes", base.resumes},
+         {"phases_ms", phases}};
+}
+
 }  // namespace kiln::cache

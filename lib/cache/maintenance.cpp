@@ -425,4 +425,39 @@ RoomResult make_room(const fs::path& instances_path, std::uint64_t bytes, const 
   return result;
 }
 
+void to_json(nlohmann::json& out, const CacheEntry& entry) {
+  bool missing_info = entry.kind == BaseKind::kImage && !entry.info;
+  out = {{"name", entry.name},
+         {"path", entry.path.string()},
+         {"kind", kind_name(entry.kind)},
+         {"physical_bytes", entry.physical_bytes},
+         {"virtual_bytes", entry.virtual_bytes},
+         {"in_use", entry.users.size()},
+         {"last_used_at", format_time(entry.last_used)},
+         {"state", missing_info ? "no-info" : "ok"}};
+  if (entry.info) {
+    out["image_id"] = entry.info->image_id;
+    out["image_name"] = entry.info->name;
+    out["disk_format"] = entry.info->disk_format;
+    out["fetched_at"] = format_time(entry.info->fetched_at);
+  }
+  nlohmann::json users = nlohmann::json::array();
+  for (const auto& user : entry.users) users.push_back(user.string());
+  out["users"] = users;
+}
+
+void to_json(nlohmann::json& out, const VerifyResult& result) {
+  out = {{"name", result.name}, {"state", result.state}, {"algorithm", result.algorithm},
+         {"expected", result.expected}, {"actual", result.actual}};
+}
+
+void to_json(nlohmann::json& out, const RepairAction& action) {
+  out = {{"path", action.path.string()}, {"action", action.action}};
+}
+
+void to_json(nlohmann::json& out, const PruneDecision& decision) {
+  out = {{"name", decision.name}, {"path", decision.path.string()}, {"physical_bytes", decision.physical_bytes},
+         {"reason", decision.reason}, {"removed", decision.removed}};
+}
+
 }  // namespace kiln::cache

@@ -5,7 +5,9 @@
 
 #include <cerrno>
 #include <cstdio>  // renameat2
+#include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "kiln/cache/maintenance.h"
@@ -88,6 +90,19 @@ void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image) {
 }
 
 namespace {
+
+// Whether the instances path takes O_DIRECT, probed once per process and path
+// as nova's disk_cachemode is: a probe creates, writes and unlinks a file
+// (milliseconds of journal on a busy disk) and its answer does not change
+// while the filesystem stays mounted.
+bool instances_take_direct_io(const fs::path& instances_path) {
+  static std::mutex mutex;
+  static std::map<std::string, bool> probed;
+  std::lock_guard lock(mutex);
+  auto [it, first] = probed.try_emplace(instances_path.lexically_normal().string(), false);
+  if (first) it->second = supports_direct_io(instances_path);
+  return it->second;
+}
 
 void check_absent(const InstanceDir& directory, virt::Connection& libvirt) {
   std::error_code error;
@@ -196,10 +211,8 @@ TemporaryPath publish_directory(TemporaryPath& building, const InstanceDir& dire
 
 ProvisioningMarker create_marker(const InstanceDir& directory, const BootRequest& request) {
   KILN_FAILPOINT("boot.marker.before_create");
-  nlohmann::json marker = {{"uuid", directory.uuid()}, {"image_id", request.image_id}, {"name", request.name},
-                           {"vcpus", request.vcpus}, {"memory_mb", request.memory_mb},
-                           {"root_gb", request.root_gb}, {"swap_mb", request.swap_mb},
-                           {"ephemeral_gb", request.ephemeral_gb}};
+  nlohmann::json marker = request;
+  marker["uuid"] = directory.uuid();
   return ProvisioningMarker(directory.provisioning_marker(), marker.dump());
 }
 
@@ -385,7 +398,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
   InstanceLock lock(host.instances_path, directory.uuid());
   KILN_FAILPOINT("boot.locked");
-  spec.cache_mode = supports_direct_io(host.instances_path) ? "none" : "writeback";
+  spec.cache_mode = instances_take_direct_io(host.instances_path) ? "none" : "writeback";
 
   // Built under a temporary name, renamed into place whole: no crash leaves a
   // directory under the uuid that is empty or holds half a disk set. Every
@@ -447,6 +460,34 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   return result;
 }
 
+void to_json(nlohmann::json& out, const BootRequest& request) {
+  out = {{"uuid", request.uuid},
+         {"image_id", request.image_id},
+         {"flavor", {{"vcpus", request.vcpus}, {"memory_mb", request.memory_mb}, {"root_gb", request.root_gb},
+                     {"swap_mb", request.swap_mb}, {"ephemeral_gb", request.ephemeral_gb}}},
+         {"nics", request.nics},
+         {"start", request.start}};
+  if (!request.name.empty()) out["name"] = request.name;
+}
+
+void from_json(const nlohmann::json& in, BootRequest& request) {
+  request.uuid = in.at("uuid").get<std::string>();
+  request.name = in.value("name", std::string());
+  request.image_id = in.at("image_id").get<std::string>();
+  const nlohmann::json& flavor = in.at("flavor");
+  request.vcpus = flavor.at("vcpus").get<unsigned>();
+  request.memory_mb = flavor.at("memory_mb").get<std::uint64_t>();
+  request.root_gb = flavor.at("root_gb").get<std::uint64_t>();
+  request.swap_mb = flavor.value("swap_mb", std::uint64_t{0});
+  request.ephemeral_gb = flavor.value("ephemeral_gb", std::uint64_t{0});
+  request.nics = in.value("nics", std::vector<virt::NetworkInterface>{});
+  request.start = in.value("start", true);
+}
+
+void to_json(nlohmann::json& out, const DeleteResult& result) {
+  out = {{"uuid", result.uuid}, {"domain_found", result.domain_found}, {"directory_found", result.directory_found}};
+}
+
 nlohmann::json to_json(const BootResult& result) {
   const auto& dir = result.directory;
   nlohmann::json out = {
@@ -455,10 +496,7 @@ nlohmann::json to_json(const BootResult& result) {
       {"domain", {{"name", result.domain_name}, {"type", result.domain_type}, {"state", result.domain_state}}},
       {"disk", {{"path", dir.disk().string()}, {"format", "qcow2"}, {"virtual_size", result.root_bytes},
                 {"backing_file", result.base.path.string()}}},
-      {"base", {{"path", result.base.path.string()}, {"image_id", result.base.record.id},
-                {"image_name", result.base.record.name}, {"disk_format", result.base.record.disk_format},
-                {"virtual_size", result.base.virtual_size}, {"downloaded_bytes", result.base.downloaded_bytes},
-                {"resumes", result.base.resumes}}},
+      {"base", result.base},
       {"disk_info", dir.disk_info().string()},
       {"console_log", dir.console_log().string()},
       {"libvirt_xml", dir.libvirt_xml().string()},
@@ -512,6 +550,7 @@ DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_
                              virt::Connection& libvirt) {
   InstanceDir directory(instances_path, uuid);
   DeleteResult result;
+  result.uuid = directory.uuid();
   std::error_code error;
   result.directory_found = fs::is_directory(directory.path(), error);
   KILN_FAILPOINT("delete.begin");

@@ -192,11 +192,16 @@ nlohmann::json to_json(const ReconcileReport& report) {
     findings.push_back({{"uuid", finding.uuid}, {"kind", finding.kind}, {"action", finding.action},
                         {"changed", finding.changed}});
   }
+  // An empty vector of repairs must still be an array (not null).
   nlohmann::json repairs = nlohmann::json::array();
-  for (const auto& repair : report.cache_repairs) {
-    repairs.push_back({{"path", repair.path.string()}, {"action", repair.action}});
-  }
+  for (const auto& repair : report.cache_repairs) repairs.push_back(repair);
   return {{"instances_seen", report.instances_seen}, {"findings", findings}, {"cache_repairs", repairs}};
+}
+
+void to_json(nlohmann::json& out, const RecoverResult& result) {
+  out = {{"uuid", result.uuid},
+         {"domain", {{"name", result.domain_name}, {"state", result.domain_state}}},
+         {"already_defined", result.already_defined}};
 }
 
 namespace {

@@ -1,9 +1,11 @@
 #include "kiln/rpc/agent_client.h"
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdio>
 #include <thread>
 
 #include "kiln/util/error.h"
@@ -67,14 +69,34 @@ AgentReply AgentClient::call_raw(const std::string& method, const std::string& t
 
 nlohmann::json AgentClient::wait_operation(const std::string& operation_id, std::chrono::milliseconds timeout) const {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  PollPause pause;
+  OperationFollower follower(*this, operation_id, std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5)));
   for (;;) {
-    auto reply = call("GET", "/v1/operations/" + operation_id);
+    auto reply = follower.ask();
     if (reply.status != 200) return reply.body;
     std::string state = reply.body.value("state", "");
     if (state == "succeeded" || state == "failed" || std::chrono::steady_clock::now() > deadline) return reply.body;
-    pause.wait();
   }
+}
+
+OperationFollower::OperationFollower(const AgentClient& agent, std::string operation_id, std::chrono::milliseconds wait)
+    : agent_(agent), wait_(wait) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.3f", static_cast<double>(wait.count()) / 1000);
+  target_ = "/v1/operations/" + operation_id + "?wait=" + seconds;
+}
+
+AgentReply OperationFollower::ask() {
+  if (pause_.count() > 0) std::this_thread::sleep_for(pause_);
+  auto asked = std::chrono::steady_clock::now();
+  auto reply = agent_.call("GET", target_);
+  std::string state = reply.status == 200 ? reply.body.value("state", "") : "";
+  bool unfinished = state == "queued" || state == "running";
+  if (unfinished && std::chrono::steady_clock::now() - asked < wait_ / 2) {
+    pause_ = std::clamp(pause_ * 2, std::chrono::milliseconds(2), std::chrono::milliseconds(100));
+  } else {
+    pause_ = std::chrono::milliseconds(0);
+  }
+  return reply;
 }
 
 }  // namespace kiln::rpc

@@ -1,5 +1,7 @@
 #include "kiln/rpc/message.h"
 
+#include "kiln/rpc/wire.h"
+
 namespace kiln::rpc {
 
 std::string Peer::describe() const {
@@ -105,9 +107,7 @@ std::string escape_invalid_utf8(std::string_view text) {
 Response error_response(unsigned status, ErrorCode code, const std::string& message) {
   Response response;
   response.status = status;
-  // The message often quotes what the client sent (a path, a JSON parser's
-  // "last read"); JSON cannot carry bytes that are not UTF-8.
-  response.body = {{"error", {{"code", std::string(code_name(code))}, {"message", escape_invalid_utf8(message)}}}};
+  response.body = error_envelope(code, message);
   return response;
 }
 

@@ -126,6 +126,20 @@ bool Operation::wait(std::chrono::milliseconds timeout) const {
   });
 }
 
+std::shared_ptr<void> Operation::when_finished(std::function<void()> wake) const {
+  auto watcher = std::make_shared<std::function<void()>>(std::move(wake));
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ != OperationState::kSucceeded && state_ != OperationState::kFailed) {
+      std::erase_if(watchers_, [](const auto& weak) { return weak.expired(); });
+      watchers_.push_back(watcher);
+      return watcher;
+    }
+  }
+  (*watcher)();
+  return nullptr;
+}
+
 void Operation::mark_running() {
   std::lock_guard lock(mutex_);
   state_ = OperationState::kRunning;
@@ -151,6 +165,7 @@ nlohmann::json Operation::record_with(const Outcome& outcome) const {
 }
 
 void Operation::finish(Outcome outcome) {
+  std::vector<std::weak_ptr<std::function<void()>>> watchers;
   {
     std::lock_guard lock(mutex_);
     state_ = outcome.state;
@@ -160,8 +175,12 @@ void Operation::finish(Outcome outcome) {
     }
     error_ = std::move(outcome.error);
     finished_at_ = outcome.at;
+    watchers.swap(watchers_);
   }
   finished_changed_.notify_all();
+  for (const auto& weak : watchers) {
+    if (auto watcher = weak.lock()) (*watcher)();
+  }
 }
 
 nlohmann::json Operation::render(const Outcome* pending) const {

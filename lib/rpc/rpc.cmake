@@ -37,12 +37,12 @@ target_include_directories(kiln PRIVATE rpc)
 target_sources(kiln PRIVATE
   rpc/agent_client.cpp
   rpc/backend.cpp
-  rpc/cache_json.cpp
   rpc/metrics.cpp
   rpc/operation_journal.cpp
   rpc/operations.cpp
   rpc/request_reader.cpp
   rpc/server.cpp
   rpc/service.cpp
+  rpc/wire.cpp
 )
 target_link_libraries(kiln PRIVATE spdlog::spdlog OpenSSL::SSL)

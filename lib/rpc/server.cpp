@@ -105,6 +105,26 @@ asio::awaitable<Response> on_blocking_pool(asio::thread_pool& pool, asio::any_io
       asio::use_awaitable);
 }
 
+// A long poll's wait, holding no thread: the wake-up (called on whichever
+// thread finishes what is awaited) moves a timer's expiry to the past on the
+// event loop, which ends a wait in progress and any wait begun after it.
+// REQUIRES: the event loop runs on one thread (kilnd's does).
+asio::awaitable<Response> after_long_poll(LongPoll poll) {
+  auto executor = co_await asio::this_coro::executor;
+  auto timer = std::make_shared<asio::steady_timer>(executor, poll.up_to);
+  std::weak_ptr<asio::steady_timer> weak = timer;
+  auto subscription = poll.subscribe([weak, executor] {
+    asio::post(executor, [weak] {
+      if (auto woken = weak.lock()) woken->expires_at(asio::steady_timer::time_point::min());
+    });
+  });
+  if (subscription) {  // null: it had happened already
+    boost::system::error_code ignored;
+    co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ignored));  // woken or timed out
+  }
+  co_return poll.answer();
+}
+
 // Whether something answers on the Unix socket at `path`.
 bool socket_answers(const fs::path& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -488,6 +508,7 @@ asio::awaitable<void> Server::Impl::serve(Stream& stream, const Peer& peer,
       Service* handler = &service;
       auto work = [handler, request] { return handler->handle(*request); };
       response = co_await on_blocking_pool(blocking_pool, executor, std::move(work));
+      if (response.long_poll) response = co_await after_long_poll(std::move(*response.long_poll));
     }
     auto answer = detail::to_http(response, version, keep_alive);
     lowest.expires_after(rpc.request_timeout);

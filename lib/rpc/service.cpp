@@ -7,12 +7,12 @@
 #include <filesystem>
 
 #include "backend.h"
-#include "cache_json.h"
 #include "kiln/cache/maintenance.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
 #include "kiln/rpc/operation_journal.h"
 #include "kiln/rpc/schema_validation.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/connection.h"
@@ -38,33 +38,36 @@ std::vector<std::string> path_segments(const std::string& target) {
   return segments;
 }
 
-std::string lowercase(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
-  return text;
+// The value of `name` in the target's query ("/x?wait=5" -> "5"), if given.
+std::optional<std::string> query_parameter(const std::string& target, const std::string& name) {
+  auto question = target.find('?');
+  if (question == std::string::npos) return std::nullopt;
+  std::string query = target.substr(question + 1);
+  for (std::size_t start = 0; start <= query.size();) {
+    auto end = std::min(query.find('&', start), query.size());
+    std::string pair = query.substr(start, end - start);
+    auto equals = pair.find('=');
+    if (pair.substr(0, equals) == name) return equals == std::string::npos ? "" : pair.substr(equals + 1);
+    start = end + 1;
+  }
+  return std::nullopt;
 }
 
-instance::BootRequest boot_request_from(const json& body) {
-  instance::BootRequest request;
-  request.uuid = lowercase(body.at("uuid").get<std::string>());
-  request.name = body.value("name", std::string());
-  request.image_id = body.at("image_id").get<std::string>();
-  const json& flavor = body.at("flavor");
-  request.vcpus = flavor.at("vcpus").get<unsigned>();
-  request.memory_mb = flavor.at("memory_mb").get<std::uint64_t>();
-  request.root_gb = flavor.at("root_gb").get<std::uint64_t>();
-  request.swap_mb = flavor.value("swap_mb", std::uint64_t{0});
-  request.ephemeral_gb = flavor.value("ephemeral_gb", std::uint64_t{0});
-  for (const json& item : body.value("nics", json::array())) {
-    virt::NetworkInterface nic;
-    nic.type = item.at("type").get<std::string>();
-    nic.bridge = item.value("bridge", std::string());
-    nic.mac = item.value("mac", std::string());
-    nic.tap = item.value("tap", std::string());
-    nic.model = item.value("model", std::string());
-    request.nics.push_back(nic);
+// ?wait=SECONDS (decimal, at most kLongestLongPoll): how long a GET of an
+// unfinished operation may wait for it to finish before it answers.
+constexpr std::chrono::seconds kLongestLongPoll{60};
+
+std::chrono::milliseconds long_poll_wait(const std::string& target) {
+  auto text = query_parameter(target, "wait");
+  if (!text) return std::chrono::milliseconds(0);
+  bool decimal = !text->empty() && text->size() <= 16 && text->find_first_not_of("0123456789.") == std::string::npos &&
+                 std::count(text->begin(), text->end(), '.') <= 1 && text->front() != '.';
+  double seconds = decimal ? std::stod(*text) : -1;
+  if (!(seconds >= 0 && seconds <= kLongestLongPoll.count())) {
+    throw Error(ErrorCode::kInvalidArgument, "wait must be a number of seconds from 0 to " +
+                                                 std::to_string(kLongestLongPoll.count()) + ", such as 0.5 or 30");
   }
-  request.start = body.value("start", true);
-  return request;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
 
 // One libvirt connection per blocking thread for the read-only routes
@@ -123,8 +126,8 @@ Response Service::handle(const Request& request) {
   try {
     response = route(request);
   } catch (const ValidationError& error) {
-    response = error_response(400, error.code(), error.what());
-    response.body["error"]["pointer"] = error.pointer();
+    response.status = 400;
+    response.body = error_envelope(error);
   } catch (const Error& error) {
     response = error_response(error.code(), error.what());
   } catch (const std::exception& error) {
@@ -212,7 +215,7 @@ Response Service::route(const Request& request) {
     return method_not_allowed();
   }
   if (segments.size() == 3 && segments[1] == "operations") {
-    if (method == "GET") return no_body(), operation(segments[2]);
+    if (method == "GET") return no_body(), operation(segments[2], long_poll_wait(request.target));
     return method_not_allowed();
   }
   return error_response(ErrorCode::kNotFound, "no such resource: " + request.target);
@@ -229,20 +232,24 @@ Response Service::accepted(const std::shared_ptr<Operation>& operation) {
   return response;
 }
 
-void Service::fetch_base(const Backend& backend, const std::string& image_id, Operation& operation,
-                         std::optional<std::uint64_t> root_gb) {
+std::optional<cache::BaseImage> Service::fetch_base(const Backend& backend, const std::string& image_id,
+                                                    Operation& operation, std::optional<std::uint64_t> root_gb) {
   const auto& cache = backend.cache();
   // A cached base needs no download slot; provision() still asks Glance
   // about the image, so a warm boot asks once, not twice.
   std::error_code error;
-  if (fs::exists(cache.base_directory() / cache::base_name_for(image_id), error)) return;
+  bool cached = fs::exists(cache.base_directory() / cache::base_name_for(image_id), error);
+  if (cached && root_gb) return std::nullopt;
   operation.set_step("looking up the image");
   auto record = cache.lookup(image_id);
   // As provision() does, and before the download: an image the flavor cannot
   // hold must not make room in the cache, or take a download slot, for nothing.
   if (root_gb) instance::check_root_fits(*root_gb, record);
-  operation.set_step("waiting for a download slot");
-  DownloadSlot slot(download_slots_);
+  std::optional<DownloadSlot> slot;
+  if (!cached) {
+    operation.set_step("waiting for a download slot");
+    slot.emplace(download_slots_);
+  }
   operation.set_step("fetching the image");
   auto lease = cache.acquire(record, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
     operation.set_bytes(done, total);
@@ -251,6 +258,7 @@ void Service::fetch_base(const Backend& backend, const std::string& image_id, Op
   if (lease.base.downloaded_bytes > 0) {
     spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, lease.base.downloaded_bytes);
   }
+  return lease.base;
 }
 
 std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const {
@@ -263,9 +271,7 @@ std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const
 }
 
 Response Service::boot(const Request& request) {
-  json body = validate_body("boot-request", request.body);
-  auto boot_request = boot_request_from(body);
-  body["uuid"] = boot_request.uuid;
+  auto [body, boot_request] = parse_boot_request(request.body);
   // Only the digest of the body is kept (sorted keys: the same body, the same digest).
   std::string digest = hex_digest_of("sha256", body.dump());
   auto backend = this->backend();
@@ -295,7 +301,7 @@ Response Service::boot(const Request& request) {
   auto operation = runner_.submit(std::move(what), [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
-    fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
+    auto fetched = fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
     operation.set_step("building the instance");
     virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
@@ -305,6 +311,13 @@ Response Service::boot(const Request& request) {
     });
     metrics_.add_downloaded_bytes(result.base.downloaded_bytes);
     metrics_.count_boot();
+    // The download happened above, not in provision(): the result says what
+    // this boot fetched, as kilnctl --direct's does.
+    if (fetched) {
+      result.base.downloaded_bytes += fetched->downloaded_bytes;
+      result.base.resumes += fetched->resumes;
+      result.base.phases = fetched->phases;
+    }
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
                  boot_request.image_id, result.domain_name, result.domain_state);
     return instance::to_json(result);
@@ -328,7 +341,7 @@ Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
     auto result = instance::delete_instance(uuid, backend->settings().instances_path, libvirt);
     spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
                  result.domain_found, result.directory_found);
-    return json{{"uuid", uuid}, {"domain_found", result.domain_found}, {"directory_found", result.directory_found}};
+    return json(result);
   });
   return accepted(operation);
 }
@@ -340,9 +353,7 @@ Response Service::precache(const std::string& image_id, const Request& request) 
   }
   auto backend = this->backend();
   auto operation = runner_.submit({"precache", "", image_id, nullptr, ""}, [this, backend, image_id](Operation& operation) {
-    fetch_base(*backend, image_id, operation);
-    auto base = backend->cache().base_directory() / cache::base_name_for(image_id);
-    return json{{"image_id", image_id}, {"base", base.string()}};
+    return json(*fetch_base(*backend, image_id, operation));
   });
   return accepted(operation);
 }
@@ -371,10 +382,9 @@ Response Service::show_instance(const std::string& uuid) {
 
 Response Service::list_cache() {
   auto entries = cache::list_cache(backend()->settings().instances_path);
-  json out = json::array();
-  for (const auto& entry : entries) out.push_back(cache_entry_json(entry));
   Response response;
-  response.body = {{"bases", out}};
+  response.body = {{"bases", json::array()}};
+  for (const auto& entry : entries) response.body["bases"].push_back(entry);
   return response;
 }
 
@@ -386,13 +396,21 @@ Response Service::prune(const Request& request) {
   auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
                                       cache::Clock::now(), dry_run);
   Response response;
-  response.body = {{"dry_run", dry_run}, {"decisions", prune_decisions_json(decisions)}};
+  response.body = {{"dry_run", dry_run}, {"decisions", json::array()}};
+  for (const auto& decision : decisions) response.body["decisions"].push_back(decision);
   return response;
 }
 
-Response Service::operation(const std::string& id) {
+Response Service::operation(const std::string& id, std::chrono::milliseconds wait) {
   auto operation = runner_.find(id);
   if (!operation) throw Error(ErrorCode::kNotFound, "no operation " + id);
+  if (wait.count() > 0 && !operation->finished()) {
+    Response pending;
+    pending.long_poll = LongPoll{
+        [operation](std::function<void()> wake) { return operation->when_finished(std::move(wake)); }, wait,
+        [this, id] { return this->operation(id, std::chrono::milliseconds(0)); }};
+    return pending;
+  }
   Response response;
   response.body = operation->to_json();
   // The status a synchronous call failing the same way answers with, so

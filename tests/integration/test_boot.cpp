@@ -73,11 +73,11 @@ std::string without_cache_skeleton(const std::string& listing) {
 
 // Runs a boot that must fail with `code` and change nothing under instances_path.
 void require_refused(Host& host, const std::string& image_id, const std::string& uuid,
-                     const std::string& code, std::vector<std::string> extra = {}) {
+                     const std::string& code, std::vector<std::string> extra = {}, int exit_code = 1) {
   std::string before = kiln::test::tree_listing(host.instances);
   auto result = host.boot(image_id, uuid, extra);
   INFO(result.err);
-  REQUIRE(result.exit_code == 1);
+  REQUIRE(result.exit_code == exit_code);
   REQUIRE(result.output["error"]["code"] == code);
   REQUIRE(result.err.find("error [" + code + "]") != std::string::npos);
   std::string after = kiln::test::tree_listing(host.instances);
@@ -265,6 +265,6 @@ TEST_CASE("a bad NIC is refused before anything is fetched") {
   kiln::test::make_qcow2(host.scratch / "image.qcow2", "64M");
   std::string image_id = kiln::test::upload_image("bad nic", "qcow2", host.scratch / "image.qcow2");
   require_refused(host, image_id, kiln::test::random_uuid(), "invalid_argument",
-                  {"--nic", "type=ethernet,mac=01:00:5e:00:00:01"});
+                  {"--nic", "type=ethernet,mac=01:00:5e:00:00:01"}, 2);
   REQUIRE_FALSE(fs::exists(host.base_of(image_id)));
 }

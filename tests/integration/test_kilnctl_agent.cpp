@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <functional>
+#include <map>
 #include <regex>
 
 #include "kiln/cache/image_cache.h"
@@ -193,5 +195,178 @@ TEST_CASE("every image of the hostile corpus is refused through kilnd and throug
     }
     REQUIRE_FALSE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
   }
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}
+
+namespace {
+
+// `text` with every occurrence of each key of `names` replaced by its value.
+std::string renamed(std::string text, const std::map<std::string, std::string>& names) {
+  for (const auto& [from, to] : names) {
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+      text.replace(at, from.size(), to);
+    }
+  }
+  return text;
+}
+
+// `output` of one path, with the other path's names (uuid, image id, base
+// name) put in place of its own and the fields that honestly differ dropped:
+// phases_ms (timings of a cold fetch, top level or under "base").
+json comparable(const json& output, const std::map<std::string, std::string>& names) {
+  json out = json::parse(renamed(output.dump(), names));
+  if (out.is_object()) {
+    out.erase("phases_ms");
+    if (out.contains("base") && out["base"].is_object()) out["base"].erase("phases_ms");
+  }
+  return out;
+}
+
+}  // namespace
+
+// Every command kilnctl can run both ways (boot, delete, cache fetch; the
+// others always work directly), on the same host: the JSON is the same but
+// for the names of what each made (another uuid, another upload of the same
+// file under the same name) and the timings of a cold fetch (phases_ms).
+// Errors too: a boot of an image Glance does not have.
+TEST_CASE("kilnctl --json prints the same JSON directly and through kilnd for every command that has both") {
+  AgentHost host;
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string through_image = kiln::test::upload_image("parity", "qcow2", host.scratch / "image.qcow2");
+  std::string direct_image = kiln::test::upload_image("parity", "qcow2", host.scratch / "image.qcow2");
+  std::map<std::string, std::string> image_names = {
+      {direct_image, through_image},
+      {kiln::cache::base_name_for(direct_image), kiln::cache::base_name_for(through_image)}};
+  auto both = [&](std::vector<std::string> through_args, std::vector<std::string> direct_args,
+                  const std::map<std::string, std::string>& names) {
+    auto through = kilnctl_with_config(host.config, through_args);
+    direct_args.insert(direct_args.begin(), "--direct");
+    auto direct = kilnctl_with_config(host.config, direct_args);
+    INFO("through kilnd: " << through.output.dump(2) << "\ndirect: " << direct.output.dump(2));
+    REQUIRE(through.exit_code == direct.exit_code);
+    REQUIRE(comparable(direct.output, names) == comparable(through.output, {}));
+    return through;
+  };
+
+  SECTION("cache fetch, cold then warm") {
+    auto cold = both({"cache", "fetch", through_image}, {"cache", "fetch", direct_image}, image_names);
+    REQUIRE(cold.exit_code == 0);
+    REQUIRE(cold.output["downloaded_bytes"].get<std::uint64_t>() > 0);
+    REQUIRE(metric(kilnd, "kiln_downloaded_bytes_total") > 0);
+    auto warm = both({"cache", "fetch", through_image}, {"cache", "fetch", direct_image}, image_names);
+    REQUIRE(warm.output["downloaded_bytes"] == 0);
+  }
+
+  SECTION("boot and delete") {
+    std::string through_uuid = kiln::test::random_uuid();
+    std::string direct_uuid = kiln::test::random_uuid();
+    auto names = image_names;
+    names[direct_uuid] = through_uuid;
+    auto boot = [&](const std::string& image, const std::string& uuid) {
+      return std::vector<std::string>{"boot", "--image", image, "--uuid", uuid, "--vcpus", "1", "--memory-mb",
+                                      "64", "--root-gb", "1", "--swap-mb", "0", "--no-start"};
+    };
+    auto booted = both(boot(through_image, through_uuid), boot(direct_image, direct_uuid), names);
+    REQUIRE(booted.exit_code == 0);
+    REQUIRE(booted.output["domain"]["state"] == "shut off");
+    REQUIRE(metric(kilnd, "kiln_boots_total") == 1);
+    auto deleted = both({"delete", through_uuid}, {"delete", direct_uuid}, names);
+    REQUIRE(deleted.exit_code == 0);
+    REQUIRE(deleted.output == json{{"uuid", through_uuid}, {"domain_found", true}, {"directory_found", true}});
+    // Nothing left to delete: the same answer both ways.
+    REQUIRE(both({"delete", through_uuid}, {"delete", direct_uuid}, names).output["directory_found"] == false);
+  }
+
+  SECTION("a boot of an image Glance does not have") {
+    std::string missing = kiln::test::random_uuid();
+    std::string uuid = kiln::test::random_uuid();
+    std::vector<std::string> args = {"boot", "--image", missing, "--uuid", uuid, "--vcpus", "1",
+                                     "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0"};
+    auto refused = both(args, args, {});
+    REQUIRE(refused.exit_code == 1);
+    REQUIRE(refused.output["error"]["code"] == "image_not_found");
+  }
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}
+
+// The boot requests the issue found kilnctl accepting or kilnd answering 202
+// for: refused by kilnctl (direct and with kilnd running) with exit 2 before
+// anything starts, and by kilnd with 400, the same code, pointer and message.
+TEST_CASE("kilnctl and kilnd refuse the same bad boot requests with the same code, pointer and message") {
+  AgentHost host;
+  kiln::test::KilndProcess kilnd(host.config, host.socket);
+  REQUIRE(kilnd.wait_ready());
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("refused", "qcow2", host.scratch / "image.qcow2");
+
+  struct Case {
+    std::string what;
+    std::vector<std::string> flags;  // kilnctl flags that replace or add to the good request's
+    std::function<void(json&)> edit;  // the same change to kilnd's body
+    std::string pointer;
+  };
+  std::vector<std::string> seventeen_nics;
+  json seventeen = json::array();
+  for (int i = 0; i < 17; ++i) {
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:00:00:%02x", i);
+    seventeen_nics.insert(seventeen_nics.end(), {"--nic", std::string("type=ethernet,mac=") + mac});
+    seventeen.push_back({{"type", "ethernet"}, {"mac", mac}});
+  }
+  std::vector<Case> cases = {
+      {"vcpus 4096", {"--vcpus", "4096"}, [](json& b) { b["flavor"]["vcpus"] = 4096; }, "/flavor/vcpus"},
+      {"memory 1 MiB", {"--memory-mb", "1"}, [](json& b) { b["flavor"]["memory_mb"] = 1; }, "/flavor/memory_mb"},
+      {"a 1 PiB root disk", {"--root-gb", "1048576"}, [](json& b) { b["flavor"]["root_gb"] = 1048576; },
+       "/flavor/root_gb"},
+      {"17 NICs", seventeen_nics, [&](json& b) { b["nics"] = seventeen; }, "/nics"},
+      {"a multicast MAC", {"--nic", "type=ethernet,mac=01:00:5e:00:00:01"},
+       [](json& b) { b["nics"] = {{{"type", "ethernet"}, {"mac", "01:00:5e:00:00:01"}}}; }, "/nics/0/mac"},
+      {"an all-zero MAC", {"--nic", "type=ethernet,mac=00:00:00:00:00:00"},
+       [](json& b) { b["nics"] = {{{"type", "ethernet"}, {"mac", "00:00:00:00:00:00"}}}; }, "/nics/0/mac"},
+      {"a MAC twice", {"--nic", "type=ethernet,mac=52:54:00:aa:bb:cc", "--nic", "type=ethernet,mac=52:54:00:AA:BB:CC"},
+       [](json& b) {
+         b["nics"] = {{{"type", "ethernet"}, {"mac", "52:54:00:aa:bb:cc"}},
+                      {{"type", "ethernet"}, {"mac", "52:54:00:AA:BB:CC"}}};
+       },
+       "/nics/1/mac"},
+      {"a bridge NIC without a bridge", {"--nic", "type=bridge,mac=52:54:00:aa:bb:cc"},
+       [](json& b) { b["nics"] = {{{"type", "bridge"}, {"mac", "52:54:00:aa:bb:cc"}}}; }, "/nics/0/bridge"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    std::string uuid = kiln::test::random_uuid();
+    std::map<std::string, std::string> good = {{"--vcpus", "1"}, {"--memory-mb", "64"}, {"--root-gb", "1"},
+                                               {"--swap-mb", "0"}};
+    std::vector<std::string> args = {"boot", "--image", image_id, "--uuid", uuid};
+    for (std::size_t i = 0; i < c.flags.size(); i += 2) {
+      if (good.count(c.flags[i])) good[c.flags[i]] = c.flags[i + 1];
+      else args.insert(args.end(), {c.flags[i], c.flags[i + 1]});
+    }
+    for (const auto& [flag, value] : good) args.insert(args.end(), {flag, value});
+
+    json body = {{"uuid", uuid}, {"image_id", image_id},
+                 {"flavor", {{"vcpus", 1}, {"memory_mb", 64}, {"root_gb", 1}, {"swap_mb", 0}}}};
+    c.edit(body);
+    auto answer = kilnd.client().call("POST", "/v1/instances", body);
+    INFO("kilnd: " << answer.status << " " << answer.body.dump());
+    REQUIRE(answer.status == 400);
+    REQUIRE(answer.body["error"]["code"] == "invalid_argument");
+    REQUIRE(answer.body["error"]["pointer"] == c.pointer);
+
+    for (bool direct : {true, false}) {
+      auto run_args = args;
+      if (direct) run_args.insert(run_args.begin(), "--direct");
+      auto refused = kilnctl_with_config(host.config, run_args);
+      INFO((direct ? "kilnctl --direct: " : "kilnctl with kilnd: ") << refused.output.dump());
+      REQUIRE(refused.exit_code == 2);
+      REQUIRE(refused.output == answer.body);  // code, message and pointer
+      REQUIRE(refused.err.find("error [invalid_argument]") != std::string::npos);
+    }
+    REQUIRE_FALSE(fs::exists(host.instances / uuid));
+  }
+  REQUIRE_FALSE(fs::exists(host.instances / "_base" / kiln::cache::base_name_for(image_id)));
+  REQUIRE(metric(kilnd, "kiln_boots_total") == 0);
   REQUIRE(kilnd.stop(SIGTERM) == 0);
 }

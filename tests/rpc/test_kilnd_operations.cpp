@@ -1,17 +1,20 @@
 // kilnd's operations across restarts and long uptime, against the real
 // Glance and libvirtd the `peers` fixture started: a boot and its idempotent
 // re-POST survive SIGKILL, a boot cut off reads as interrupted and runs again
-// when asked, a torn or garbled journal does not stop the start, and a soak
-// of 20,000 mixed requests leaves RSS flat.
+// when asked, a torn or garbled journal does not stop the start, a soak of
+// 20,000 mixed requests leaves RSS flat, and a long poll waits on no thread.
 #include <signal.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
+#include "kiln/cache/image_cache.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/lock.h"
 #include "kiln/util/subprocess.h"
 #include "kilnd_process.h"
 #include "peers.h"
@@ -351,5 +354,59 @@ TEST_CASE("a soak of 20000 mixed requests, half of them failing, leaves kilnd's 
   REQUIRE(journal_lines <= 2 * bound + 1024 + 16);
   REQUIRE(warm > 0);
   REQUIRE(static_cast<double>(highest) <= 1.10 * static_cast<double>(warm));
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("a long poll answers when the operation finishes, holds no worker thread while it waits, and refuses a bad wait") {
+  Host host;
+  std::string image_id = small_image(host, "long-poll");
+  kiln::test::KilndProcess kilnd(host.config(), host.socket);
+  REQUIRE(kilnd.wait_ready());
+  auto client = kilnd.client();
+
+  // The test holds the image's base lock, as another agent fetching it would:
+  // the boot waits for it, running, until the test lets go.
+  auto lock = std::make_optional<kiln::FileLock>(
+      host.instances / "locks" / ("kiln-" + kiln::cache::base_name_for(image_id)), std::chrono::seconds(5));
+  auto accepted = client.call("POST", "/v1/instances", boot_body(kiln::test::random_uuid(), image_id));
+  REQUIRE(accepted.status == 202);
+  std::string target = "/v1/operations/" + accepted.body["operation_id"].get<std::string>();
+
+  auto started = std::chrono::steady_clock::now();
+  auto short_poll = client.call("GET", target + "?wait=0.3");
+  REQUIRE(short_poll.status == 200);
+  REQUIRE(short_poll.body["state"] != "succeeded");
+  REQUIRE(std::chrono::steady_clock::now() - started >= 300ms);  // it did wait
+
+  // More long polls than kilnd has worker threads (4), all waiting at once:
+  // other requests are still answered while they wait.
+  std::vector<std::future<kiln::rpc::AgentReply>> polls;
+  for (int i = 0; i < 8; ++i) {
+    polls.push_back(std::async(std::launch::async, [&] { return kilnd.client().call("GET", target + "?wait=60"); }));
+  }
+  std::this_thread::sleep_for(300ms);
+  for (auto& poll : polls) REQUIRE(poll.wait_for(0s) == std::future_status::timeout);
+  auto listed = client.call("GET", "/v1/instances");
+  REQUIRE(listed.status == 200);
+  REQUIRE(client.call("GET", "/v1/cache").status == 200);
+  for (auto& poll : polls) REQUIRE(poll.wait_for(0s) == std::future_status::timeout);
+
+  lock.reset();  // the boot goes on and finishes: every poll answers with the finished operation
+  for (auto& poll : polls) {
+    REQUIRE(poll.wait_for(50s) == std::future_status::ready);
+    auto reply = poll.get();
+    INFO(reply.body.dump());
+    REQUIRE(reply.status == 200);
+    REQUIRE(reply.body["state"] == "succeeded");
+  }
+  // Finished: a long poll answers at once.
+  REQUIRE(client.call("GET", target + "?wait=60").body["state"] == "succeeded");
+
+  for (std::string bad : {"abc", "-1", "61", "1e3", "", ".5", "0x10", "1.2.3", "nan"}) {
+    INFO("wait=" << bad);
+    auto refused = client.call("GET", target + "?wait=" + bad);
+    REQUIRE(refused.status == 400);
+    REQUIRE(refused.body["error"]["code"] == "invalid_argument");
+  }
   REQUIRE(kilnd.stop(SIGTERM) == 0);
 }

@@ -73,17 +73,17 @@ def bench_boot(path, image_id, boots):
             "uuid": instance, "image_id": image_id, "start": False,
             "flavor": {"vcpus": 1, "memory_mb": 64, "root_gb": 1}})
         assert status == 202, body
-        while True:
-            _, operation = call(connection, "GET", "/v1/operations/" + body["operation_id"])
+        while True:  # a long poll: answered the moment the operation finishes
+            _, operation = call(connection, "GET", "/v1/operations/" + body["operation_id"] + "?wait=30")
             if operation["state"] in ("succeeded", "failed"):
                 assert operation["state"] == "succeeded", operation
                 return
-            time.sleep(0.001)
 
     def delete(instance):
         _, body = call(connection, "DELETE", "/v1/instances/" + instance)
-        while call(connection, "GET", "/v1/operations/" + body["operation_id"])[1]["state"] not in ("succeeded", "failed"):
-            time.sleep(0.001)
+        while call(connection, "GET", "/v1/operations/" + body["operation_id"] + "?wait=30")[1]["state"] not in (
+                "succeeded", "failed"):
+            pass
 
     first = str(uuid.uuid4())
     boot_and_wait(first)  # fills the cache

@@ -1,8 +1,8 @@
 #include "agent_route.h"
 
 #include <chrono>
-#include <thread>
 
+#include "kiln/rpc/schema_validation.h"
 #include "kiln/util/error.h"
 #include "progress.h"
 
@@ -16,8 +16,14 @@ using nlohmann::json;
   std::string code = "internal_error";
   std::string message = "kilnd answered HTTP " + std::to_string(status);
   if (body.is_object() && body.contains("error") && body["error"].is_object()) {
-    code = body["error"].value("code", code);
-    message = body["error"].value("message", message);
+    const json& error = body["error"];
+    code = error.value("code", code);
+    message = error.value("message", message);
+    // A request kilnd refused (400 with a pointer): the same error as
+    // kilnctl's own validation of it, exit code included.
+    if (error.contains("pointer") && error["pointer"].is_string()) {
+      throw kiln::rpc::ValidationError(message, error["pointer"].get<std::string>());
+    }
   }
   throw kiln::Error(kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError), message);
 }
@@ -26,9 +32,10 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
                       const std::string& progress_label) {
   kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
   std::uint64_t shown = 0;
-  kiln::rpc::PollPause pause;
+  // Asked again every second at most, so the progress bar moves.
+  kiln::rpc::OperationFollower follower(agent, operation_id, std::chrono::seconds(1));
   while (true) {
-    auto reply = agent.call("GET", "/v1/operations/" + operation_id);
+    auto reply = follower.ask();
     if (reply.status != 200) throw_agent_error(reply.body, reply.status);
     const json& operation = reply.body;
     std::string state = operation.value("state", "");
@@ -47,7 +54,6 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
       finish_progress();
       throw_agent_error(operation, 0);
     }
-    pause.wait();
   }
 }
 

@@ -24,23 +24,6 @@ std::string age_text(cache::Clock::time_point when) {
   return std::to_string(seconds / 86400) + " d ago";
 }
 
-json entry_json(const cache::CacheEntry& entry) {
-  json out = {{"name", entry.name}, {"path", entry.path.string()}, {"kind", cache::kind_name(entry.kind)},
-              {"physical_bytes", entry.physical_bytes}, {"virtual_bytes", entry.virtual_bytes},
-              {"in_use", entry.users.size()}, {"last_used_at", cache::format_time(entry.last_used)},
-              {"state", entry.kind == cache::BaseKind::kImage && !entry.info ? "no-info" : "ok"}};
-  if (entry.info) {
-    out["image_id"] = entry.info->image_id;
-    out["image_name"] = entry.info->name;
-    out["disk_format"] = entry.info->disk_format;
-    out["fetched_at"] = cache::format_time(entry.info->fetched_at);
-  }
-  json users = json::array();
-  for (const auto& user : entry.users) users.push_back(user.string());
-  out["users"] = users;
-  return out;
-}
-
 std::string entries_text(const std::vector<cache::CacheEntry>& entries) {
   std::ostringstream out;
   out << std::left << std::setw(38) << "IMAGE / BASE" << std::setw(20) << "NAME" << std::setw(11) << "PHYSICAL"
@@ -59,24 +42,13 @@ std::string entries_text(const std::vector<cache::CacheEntry>& entries) {
   return out.str();
 }
 
-json decisions_json(const std::vector<cache::PruneDecision>& decisions) {
-  json out = json::array();
-  for (const auto& d : decisions) {
-    out.push_back({{"name", d.name}, {"path", d.path.string()}, {"physical_bytes", d.physical_bytes},
-                   {"reason", d.reason}, {"removed", d.removed}});
-  }
-  return out;
-}
-
 void repair_quietly(Context& context) { cache::repair_cache(context.instances_path(), context.settings().cache); }
 
 void add_ls(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("ls", "one row per base: image, sizes, users, last use, state");
   registry.emplace_back(command, [](Context& context) {
     auto entries = cache::list_cache(context.instances_path());
-    json out = json::array();
-    for (const auto& entry : entries) out.push_back(entry_json(entry));
-    context.print(out, entries_text(entries));
+    context.print(json(entries), entries_text(entries));
     return 0;
   });
 }
@@ -89,17 +61,14 @@ void add_fetch(CLI::App& group, Registry& registry) {
     if (const auto* agent = context.agent()) {
       json result = run_through_agent(*agent, "POST", "/v1/images/" + *image_id + "/cache", std::nullopt,
                                       context.json_output() ? "" : *image_id);
-      context.print(result, "image " + *image_id + ": cached by kilnd\n");
+      context.print(result, "image " + *image_id + ": " + result.value("path", std::string()) + ", cached by kilnd\n");
       return 0;
     }
     auto record = context.cache().lookup(*image_id);
     auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
     finish_progress();
     const auto& base = lease.base;
-    json phases = json::object();  // milliseconds per phase of a cold fetch (tools/bench reads them)
-    for (const auto& phase : base.phases) phases[phase.name] = phase.duration.count() / 1000.0;
-    context.print({{"image_id", record.id}, {"path", base.path.string()}, {"virtual_size", base.virtual_size},
-                   {"downloaded_bytes", base.downloaded_bytes}, {"resumes", base.resumes}, {"phases_ms", phases}},
+    context.print(json(base),
                   "image " + record.id + " (" + record.name + "): " + base.path.string() + ", " +
                       (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                                  : std::string("already cached")) + "\n");
@@ -111,17 +80,14 @@ void add_verify(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("verify", "re-hash every image base against its .info");
   registry.emplace_back(command, [](Context& context) {
     auto results = cache::verify_cache(context.instances_path());
-    json out = json::array();
     std::ostringstream text;
     bool rotted = false;
     for (const auto& r : results) {
-      out.push_back({{"name", r.name}, {"state", r.state}, {"algorithm", r.algorithm}, {"expected", r.expected},
-                     {"actual", r.actual}});
       text << r.name << "  " << r.state << "\n";
       rotted = rotted || r.state == "rotted";
     }
     text << results.size() << " image base(s) checked" << (rotted ? ", some ROTTED" : "") << "\n";
-    context.print(out, text.str());
+    context.print(json(results), text.str());
     return rotted ? 3 : 0;
   });
 }
@@ -140,7 +106,7 @@ void add_prune(CLI::App& group, Registry& registry) {
            << human_bytes(d.physical_bytes) << "): " << d.reason << "\n";
     }
     if (decisions.empty()) text << "nothing to prune\n";
-    context.print(decisions_json(decisions), text.str());
+    context.print(json(decisions), text.str());
     return 0;
   });
 }
@@ -149,14 +115,12 @@ void add_repair(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("repair", "remove what a crash left behind");
   registry.emplace_back(command, [](Context& context) {
     auto actions = cache::repair_cache(context.instances_path(), context.settings().cache);
-    json out = json::array();
     std::ostringstream text;
     for (const auto& a : actions) {
-      out.push_back({{"path", a.path.string()}, {"action", a.action}});
       text << a.action << ": " << a.path.string() << "\n";
     }
     if (actions.empty()) text << "nothing to repair\n";
-    context.print(out, text.str());
+    context.print(json(actions), text.str());
     return 0;
   });
 }

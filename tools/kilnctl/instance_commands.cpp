@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "kiln/util/error.h"
 #include "kiln/instance/provision.h"
+#include "kiln/rpc/wire.h"
 #include "agent_route.h"
 #include "progress.h"
 
@@ -35,7 +36,7 @@ std::string boot_text(const kiln::instance::BootResult& result) {
 
 // "type=ethernet,mac=52:54:00:12:34:56,tap=tap0" -> a NetworkInterface; lib/
 // checks the values.
-kiln::virt::NetworkInterface parse_nic(const std::string& text) {
+kiln::virt::NetworkInterface parse_nic(const std::string& text, std::size_t index) {
   kiln::virt::NetworkInterface nic;
   std::stringstream items(text);
   for (std::string item; std::getline(items, item, ',');) {
@@ -47,28 +48,10 @@ kiln::virt::NetworkInterface parse_nic(const std::string& text) {
     else if (key == "mac") nic.mac = value;
     else if (key == "tap") nic.tap = value;
     else if (key == "model") nic.model = value;
-    else throw kiln::Error(kiln::ErrorCode::kInvalidArgument, "--nic: unknown key '" + key + "' in '" + text + "'");
+    else throw kiln::rpc::ValidationError("--nic: unknown key '" + key + "' in '" + text + "'",
+                                          "/nics/" + std::to_string(index));
   }
   return nic;
-}
-
-// The boot request as kilnd's POST /v1/instances takes it (schemas/boot-request.schema.json).
-json boot_body(const kiln::instance::BootRequest& request) {
-  json nics = json::array();
-  for (const auto& nic : request.nics) {
-    json item = {{"type", nic.type}};
-    if (!nic.bridge.empty()) item["bridge"] = nic.bridge;
-    if (!nic.mac.empty()) item["mac"] = nic.mac;
-    if (!nic.tap.empty()) item["tap"] = nic.tap;
-    if (!nic.model.empty()) item["model"] = nic.model;
-    nics.push_back(item);
-  }
-  json body = {{"uuid", request.uuid}, {"image_id", request.image_id}, {"start", request.start},
-               {"flavor", {{"vcpus", request.vcpus}, {"memory_mb", request.memory_mb}, {"root_gb", request.root_gb},
-                           {"swap_mb", request.swap_mb}, {"ephemeral_gb", request.ephemeral_gb}}},
-               {"nics", nics}};
-  if (!request.name.empty()) body["name"] = request.name;
-  return body;
 }
 
 std::string agent_boot_text(const json& result) {
@@ -101,16 +84,18 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   command->add_flag("--no-start", boot->no_start, "define the domain but do not start it");
   registry.emplace_back(command, [boot](Context& context) {
     boot->request.start = !boot->no_start;
-    for (const auto& nic : boot->nics) boot->request.nics.push_back(parse_nic(nic));
+    for (const auto& nic : boot->nics) boot->request.nics.push_back(parse_nic(nic, boot->request.nics.size()));
+    // kilnd's own validator, before anything starts on either path.
+    auto valid = kiln::rpc::parse_boot_request(boot->request);
     if (const auto* agent = context.agent()) {
-      json result = run_through_agent(*agent, "POST", "/v1/instances", boot_body(boot->request),
+      json result = run_through_agent(*agent, "POST", "/v1/instances", valid.body,
                                       context.json_output() ? "" : "download");
       context.print(result, agent_boot_text(result));
       return 0;
     }
     kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
                               context.settings().virt_type, context.settings().start};
-    auto result = kiln::instance::provision(boot->request, host,
+    auto result = kiln::instance::provision(valid.request, host,
                                             context.json_output() ? nullptr : progress_reporter("download"));
     finish_progress();
     context.print(kiln::instance::to_json(result), boot_text(result));
@@ -130,9 +115,7 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
     std::string text = "instance " + *uuid + ": " +
                        (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +
                        " (base images stay in the cache)\n";
-    context.print(json{{"uuid", *uuid}, {"domain_found", result.domain_found},
-                       {"directory_found", result.directory_found}},
-                  text);
+    context.print(json(result), text);
     return 0;
   });
 }

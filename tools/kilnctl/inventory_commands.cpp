@@ -123,9 +123,7 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
     std::string text = "instance " + result.uuid + ": domain " + result.domain_name + " " + result.domain_state +
                        (result.already_defined ? " (libvirt already had it; nothing re-defined)" : " (re-defined from libvirt.xml)") +
                        "\n";
-    context.print(json{{"uuid", result.uuid}, {"domain", {{"name", result.domain_name}, {"state", result.domain_state}}},
-                       {"already_defined", result.already_defined}},
-                  text);
+    context.print(json(result), text);
     return 0;
   });
 

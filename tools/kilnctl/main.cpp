@@ -3,12 +3,15 @@
 // can become an RPC operation of kilnd unchanged.
 //
 // Exit codes: 0 success, 1 a kiln error (its stable code is printed, and in
-// the JSON on stdout with --json), 2 a usage error, 3 cache verify found rot,
+// the JSON on stdout with --json, in kilnd's error envelope), 2 a usage error
+// or a request refused before anything started (invalid_argument with the
+// JSON pointer of the field, as kilnd's 400 says), 3 cache verify found rot,
 // 4 image inspect refused the image.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "commands.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/util/error.h"
 
 namespace {
@@ -40,11 +43,8 @@ void let_global_options_fall_through(CLI::App& app) {
 
 int report(const kiln::Error& error, bool json_output) {
   std::cerr << "kilnctl: error [" << error.code_name() << "]: " << error.what() << "\n";
-  if (json_output) {
-    nlohmann::json out = {{"error", {{"code", error.code_name()}, {"message", error.what()}}}};
-    std::cout << out.dump(2) << "\n";
-  }
-  return 1;
+  if (json_output) std::cout << kiln::rpc::error_envelope(error).dump(2) << "\n";
+  return dynamic_cast<const kiln::rpc::ValidationError*>(&error) != nullptr ? 2 : 1;
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +52,12 @@ struct BaseImage {
   unsigned resumes = 0;                // downloads resumed after a broken connection
   std::vector<FetchPhase> phases;      // empty when the base was already cached
 };
+
+// {path, image_id, image_name, disk_format, virtual_size, downloaded_bytes,
+// resumes, phases_ms}: `kilnctl cache fetch --json`, kilnd's pre-cache
+// result, and the "base" of a boot's result. phases_ms (milliseconds per
+// phase of a cold fetch; tools/bench reads them) is {} for a cached base.
+void to_json(nlohmann::json& out, const BaseImage& base);
 
 // A base together with its lock: while a lease is alive nobody else creates,
 // replaces or deletes that base, so overlays can safely be made on it. One

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -113,5 +114,14 @@ RoomResult make_room(const std::filesystem::path& instances_path, std::uint64_t 
 
 // The budget in bytes from max_cache_bytes / max_cache_percent (0 = none).
 std::uint64_t cache_budget(const std::filesystem::path& instances_path, const CachePolicy& policy);
+
+// The records above as JSON, one shape each wherever they are shown:
+// kilnctl cache ls|verify|repair|prune --json, GET /v1/cache and POST
+// /v1/cache/prune. A CacheEntry's "state" is "no-info" for an image base
+// without a valid .info, else "ok".
+void to_json(nlohmann::json& out, const CacheEntry& entry);
+void to_json(nlohmann::json& out, const VerifyResult& result);
+void to_json(nlohmann::json& out, const RepairAction& action);
+void to_json(nlohmann::json& out, const PruneDecision& decision);
 
 }  // namespace kiln::cache

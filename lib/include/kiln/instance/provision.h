@@ -60,6 +60,15 @@ struct BootRequest {
   bool start = true;
 };
 
+// The boot request as schemas/boot-request.schema.json has it (flavor
+// fields under "flavor", "name" left out when empty): kilnd's POST
+// /v1/instances body, kilnctl's request to it, the provisioning marker's
+// first line. from_json reads the fields and checks nothing: a request from
+// outside goes through kiln::rpc::parse_boot_request (kiln/rpc/wire.h),
+// which validates it first.
+void to_json(nlohmann::json& out, const BootRequest& request);
+void from_json(const nlohmann::json& in, BootRequest& request);
+
 struct Host {
   std::filesystem::path instances_path;  // absolute
   const cache::ImageCache& cache;
@@ -96,9 +105,14 @@ BootResult provision(const BootRequest& request, const Host& host,
                      const cache::FetchProgress& progress = nullptr);
 
 struct DeleteResult {
+  std::string uuid;  // canonical
   bool domain_found = false;
   bool directory_found = false;
 };
+
+// {"uuid", "domain_found", "directory_found"}: kilnctl delete --json and
+// kilnd's delete operation result.
+void to_json(nlohmann::json& out, const DeleteResult& result);
 
 // Destroys and undefines the domain with this uuid, if any, and removes the
 // instance directory, if any. Bases stay in the cache.

@@ -62,6 +62,10 @@ struct RecoverResult {
   bool already_defined = false;  // libvirt had it: nothing was re-defined
 };
 
+// {"uuid", "domain": {"name", "state"}, "already_defined"}: kilnctl
+// instance recover --json.
+void to_json(nlohmann::json& out, const RecoverResult& result);
+
 // Throws kiln::Error kNotFound (no directory or no libvirt.xml),
 // kInstanceBroken (a disk missing, a backing chain broken or unsafe, a
 // half-built directory, XML whose uuid is not the directory's), kLibvirtError.

@@ -3,13 +3,11 @@
 // whole exchange. Thread-safe: calls share nothing.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-#include <thread>
 
 namespace kiln::rpc {
 
@@ -17,20 +15,6 @@ struct AgentReply {
   unsigned status = 0;
   nlohmann::json body;  // parsed JSON; a string holding the text when it is not JSON
   std::string location;  // the Location header, "" when absent
-};
-
-// The pauses between polls of an operation: 2 ms, doubling up to 100 ms. A
-// warm boot (a few milliseconds in kilnd) is seen finished almost at once; a
-// long download costs ten polls a second.
-class PollPause {
- public:
-  void wait() {
-    std::this_thread::sleep_for(next_);
-    next_ = std::min(next_ * 2, std::chrono::milliseconds(100));
-  }
-
- private:
-  std::chrono::milliseconds next_{2};
 };
 
 class AgentClient {
@@ -44,8 +28,8 @@ class AgentClient {
   // As call(), with the body sent as given (tests send malformed bodies).
   AgentReply call_raw(const std::string& method, const std::string& target, const std::string& body) const;
 
-  // Polls GET /v1/operations/{id} until it is succeeded or failed, or
-  // `timeout` passed (then returns the last state seen).
+  // Asks until the operation is succeeded or failed, or `timeout` passed
+  // (then returns the last state seen).
   nlohmann::json wait_operation(const std::string& operation_id, std::chrono::milliseconds timeout) const;
 
   const std::filesystem::path& socket() const { return socket_; }
@@ -53,6 +37,22 @@ class AgentClient {
  private:
   std::filesystem::path socket_;
   std::chrono::milliseconds timeout_;
+};
+
+// Follows one operation with long polls (GET /v1/operations/{id}?wait=):
+// each ask() is answered as soon as the operation finishes, or after `wait`
+// with its progress. An agent that answers at once anyway (a kilnd older
+// than the long poll) is asked again after 2 ms, doubling up to 100 ms.
+class OperationFollower {
+ public:
+  OperationFollower(const AgentClient& agent, std::string operation_id, std::chrono::milliseconds wait);
+  AgentReply ask();
+
+ private:
+  const AgentClient& agent_;
+  std::string target_;
+  std::chrono::milliseconds wait_;
+  std::chrono::milliseconds pause_{0};
 };
 
 }  // namespace kiln::rpc

@@ -11,7 +11,10 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -38,6 +41,19 @@ struct Request {
   Peer peer;
 };
 
+struct Response;
+
+// A response that is not ready yet (GET /v1/operations/{id}?wait=S): the
+// transport waits, holding no thread, until `subscribe`'s wake-up is called
+// (from any thread) or `up_to` has passed, then sends `answer()`. The handle
+// `subscribe` returns keeps the subscription; dropping it unsubscribes (a null
+// handle: it already happened, `wake` was called before subscribe returned).
+struct LongPoll {
+  std::function<std::shared_ptr<void>(std::function<void()> wake)> subscribe;
+  std::chrono::milliseconds up_to{0};
+  std::function<Response()> answer;  // cheap: reads memory only
+};
+
 struct Response {
   unsigned status = 200;
   std::map<std::string, std::string> headers;  // besides Content-Type
@@ -45,6 +61,7 @@ struct Response {
   nlohmann::json body = nlohmann::json::object();
   std::optional<std::string> text_body;
   std::string content_type = "application/json";
+  std::optional<LongPoll> long_poll;  // set: this is not the answer yet
 };
 
 // not_found 404; conflict, instance_exists 409; overloaded, shutting_down,

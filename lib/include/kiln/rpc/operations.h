@@ -41,6 +41,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "kiln/rpc/metrics.h"
 #include "kiln/util/error.h"
@@ -85,6 +86,10 @@ class Operation {
 
   // Blocks until the operation has finished or `timeout` passed; true if finished.
   bool wait(std::chrono::milliseconds timeout) const;
+  // Calls `wake` once when the operation finishes, from the thread that
+  // finishes it, as long as the returned handle lives; when it has already
+  // finished, calls `wake` at once and returns null.
+  std::shared_ptr<void> when_finished(std::function<void()> wake) const;
 
   // What GET /v1/operations/{id} shows.
   nlohmann::json to_json() const;
@@ -116,6 +121,8 @@ class Operation {
   const OperationRequest request_;
   mutable std::mutex mutex_;
   mutable std::condition_variable finished_changed_;
+  // Who waits without a thread (long polls); expired ones are dropped as new ones come.
+  mutable std::vector<std::weak_ptr<std::function<void()>>> watchers_;
   OperationState state_ = OperationState::kQueued;
   std::string step_ = "queued";
   std::uint64_t bytes_done_ = 0;

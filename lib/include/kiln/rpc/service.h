@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/cache/image_cache.h"
 #include "kiln/config/settings.h"
 #include "kiln/rpc/message.h"
 #include "kiln/rpc/metrics.h"
@@ -76,15 +77,20 @@ class Service {
   Response show_instance(const std::string& uuid);
   Response list_cache();
   Response prune(const Request& request);
-  Response operation(const std::string& id);
+  // `wait`: answer when the operation finishes, or after that long at most (a long poll).
+  Response operation(const std::string& id, std::chrono::milliseconds wait);
   Response metrics_exposition();
   Response accepted(const std::shared_ptr<Operation>& operation);
   std::shared_ptr<Backend> backend() const;
-  // Waits for a download slot when the image's base is not cached yet, then fetches it.
-  // Downloads the image's base unless cached. With a flavor's root_gb, checks
-  // first that the image fits it (kFlavorDiskTooSmall before any byte).
-  void fetch_base(const Backend& backend, const std::string& image_id, Operation& operation,
-                  std::optional<std::uint64_t> root_gb = std::nullopt);
+  // Waits for a download slot when the image's base is not cached yet, then
+  // fetches it. With a flavor's root_gb (a boot), checks first that the
+  // image fits it (kFlavorDiskTooSmall before any byte) and returns nullopt
+  // for a base already cached without asking Glance (provision() will).
+  // Without one (a pre-cache), returns the base as `kilnctl cache fetch`
+  // reports it, cached or not.
+  std::optional<cache::BaseImage> fetch_base(const Backend& backend, const std::string& image_id,
+                                             Operation& operation,
+                                             std::optional<std::uint64_t> root_gb = std::nullopt);
 
   // The boot of `uuid` a new boot must agree with: the latest retained one,
   // unless a delete of the uuid succeeded after it. REQUIRES: mutex_ held.

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,12 @@ struct NetworkInterface {
   std::string tap;     // the tap's name; "" lets libvirt pick vnetN
   std::string model;   // one of kInterfaceModels; "" means the spec's interface_model
 };
+
+// A NIC as the boot request's "nics" items carry it (schemas/boot-request):
+// empty fields are left out; from_json does not check the values
+// (check_network_interface does).
+void to_json(nlohmann::json& out, const NetworkInterface& nic);
+void from_json(const nlohmann::json& in, NetworkInterface& nic);
 
 struct DomainSpec {
   std::string domain_type;  // one of kDomainTypes
