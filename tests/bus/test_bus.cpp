@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "bus_support.h"
 #include "kiln/bus/fleet_client.h"
