@@ -16,5 +16,6 @@ void add_instance_commands(CLI::App& app, Registry& registry);
 void add_cache_commands(CLI::App& app, Registry& registry);
 void add_image_commands(CLI::App& app, Registry& registry);
 void add_inventory_commands(CLI::App& app, Registry& registry);
+void add_fleet_commands(CLI::App& app, Registry& registry);
 
 }  // namespace kilnctl

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   kilnctl::add_cache_commands(app, registry);
   kilnctl::add_image_commands(app, registry);
   kilnctl::add_inventory_commands(app, registry);
+  kilnctl::add_fleet_commands(app, registry);
   let_global_options_fall_through(app);
 
   try {

@@ -50,7 +50,8 @@ enum class ErrorCode {
   kUnsupportedImageProperty,  // an image property kiln cannot honour (named in the sentence)
   kInterrupted,        // the agent stopped (restart, crash) before the operation finished
   kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
-  kLastCode = kRollbackIncomplete,  // keep last: code_from_name walks up to it
+  kBusError,           // the message bus (RabbitMQ) refused, dropped or could not be reached
+  kLastCode = kBusError,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

@@ -1,0 +1,65 @@
+#include "bus_support.h"
+
+#include <catch2/catch.hpp>
+
+#include "kiln/util/subprocess.h"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace kiln::test {
+
+std::string fixture_broker_url() { return "amqp://guest:guest@127.0.0.1:27150"; }
+
+Broker::Broker(int port, bool start_now) : dir_(fs::path(KILN_BUS_DIR) / std::to_string(port)), port_(port) {
+  run(Command({KILN_RABBITMQ, "purge", dir_.string()}, {}, 60s));  // a leftover of a killed run
+  if (start_now) start();
+}
+
+Broker::~Broker() { run(Command({KILN_RABBITMQ, "purge", dir_.string()}, {}, 60s)); }
+
+void Broker::start() {
+  auto result = run(Command({KILN_RABBITMQ, "start", dir_.string(), std::to_string(port_)}, {}, 90s));
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+}
+
+void Broker::stop() {
+  auto result = run(Command({KILN_RABBITMQ, "stop", dir_.string()}, {}, 60s));
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+}
+
+std::string Broker::url() const { return "amqp://guest:guest@127.0.0.1:" + std::to_string(port_); }
+
+std::pair<std::uint64_t, std::uint64_t> Broker::counts() const {
+  auto result = run(Command({KILN_RABBITMQ, "count", dir_.string()}, {}, 60s));
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  std::uint64_t received = 0, delivered = 0;
+  REQUIRE(std::sscanf(result.out.c_str(), "%lu %lu", &received, &delivered) == 2);
+  return {received, delivered};
+}
+
+BusHost::BusHost(const std::string& name_, const std::string& url, const std::string& glance_url) : name(name_) {
+  config = write_kilnd_config(scratch.path(), instances, glance_url, "test:///default", socket,
+                              "[DEFAULT]\nhost = " + name + "\n[amqp]\nurl = " + url +
+                                  "\nreport_interval_seconds = 1\nheartbeat_seconds = 5\nmax_reconnect_backoff_ms = 1000\n");
+}
+
+void BusHost::start(std::map<std::string, std::string> environment) {
+  kilnd = std::make_unique<KilndProcess>(config, socket, std::move(environment));
+  INFO(kilnd->log());
+  REQUIRE(kilnd->wait_ready());
+}
+
+std::string unique_host(const std::string& prefix) { return prefix + "-" + random_uuid().substr(0, 8); }
+
+kiln::bus::LinkOptions link_options(const std::string& url) {
+  kiln::bus::LinkOptions options;
+  options.url = url;
+  options.heartbeat = 5s;
+  return options;
+}
+
+}  // namespace kiln::test
