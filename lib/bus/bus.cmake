@@ -1,13 +1,11 @@
-# lib/bus: kiln's message bus (RabbitMQ through rabbitmq-c), a library of its
-# own above libkiln's rpc: only kilnd and kilnctl link it. Included from
+# lib/bus: kiln's message bus (RabbitMQ through rabbitmq-c), the module above
+# rpc: it carries the same requests to the same rpc::Service. Included from
 # lib/CMakeLists.txt.
 find_package(rabbitmq-c CONFIG REQUIRED)
-add_library(kiln_bus STATIC
+kiln_module(bus USES rpc SOURCES
   bus/amqp_link.cpp
   bus/topology.cpp
   bus/agent_bus.cpp
   bus/fleet_client.cpp
 )
-target_link_libraries(kiln_bus
-  PUBLIC kiln nlohmann_json::nlohmann_json
-  PRIVATE rabbitmq::rabbitmq spdlog::spdlog Threads::Threads)
+target_link_libraries(kiln_bus PRIVATE rabbitmq::rabbitmq spdlog::spdlog)
