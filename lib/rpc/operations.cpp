@@ -120,13 +120,6 @@ void Operation::set_bytes(std::uint64_t done, std::optional<std::uint64_t> total
   bytes_total_ = total;
 }
 
-bool Operation::wait(std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mutex_);
-  return finished_changed_.wait_for(lock, timeout, [this] {
-    return state_ == OperationState::kSucceeded || state_ == OperationState::kFailed;
-  });
-}
-
 std::shared_ptr<void> Operation::when_finished(std::function<void()> wake) const {
   auto watcher = std::make_shared<std::function<void()>>(std::move(wake));
   {
@@ -178,7 +171,6 @@ void Operation::finish(Outcome outcome) {
     finished_at_ = outcome.at;
     watchers.swap(watchers_);
   }
-  finished_changed_.notify_all();
   for (const auto& weak : watchers) {
     if (auto watcher = weak.lock()) (*watcher)();
   }

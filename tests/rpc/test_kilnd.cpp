@@ -16,6 +16,7 @@
 
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/subprocess.h"
+#include "kilnd_host.h"
 #include "kilnd_process.h"
 #include "peers.h"
 #include "scratch.h"
@@ -26,17 +27,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A scratch host with its own instances path and socket.
-struct Host {
-  kiln::test::ScratchDir scratch;
-  fs::path instances = scratch / "instances";
-  fs::path socket = scratch / "kiln.sock";
-
-  fs::path config(const std::string& glance_url = kiln::test::peers().glance_url, const std::string& extra = "") {
-    return kiln::test::write_kilnd_config(scratch.path(), instances, glance_url, kiln::test::peers().libvirt_uri,
-                                          socket, extra);
-  }
-};
+using Host = kiln::test::KilndHost;
+using kiln::test::small_image;
 
 json boot_body(const std::string& uuid, const std::string& image_id, bool start = true) {
   return {{"uuid", uuid}, {"image_id", image_id}, {"start", start},
@@ -46,11 +38,6 @@ json boot_body(const std::string& uuid, const std::string& image_id, bool start 
 std::string domain_state(const std::string& uuid) {
   auto result = kiln::test::virsh({"domstate", uuid});
   return result.exit_code == 0 ? result.out.substr(0, result.out.find('\n')) : "absent";
-}
-
-std::string small_image(const Host& host, const std::string& name) {
-  kiln::test::make_qcow2(host.scratch / (name + ".qcow2"), "16M");
-  return kiln::test::upload_image(name, "qcow2", host.scratch / (name + ".qcow2"));
 }
 
 // Everything kilnd receives on NOTIFY_SOCKET, as systemd would.

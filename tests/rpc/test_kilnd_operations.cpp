@@ -16,6 +16,7 @@
 #include "kiln/util/fs.h"
 #include "kiln/util/lock.h"
 #include "kiln/util/subprocess.h"
+#include "kilnd_host.h"
 #include "kilnd_process.h"
 #include "peers.h"
 #include "scratch.h"
@@ -26,26 +27,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Host {
-  kiln::test::ScratchDir scratch;
-  fs::path instances = scratch / "instances";
-  fs::path socket = scratch / "kiln.sock";
-  fs::path journal = instances / "operations.log";
-
-  fs::path config(const std::string& glance_url = kiln::test::peers().glance_url, const std::string& extra = "",
-                  const std::string& libvirt_uri = kiln::test::peers().libvirt_uri) {
-    return kiln::test::write_kilnd_config(scratch.path(), instances, glance_url, libvirt_uri, socket, extra);
-  }
-};
+using Host = kiln::test::KilndHost;
+using kiln::test::small_image;
 
 json boot_body(const std::string& uuid, const std::string& image_id, unsigned vcpus = 1) {
   return {{"uuid", uuid}, {"image_id", image_id}, {"start", false},
           {"flavor", {{"vcpus", vcpus}, {"memory_mb", 64}, {"root_gb", 1}, {"swap_mb", 0}}}};
-}
-
-std::string small_image(const Host& host, const std::string& name) {
-  kiln::test::make_qcow2(host.scratch / (name + ".qcow2"), "16M");
-  return kiln::test::upload_image(name, "qcow2", host.scratch / (name + ".qcow2"));
 }
 
 std::uint64_t rss_kib(pid_t pid) {

@@ -84,8 +84,6 @@ class Operation {
   void set_step(const std::string& step);
   void set_bytes(std::uint64_t done, std::optional<std::uint64_t> total);
 
-  // Blocks until the operation has finished or `timeout` passed; true if finished.
-  bool wait(std::chrono::milliseconds timeout) const;
   // Calls `wake` once when the operation finishes, from the thread that
   // finishes it, as long as the returned handle lives; when it has already
   // finished, calls `wake` at once and returns null.
@@ -120,7 +118,6 @@ class Operation {
   const std::string id_;
   const OperationRequest request_;
   mutable std::mutex mutex_;
-  mutable std::condition_variable finished_changed_;
   // Who waits without a thread (long polls); expired ones are dropped as new ones come.
   mutable std::vector<std::weak_ptr<std::function<void()>>> watchers_;
   OperationState state_ = OperationState::kQueued;
