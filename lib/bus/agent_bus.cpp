@@ -68,6 +68,7 @@ class Session {
       std::this_thread::sleep_for(kTick);
     }
     publish_events();
+    out_.keep_alive();  // events and reports may be rarer than the broker's heartbeat timeout
     auto now = std::chrono::steady_clock::now();
     if (now >= next_report_) {
       report();

@@ -158,6 +158,11 @@ void AmqpLink::consume(const std::string& queue, unsigned prefetch) {
 
 void AmqpLink::publish(const std::string& exchange, const std::string& routing_key, const Message& message) {
   if (state_->broken) state_->fail("the link is broken");
+  // The confirms of earlier publishes were decoded into the connection's
+  // pool; nothing refers to them any more. A link that only publishes never
+  // passes through next_delivery(), so without this its pool would grow for
+  // as long as kilnd runs.
+  amqp_maybe_release_buffers(state_->connection);
   amqp_basic_properties_t props{};
   props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
   props.content_type = amqp_cstring_bytes("application/json");
@@ -300,6 +305,31 @@ std::optional<Delivery> AmqpLink::next_delivery(std::chrono::milliseconds timeou
   delivery.message.persistent = (props._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && props.delivery_mode == AMQP_DELIVERY_PERSISTENT;
   amqp_destroy_envelope(&envelope);
   return delivery;
+}
+
+void AmqpLink::keep_alive() {
+  if (state_->broken) state_->fail("the link is broken");
+  amqp_maybe_release_buffers(state_->connection);
+  // rabbitmq-c sends a due heartbeat and swallows the broker's inside its
+  // frame wait; a zero timeout makes that wait a poll.
+  for (;;) {
+    amqp_frame_t frame{};
+    timeval now{};
+    int status = amqp_simple_wait_frame_noblock(state_->connection, &frame, &now);
+    if (status == AMQP_STATUS_TIMEOUT) return;
+    if (status != AMQP_STATUS_OK) state_->fail(std::string("keeping the link alive: ") + amqp_error_string2(status));
+    if (frame.frame_type != AMQP_FRAME_METHOD) continue;
+    if (frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      auto* close = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
+      state_->fail("broker closed the connection: " + std::to_string(close->reply_code) + " " +
+                   bytes_string(close->reply_text));
+    }
+    if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      auto* close = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
+      state_->fail("broker closed the channel: " + std::to_string(close->reply_code) + " " +
+                   bytes_string(close->reply_text));
+    }
+  }
 }
 
 void AmqpLink::ack(std::uint64_t tag) {

@@ -41,6 +41,7 @@ std::string FleetClient::send(const std::string& host, const std::string& method
 }
 
 std::optional<Inbound> FleetClient::next(std::chrono::milliseconds timeout) {
+  out_.keep_alive();  // a controller that only listens (watch, a long boot) keeps its request link
   if (!kept_.empty()) {
     Inbound inbound = std::move(kept_.front());
     kept_.pop_front();
@@ -80,6 +81,7 @@ json FleetClient::call(const std::string& host, const std::string& method, const
       kept_.pop_front();
     } else {
       // Read from the queue, not from kept_, so kept messages stay in order for next().
+      out_.keep_alive();
       auto delivery = in_.next_delivery(std::min(left, std::chrono::milliseconds(200)));
       if (!delivery) continue;
       in_.ack(delivery->tag);

@@ -41,10 +41,10 @@ std::pair<std::uint64_t, std::uint64_t> Broker::counts() const {
   return {received, delivered};
 }
 
-BusHost::BusHost(const std::string& name_, const std::string& url, const std::string& glance_url) : name(name_) {
+BusHost::BusHost(const std::string& name_, const std::string& url, const std::string& glance_url, const std::string& amqp)
+    : name(name_) {
   config = write_kilnd_config(scratch.path(), instances, glance_url, "test:///default", socket,
-                              "[DEFAULT]\nhost = " + name + "\n[amqp]\nurl = " + url +
-                                  "\nreport_interval_seconds = 1\nheartbeat_seconds = 5\nmax_reconnect_backoff_ms = 1000\n");
+                              "[DEFAULT]\nhost = " + name + "\n[amqp]\nurl = " + url + "\n" + amqp);
 }
 
 void BusHost::start(std::map<std::string, std::string> environment) {

@@ -38,9 +38,11 @@ class Broker {
 };
 
 // A kilnd on the bus as host `name`, with its own scratch directory and
-// instances path, Glance from the peers fixture, libvirt test:///default.
+// instances path, Glance from the peers fixture, libvirt test:///default;
+// `amqp` holds the [amqp] keys besides url.
 struct BusHost {
-  BusHost(const std::string& name, const std::string& url, const std::string& glance_url);
+  BusHost(const std::string& name, const std::string& url, const std::string& glance_url,
+          const std::string& amqp = "report_interval_seconds = 1\nheartbeat_seconds = 5\nmax_reconnect_backoff_ms = 1000\n");
   std::string name;
   ScratchDir scratch;
   std::filesystem::path instances = scratch / "instances";

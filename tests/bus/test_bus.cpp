@@ -83,6 +83,13 @@ TEST_CASE("kilnctl fleet boot sends a boot to one host's queue and prints the op
   auto over_http = host.kilnd->client().call("GET", "/v1/operations/" + event["operation"]["id"].get<std::string>());
   REQUIRE(over_http.status == 200);
   REQUIRE(over_http.body["state"] == "succeeded");
+  // A boot kilnd would refuse is refused by kilnctl as kilnctl boot refuses it: exit 2, the envelope with the pointer.
+  auto refused = fleet(host, {"boot", "--host", host.name, "--image", image, "--uuid", "not-a-uuid", "--timeout", "30"});
+  INFO(refused.out << refused.err);
+  REQUIRE(refused.exit_code == 2);
+  json envelope = json::parse(refused.out);
+  REQUIRE(envelope["error"]["code"] == "invalid_argument");
+  REQUIRE(envelope["error"]["pointer"] == "/uuid");
 }
 
 TEST_CASE("a request's reply goes to its reply_to with its correlation id and carries what HTTP would answer") {
@@ -103,6 +110,27 @@ TEST_CASE("a request's reply goes to its reply_to with its correlation id and ca
   auto missing = client.call(host.name, "GET", "/v1/instances/" + kiln::test::random_uuid(), nullptr, 30s);
   REQUIRE(missing["status"] == 404);
   REQUIRE(missing["body"]["error"]["code"] == "not_found");
+}
+
+TEST_CASE("a kilnd and a controller that publish less often than the heartbeat keep their links: the next request is answered without a reconnect") {
+  // Heartbeat 1 s, state reports every 60 s: after kilnd's first report its
+  // publishing link is silent, and so is the controller's while it listens.
+  // RabbitMQ closes a connection it hears nothing on for two heartbeat
+  // intervals, so both links must send heartbeats while idle.
+  BusHost host(kiln::test::unique_host("idle"), kiln::test::fixture_broker_url(), kiln::test::peers().glance_url,
+               "report_interval_seconds = 60\nheartbeat_seconds = 1\nmax_reconnect_backoff_ms = 1000\n");
+  host.start();
+  auto options = kiln::test::link_options(kiln::test::fixture_broker_url());
+  options.heartbeat = 1s;
+  kiln::bus::FleetClient client(options);
+  REQUIRE(client.call(host.name, "GET", "/v1/cache", nullptr, 30s)["status"] == 200);
+  // Six heartbeat intervals of listening only, as `kilnctl fleet watch` does.
+  for (auto until = std::chrono::steady_clock::now() + 6s; std::chrono::steady_clock::now() < until;) client.next(500ms);
+  auto reply = client.call(host.name, "GET", "/v1/cache", nullptr, 30s);
+  INFO(host.kilnd->log());
+  REQUIRE(reply["status"] == 200);
+  REQUIRE(host.kilnd->log().find("reconnecting") == std::string::npos);
+  REQUIRE(host.kilnd->log().find("(redelivered)") == std::string::npos);
 }
 
 TEST_CASE("kilnctl fleet hosts lists every kilnd whose state report arrives, and boot --any picks one of them") {

@@ -6,9 +6,11 @@
 #include <sstream>
 #include <thread>
 
+#include "agent_route.h"
 #include "commands.h"
 #include "kiln/bus/fleet_client.h"
 #include "kiln/bus/topology.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/util/error.h"
 
 namespace kilnctl {
@@ -137,6 +139,12 @@ void add_fleet_commands(CLI::App& app, Registry& registry) {
   boot_command->add_flag("--no-wait", boot->no_wait, "print the accepted operation and return");
   registry.emplace_back(boot_command, [options, boot](Context& context) {
     if (boot->host.empty() && !boot->any) throw kiln::Error(kiln::ErrorCode::kInvalidArgument, "give --host or --any");
+    json body = {{"uuid", boot->uuid}, {"image_id", boot->image}, {"start", !boot->no_start},
+                 {"flavor", {{"vcpus", boot->vcpus}, {"memory_mb", boot->memory_mb}, {"root_gb", boot->root_gb},
+                             {"swap_mb", boot->swap_mb}, {"ephemeral_gb", boot->ephemeral_gb}}}};
+    if (!boot->name.empty()) body["name"] = boot->name;
+    // Refused here as kilnctl boot and kilnd refuse it (exit 2), before anything is sent.
+    body = kiln::rpc::parse_boot_request(body.dump()).body;
     kiln::bus::FleetClient client(link_options(context, *options));
     std::string host = boot->host;
     if (boot->any) {
@@ -144,15 +152,10 @@ void add_fleet_commands(CLI::App& app, Registry& registry) {
       if (host.empty()) throw kiln::Error(kiln::ErrorCode::kBusError, "no host reported within " + std::to_string(options->window) + " s");
     }
     client.watch(kiln::bus::event_key(host, "boot"));  // before the request: its events cannot be missed
-    json body = {{"uuid", boot->uuid}, {"image_id", boot->image}, {"start", !boot->no_start},
-                 {"flavor", {{"vcpus", boot->vcpus}, {"memory_mb", boot->memory_mb}, {"root_gb", boot->root_gb},
-                             {"swap_mb", boot->swap_mb}, {"ephemeral_gb", boot->ephemeral_gb}}}};
-    if (!boot->name.empty()) body["name"] = boot->name;
     auto reply = client.call(host, "POST", "/v1/instances", body, ms(options->timeout));
     if (reply.value("status", 0) != 202) {
-      std::cerr << "kilnctl: " << host << " refused the boot: " << reply_error(reply) << "\n";
-      context.print(reply, "");
-      return 1;
+      std::cerr << "kilnctl: " << host << " refused the boot\n";
+      throw_agent_error(reply.value("body", json()), reply.value("status", 0U));
     }
     auto id = reply["body"].value("operation_id", std::string());
     if (boot->no_wait) {

@@ -82,6 +82,15 @@ class AmqpLink {
   std::optional<Delivery> next_delivery(std::chrono::milliseconds timeout);
   void ack(std::uint64_t tag);
 
+  // Sends a heartbeat if one is due and reads what the broker sent, without
+  // waiting. A link that only publishes now and then (kilnd's events, a
+  // controller's requests) calls it every tick: otherwise the broker, hearing
+  // nothing for two heartbeat intervals, closes it, and the next publish
+  // fails. Only for a link that does not consume (a delivery read here
+  // would be lost). Throws kBusError if the broker closed the connection or
+  // the socket broke.
+  void keep_alive();
+
  private:
   struct State;
   std::unique_ptr<State> state_;
