@@ -2,6 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <thread>
+
+#include "kiln/bus/topology.h"
 #include "kiln/util/subprocess.h"
 
 namespace fs = std::filesystem;
@@ -47,10 +50,18 @@ BusHost::BusHost(const std::string& name_, const std::string& url, const std::st
                               "[DEFAULT]\nhost = " + name + "\n[amqp]\nurl = " + url + "\n" + amqp);
 }
 
-void BusHost::start(std::map<std::string, std::string> environment) {
+void BusHost::start(std::map<std::string, std::string> environment, bool join_bus) {
   kilnd = std::make_unique<KilndProcess>(config, socket, std::move(environment));
   INFO(kilnd->log());
   REQUIRE(kilnd->wait_ready());
+  if (!join_bus) return;
+  std::string joined = "bus: consuming " + kiln::bus::request_queue(name);
+  for (auto deadline = std::chrono::steady_clock::now() + 60s;
+       kilnd->log().find(joined) == std::string::npos && std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+  }
+  INFO(kilnd->log());
+  REQUIRE(kilnd->log().find(joined) != std::string::npos);
 }
 
 std::string unique_host(const std::string& prefix) { return prefix + "-" + random_uuid().substr(0, 8); }

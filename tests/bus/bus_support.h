@@ -49,8 +49,11 @@ struct BusHost {
   std::filesystem::path socket = scratch / "kiln.sock";
   std::filesystem::path config;
   std::unique_ptr<KilndProcess> kilnd;
-  // Starts kilnd (with `environment`) and waits for its socket.
-  void start(std::map<std::string, std::string> environment = {});
+  // Starts kilnd (with `environment`) and waits for its socket and, with
+  // `join_bus`, until it consumes its queue kiln.<name>: kilnd is ready on
+  // its socket before its bus thread has declared the queue, and a request
+  // to an undeclared queue is refused as unroutable ("no such host").
+  void start(std::map<std::string, std::string> environment = {}, bool join_bus = true);
 };
 
 // A unique host name for this test run: "<prefix>-<8 hex>".
