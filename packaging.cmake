@@ -8,6 +8,8 @@
 #   lib/tmpfiles.d/kiln.conf
 #   share/doc/kiln/                            README.md, kiln.conf.sample, copyright
 #   share/kiln/schemas/*.json                  RPC messages and the config
+#   share/man/man1/kilnctl.1.gz, share/man/man8/kilnd.8.gz   help2man, from --help
+#   share/bash-completion/completions/kilnctl
 # and the config: /etc/kiln/kiln.conf for prefix /usr (a conffile in the
 # .deb), else <prefix>/etc/kiln/kiln.conf; the unit's --config names it.
 # The prefix is read when installing, not when configuring, so the .deb is
@@ -20,6 +22,30 @@ install(FILES systemd/tmpfiles.d/kiln.conf DESTINATION lib/tmpfiles.d)
 install(FILES systemd/kiln.conf.sample README.md DESTINATION share/doc/kiln)
 install(FILES LICENSE DESTINATION share/doc/kiln RENAME copyright)
 install(DIRECTORY schemas/ DESTINATION share/kiln/schemas FILES_MATCHING PATTERN "*.json")
+install(FILES packaging/completion/kilnctl DESTINATION share/bash-completion/completions)
+
+# Man pages made at build time from each binary's --help and --version, so
+# they cannot drift from the options (help2man, Debian package help2man).
+find_program(KILN_HELP2MAN help2man)
+if(KILN_HELP2MAN)
+  set(kiln_man_dir ${CMAKE_BINARY_DIR}/man)
+  add_custom_command(
+    OUTPUT ${kiln_man_dir}/kilnctl.1.gz ${kiln_man_dir}/kilnd.8.gz
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${kiln_man_dir}
+    COMMAND ${KILN_HELP2MAN} --no-info --section 1 --name "boot instances from Glance images and explain the host's storage"
+            --output ${kiln_man_dir}/kilnctl.1 $<TARGET_FILE:kilnctl>
+    COMMAND ${KILN_HELP2MAN} --no-info --section 8 --name "kiln's compute-node agent"
+            --output ${kiln_man_dir}/kilnd.8 $<TARGET_FILE:kilnd>
+    COMMAND gzip -9nf ${kiln_man_dir}/kilnctl.1 ${kiln_man_dir}/kilnd.8
+    DEPENDS kilnctl kilnd
+    COMMENT "help2man: kilnctl.1, kilnd.8"
+    VERBATIM)
+  add_custom_target(kiln_man_pages ALL DEPENDS ${kiln_man_dir}/kilnctl.1.gz ${kiln_man_dir}/kilnd.8.gz)
+  install(FILES ${kiln_man_dir}/kilnctl.1.gz DESTINATION share/man/man1)
+  install(FILES ${kiln_man_dir}/kilnd.8.gz DESTINATION share/man/man8)
+else()
+  message(WARNING "help2man not found (tools/install-deps installs it): no man pages, and the .deb test fails")
+endif()
 
 # The unit in the tree names /usr/bin/kilnd and /etc/kiln/kiln.conf so that it
 # reads (and analyzes) as installed by the .deb; another prefix is written in

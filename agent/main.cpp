@@ -19,6 +19,7 @@
 #include "agent_lock.h"
 #include "kiln/bus/agent_bus.h"
 #include "kiln/config/settings.h"
+#include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/layout.h"
@@ -123,6 +124,7 @@ class Agent {
       try {
         KILN_FAILPOINT("kilnd.reload.begin");
         auto settings = kiln::config::load_settings(overrides_);
+        for (const auto& warning : settings.warnings) spdlog::warn("config: {}", warning);
         auto changed = service_.reload(settings);
         KILN_FAILPOINT("kilnd.reload.applied");
         asio::post(io_, [this, settings, changed] {
@@ -226,7 +228,17 @@ int main(int argc, char** argv) {
   bool drained = true;
   try {
     auto settings = kiln::config::load_settings(overrides);
+    for (const auto& warning : settings.warnings) spdlog::warn("config: {}", warning);
     KILN_FAILPOINT("kilnd.start.settings_loaded");
+    // kilnd serves boots, so a missing instances path is made (as boot
+    // does); an existing one must be kiln's: a directory of unrelated files
+    // (a wrong path) would be filled with _base and locks.
+    {
+      std::error_code absent;
+      if (std::filesystem::exists(settings.instances_path, absent)) {
+        kiln::instance::require_instances_path(settings.instances_path);
+      }
+    }
     kilnd::AgentLock lock(kiln::layout::agent_lock_path(settings.instances_path));
     KILN_FAILPOINT("kilnd.start.locked");
     auto agent = std::make_unique<Agent>(overrides, settings);

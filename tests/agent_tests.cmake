@@ -12,7 +12,7 @@ add_executable(kiln_agent_tests
 )
 target_link_libraries(kiln_agent_tests PRIVATE kiln_test_support kilnd_agent)
 target_compile_definitions(kiln_agent_tests PRIVATE KILN_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
-  KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>" KILN_VERSION="${PROJECT_VERSION}")
+  KILN_KILND="$<TARGET_FILE:kilnd>" KILN_KILNCTL="$<TARGET_FILE:kilnctl>" KILN_VERSION="${KILN_VERSION_STRING}")
 add_dependencies(kiln_agent_tests kilnd kilnctl)
 catch_discover_tests(kiln_agent_tests TEST_PREFIX "agent: " EXTRA_ARGS -w NoTests PROPERTIES LABELS unit)
 
@@ -24,6 +24,12 @@ add_test(NAME "agent: kilnd.service's systemd-analyze security exposure is at mo
          COMMAND ${KILN_AGENT_TESTS}/unit-security ${CMAKE_SOURCE_DIR} 4.0)
 add_test(NAME "agent: systemd-tmpfiles creates kiln's directories with modes QEMU can traverse"
          COMMAND ${KILN_AGENT_TESTS}/create-tmpfiles ${CMAKE_SOURCE_DIR})
+
+# The bash completion, sourced in bash and asked for words (budget: a second).
+add_test(NAME "agent: bash completion offers kilnctl's commands, options, instance uuids and image ids"
+         COMMAND ${KILN_AGENT_TESTS}/check-completion ${CMAKE_SOURCE_DIR} $<TARGET_FILE:kilnctl>)
+set_tests_properties("agent: bash completion offers kilnctl's commands, options, instance uuids and image ids"
+                     PROPERTIES LABELS unit)
 
 # The .deb: built by cpack and installed by dpkg (a fixture), then its kilnd started.
 set(KILN_AGENT_DEB_DIR ${CMAKE_BINARY_DIR}/agent-deb)

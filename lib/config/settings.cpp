@@ -4,11 +4,14 @@
 
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
 #include "kiln/util/error.h"
 #include "kiln/util/ini.h"
+#include "kiln/util/layout.h"
+#include "kiln/virt/domain_spec.h"
 
 namespace kiln::config {
 
@@ -165,11 +168,114 @@ glance::KeystoneCredentials& keystone(Settings& settings) {
 
 using Setter = std::function<void(Settings&, const std::string&)>;
 
+// A nova.conf value kiln accepts but cannot act on: said once, kept going.
+void warn(Settings& settings, const std::string& sentence) { settings.warnings.push_back(sentence); }
+
+// nova's instance_name_template. nova's default, instance-%08x, numbers
+// instances by a database id kiln does not have: such a template is taken
+// as kiln's default with a warning, so a pasted nova.conf still loads.
+void set_name_template(Settings& s, const std::string& value) {
+  static const std::regex numeric(R"(%(\([A-Za-z_]+\))?[-#0 +]*[0-9]*[diouxX])");
+  bool has_uuid = value.find("%(uuid)s") != std::string::npos || value.find("%s") != std::string::npos;
+  if (!has_uuid && std::regex_search(value, numeric)) {
+    warn(s, "instance_name_template '" + value + "' numbers instances by nova's database id; kiln has uuids and uses '" +
+                std::string(virt::kDefaultInstanceNameTemplate) + "'");
+    s.instance_name_template = virt::kDefaultInstanceNameTemplate;
+    return;
+  }
+  (void)virt::domain_name_from_template(value, "00000000-0000-0000-0000-000000000000");
+  s.instance_name_template = value;
+}
+
+std::string parse_ephemeral_format(const std::string& value) {
+  if (value != "ext3" && value != "ext4" && value != "vfat" && value != "ntfs") {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not one of ext3, ext4, vfat, ntfs (the filesystems kiln formats)");
+  }
+  return value;
+}
+
+// nova's "file=directsync,block=none,network=writeback": kiln's disks are all
+// files, so only file= applies; other disk types have nothing to act on.
+std::string parse_cache_modes(const std::string& value) {
+  std::string file_mode;
+  std::stringstream stream(value);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    auto first = item.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    item = item.substr(first, item.find_last_not_of(" \t") - first + 1);
+    auto equals = item.find('=');
+    if (equals == std::string::npos) throw Error(ErrorCode::kInvalidArgument, "'" + item + "' is not disk_type=cache_mode");
+    std::string type = item.substr(0, equals);
+    std::string mode = item.substr(equals + 1);
+    bool known = mode == "default";
+    for (auto allowed : virt::kCacheModes) known = known || mode == allowed;
+    if (!known) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "'" + mode + "' is not one of default, none, writeback, writethrough, directsync, unsafe");
+    }
+    if (type == "file") file_mode = mode == "default" ? "" : mode;
+  }
+  return file_mode;
+}
+
+// nova's manager_interval: seconds, 0 = nova's default periodic interval
+// (60 s), -1 = never; kiln's manager_interval_seconds has 0 = never.
+std::chrono::seconds parse_nova_interval(const std::string& value) {
+  if (value == "-1") return std::chrono::seconds(0);
+  auto seconds = parse_count(value, 365 * 86400);
+  return std::chrono::seconds(seconds == 0 ? 60 : seconds);
+}
+
+// nova's booleans for behaviour kiln always has: true is nova's meaning,
+// false is a behaviour kiln does not offer.
+Setter always_true(const char* key, const char* why) {
+  return [key, why](Settings& s, const std::string& v) {
+    if (!parse_bool(v)) warn(s, std::string(key) + " = " + v + " is not supported: " + why);
+  };
+}
+
+void require_base_directory(Settings&, const std::string& value) {
+  // The cache directory's name is part of the host layout every kiln tool
+  // and the packaged units agree on; another name would split the cache.
+  if (value != layout::kBaseDirectory) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not supported: kiln's image cache is <instances_path>/_base");
+  }
+}
+
 // Every key the file may hold: "section.key" -> how it sets Settings.
 const std::map<std::string, Setter>& known_keys() {
   static const std::map<std::string, Setter> keys = {
       {"DEFAULT.instances_path",
        [](Settings& s, const std::string& v) { s.instances_path = parse_absolute_path(v); }},
+      // nova.conf's names for what kiln does (README: "nova.conf keys").
+      {"DEFAULT.instance_name_template", set_name_template},
+      {"DEFAULT.default_ephemeral_format",
+       [](Settings& s, const std::string& v) { s.default_ephemeral_format = v.empty() ? "" : parse_ephemeral_format(v); }},
+      {"DEFAULT.use_cow_images", always_true("use_cow_images", "kiln always boots from a qcow2 overlay on the base")},
+      {"DEFAULT.force_raw_images", always_true("force_raw_images", "kiln always converts bases to raw")},
+      {"DEFAULT.image_cache_subdirectory_name", require_base_directory},
+      {"image_cache.subdirectory_name", require_base_directory},
+      {"DEFAULT.image_cache_manager_interval",
+       [](Settings& s, const std::string& v) { s.cache_manager_interval = parse_nova_interval(v); }},
+      {"image_cache.manager_interval",
+       [](Settings& s, const std::string& v) { s.cache_manager_interval = parse_nova_interval(v); }},
+      {"DEFAULT.max_concurrent_builds",
+       [](Settings& s, const std::string& v) {
+         auto builds = parse_count(v, 1000);  // nova: 0 = unlimited
+         s.rpc.max_concurrent_builds = static_cast<unsigned>(builds == 0 ? 1000 : builds);
+       }},
+      {"libvirt.images_type",
+       [](Settings&, const std::string& v) {
+         // Another backend (raw, flat, lvm, rbd, ploop) means disks somewhere
+         // kiln would not put them: refused rather than silently qcow2.
+         if (v != "default" && v != "qcow2") {
+           throw Error(ErrorCode::kInvalidArgument, "'" + v + "' is not supported: kiln's disks are qcow2 (default, qcow2)");
+         }
+       }},
+      {"libvirt.disk_cachemodes", [](Settings& s, const std::string& v) { s.disk_cache_mode = parse_cache_modes(v); }},
+      {"glance.cafile",
+       [](Settings& s, const std::string& v) { s.glance_tls.ca_file = parse_readable_file(v); }},
       {"glance.api_servers",
        [](Settings& s, const std::string& v) { s.glance_api_servers = parse_endpoints(v); }},
       {"glance.ca_file",
@@ -322,17 +428,33 @@ const std::map<std::string, Setter>& known_keys() {
   return keys;
 }
 
+bool is_nova_key(const std::string& name) {
+  static const std::set<std::string> keys = {
+#include "nova_keys.inc"
+  };
+  return keys.count(name) > 0;
+}
+
 void apply_file(Settings& settings, const fs::path& file) {
   IniFile ini = parse_ini_file(file);
+  std::set<std::string> warned;
   for (const IniEntry& entry : ini.entries) {
     std::string where = ini.path + ":" + std::to_string(entry.line) + ": ";
     auto it = known_keys().find(entry.section + "." + entry.key);
+    if (it == known_keys().end() && is_nova_key(entry.section + "." + entry.key)) {
+      if (warned.insert(entry.section + "." + entry.key).second) {
+        warn(settings, where + "nova.conf key [" + entry.section + "] " + entry.key + " is not used by kiln; ignored");
+      }
+      continue;
+    }
     if (it == known_keys().end()) {
       throw Error(ErrorCode::kConfigInvalid,
                   where + "unknown key '" + entry.key + "' in [" + entry.section + "]");
     }
     try {
+      std::size_t said = settings.warnings.size();
       it->second(settings, entry.value);
+      for (std::size_t i = said; i < settings.warnings.size(); ++i) settings.warnings[i] = where + settings.warnings[i];
     } catch (const Error& error) {
       throw Error(ErrorCode::kConfigInvalid,
                   where + "bad value for [" + entry.section + "] " + entry.key + ": " + error.what());

@@ -22,6 +22,8 @@ namespace {
 constexpr std::uint64_t kGiB = 1024ULL * 1024 * 1024;
 constexpr std::string_view kWindowsOsType = "windows";
 constexpr std::string_view kWindowsFilesystem = "ntfs";
+constexpr std::string_view kLinuxOsType = "linux";
+constexpr std::string_view kLinuxFilesystem = "ext4";
 // mkfs.ext4 -F is quick, but a large vfat or ntfs format may take a while.
 constexpr std::chrono::minutes kMkfsTimeout{10};
 // glibc's execvp searches this when PATH is unset.
@@ -118,7 +120,9 @@ void fsync_path(const fs::path& path) {
 }  // namespace
 
 std::string ephemeral_filesystem_for(std::string_view os_type) {
-  return std::string(os_type == kWindowsOsType ? kWindowsFilesystem : kDefaultEphemeralFilesystem);
+  if (os_type == kWindowsOsType) return std::string(kWindowsFilesystem);
+  if (os_type == kLinuxOsType) return std::string(kLinuxFilesystem);
+  return std::string(kDefaultEphemeralFilesystem);
 }
 
 std::string ephemeral_base_name(std::uint64_t size_gb, std::string_view filesystem) {

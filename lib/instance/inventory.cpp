@@ -24,6 +24,7 @@ void add_domain(InstanceReport& report, const virt::Domain& domain) {
   if (!state) return;
   report.domain_name = domain.name();
   report.domain_state = *state;
+  report.display_name = domain.title();
 }
 
 InstanceReport directory_report(const InstanceDir& directory) {
@@ -55,6 +56,41 @@ nlohmann::json layer_json(const ChainLayer& layer) {
 
 }  // namespace
 
+void require_instances_path(const fs::path& instances_path) {
+  auto refuse = [&](const std::string& why) {
+    throw Error(ErrorCode::kNotAnInstancesPath, instances_path.string() + " is not a kiln instances path: " + why);
+  };
+  std::error_code error;
+  auto status = fs::status(instances_path, error);
+  if (status.type() == fs::file_type::not_found) refuse("it does not exist");
+  if (error) refuse(error.message());
+  if (!fs::is_directory(status)) refuse("it is not a directory");
+  bool empty = true;
+  fs::directory_iterator entries(instances_path, error);
+  if (error) refuse(error.message());
+  for (const auto& entry : entries) {
+    empty = false;
+    std::string name = entry.path().filename().string();
+    if (name == layout::kBaseDirectory || name == layout::kLockDirectory || name == layout::kOperationJournal) return;
+    if (layout::is_instance_directory_name(name) && entry.is_directory(error)) return;
+  }
+  if (!empty) refuse("it holds neither _base, locks, operations.log nor an instance directory");
+}
+
+namespace {
+
+void add_disks(InstanceReport& report, const InstanceDir& directory, const fs::path& instances_path) {
+  for (std::string_view name : kDiskNames) {
+    fs::path path = layout::member(directory.path(), name);
+    std::error_code error;
+    if (!fs::exists(path, error)) continue;
+    BackingChain chain = walk_backing_chain(path, instances_path);
+    report.disks.push_back(DiskReport{std::string(name), std::move(chain.layers), std::move(chain.problem)});
+  }
+}
+
+}  // namespace
+
 InstanceReport show_instance(const std::string& uuid, const fs::path& instances_path, virt::Connection& libvirt) {
   InstanceDir directory(instances_path, uuid);
   InstanceReport report = directory_report(directory);
@@ -63,14 +99,31 @@ InstanceReport show_instance(const std::string& uuid, const fs::path& instances_
     throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has neither a directory under " +
                                           instances_path.string() + " nor a libvirt domain");
   }
-  for (std::string_view name : kDiskNames) {
-    fs::path path = layout::member(directory.path(), name);
-    std::error_code error;
-    if (!fs::exists(path, error)) continue;
-    BackingChain chain = walk_backing_chain(path, instances_path);
-    report.disks.push_back(DiskReport{std::string(name), std::move(chain.layers), std::move(chain.problem)});
-  }
+  add_disks(report, directory, instances_path);
   return report;
+}
+
+InstanceReport show_instance_without_libvirt(const std::string& uuid, const fs::path& instances_path,
+                                             const std::string& why) {
+  InstanceDir directory(instances_path, uuid);
+  InstanceReport report = directory_report(directory);
+  report.libvirt_unreachable = why;
+  if (!report.has_directory) {
+    throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has no directory under " +
+                                          instances_path.string() + " (libvirt, unreachable, was not asked: " + why + ")");
+  }
+  add_disks(report, directory, instances_path);
+  return report;
+}
+
+std::vector<InstanceReport> list_instances_without_libvirt(const fs::path& instances_path, const std::string& why) {
+  std::vector<InstanceReport> reports;
+  for (const auto& uuid : directory_uuids(instances_path)) {
+    reports.push_back(directory_report(InstanceDir(instances_path, uuid)));
+    reports.back().libvirt_unreachable = why;
+  }
+  std::sort(reports.begin(), reports.end(), [](const auto& a, const auto& b) { return a.uuid < b.uuid; });
+  return reports;
 }
 
 std::vector<InstanceReport> list_instances(const fs::path& instances_path, virt::Connection& libvirt) {
@@ -98,7 +151,12 @@ nlohmann::json to_json(const InstanceReport& report) {
                         {"directory", report.has_directory ? nlohmann::json(report.directory.string()) : nullptr},
                         {"provisioning", report.provisioning},
                         {"domain", nullptr}};
-  if (report.domain_name) out["domain"] = {{"name", *report.domain_name}, {"state", *report.domain_state}};
+  if (report.domain_name) {
+    out["domain"] = {{"name", *report.domain_name},
+                     {"state", *report.domain_state},
+                     {"title", report.display_name ? nlohmann::json(*report.display_name) : nlohmann::json(nullptr)}};
+  }
+  if (report.libvirt_unreachable) out["libvirt_unreachable"] = *report.libvirt_unreachable;
   if (!report.disks.empty()) {
     out["disks"] = nlohmann::json::array();
     for (const auto& disk : report.disks) {

@@ -13,6 +13,7 @@
 #include "kiln/cache/maintenance.h"
 #include "kiln/disk/disk_info.h"
 #include "kiln/disk/ephemeral.h"
+#include "kiln/util/text.h"
 #include "kiln/disk/overlay.h"
 #include "kiln/disk/swap.h"
 #include "kiln/image/inspector.h"
@@ -43,13 +44,24 @@ constexpr unsigned kMaxVcpus = 4096;
 
 [[noreturn]] void invalid(const std::string& what) { throw Error(ErrorCode::kInvalidArgument, what); }
 
-std::string domain_name_for(const BootRequest& request, const std::string& uuid) {
-  std::string name = request.name.empty() ? "instance-" + uuid : request.name;
-  if (name.size() > 255) invalid("domain name is longer than 255 characters");
+// The request's name is only the display name (<title> and kiln's metadata):
+// display names repeat in a cloud, so the domain name is kiln's own, made
+// from the uuid (nova's instance_name_template).
+void check_display_name(const std::string& name) {
+  if (name.size() > 255) invalid("name is longer than 255 bytes");
+  if (!is_utf8(name)) invalid("name is not valid UTF-8");
   for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f || c == '/') invalid("domain name '" + name + "' has '/' or a control character");
+    if (c < 0x20 || c == 0x7f) invalid("name has a control character");
   }
-  return name;
+}
+
+std::string domain_name_for(const Host& host, const std::string& uuid) {
+  try {
+    return virt::domain_name_from_template(
+        host.name_template.empty() ? virt::kDefaultInstanceNameTemplate : host.name_template, uuid);
+  } catch (const Error& error) {
+    throw Error(ErrorCode::kConfigInvalid, error.what());
+  }
 }
 
 void check_flavor(const BootRequest& request) {
@@ -277,14 +289,22 @@ void fetch_kernel(const Host& host, const Images& images, virt::DomainSpec& spec
   spec.initrd_path = ramdisk.base.path.string();
 }
 
-std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& host,
+// nova's choice: default_ephemeral_format when set, else by the image's
+// os_type property, and vfat when it has none (disk::ephemeral_filesystem_for).
+std::string ephemeral_filesystem(const Host& host, const Images& images) {
+  if (!host.ephemeral_format.empty()) return host.ephemeral_format;
+  auto os_type = images.root.properties.find("os_type");
+  return disk::ephemeral_filesystem_for(os_type == images.root.properties.end() ? "" : os_type->second);
+}
+
+std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& host, const Images& images,
                                         const InstanceDir& directory, const InstanceDir& staging,
                                         virt::DomainSpec& spec, disk::DiskInfo& disk_info, HeldBases& held) {
   if (request.ephemeral_gb == 0) return std::nullopt;
   KILN_FAILPOINT("boot.ephemeral.before_base");
   disk::EphemeralBase base = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                          request.ephemeral_gb,
-                                                         disk::ephemeral_filesystem_for(spec.os_type));
+                                                         ephemeral_filesystem(host, images));
   held.push_back(std::make_shared<FileLock>(std::move(base.lock)));
   cache::touch_base(base.path);
   KILN_FAILPOINT("boot.ephemeral.base_ready");
@@ -387,7 +407,8 @@ Undo undefine_again(virt::Connection& libvirt, const std::string& uuid) {
 
 BootResult provision(const BootRequest& request, const Host& host, const cache::FetchProgress& progress) {
   InstanceDir directory(host.instances_path, request.uuid);
-  std::string name = domain_name_for(request, directory.uuid());
+  check_display_name(request.name);
+  std::string name = domain_name_for(host, directory.uuid());
   check_flavor(request);
   check_absent(directory, host.libvirt);
   std::string domain_type = virt::resolve_virt_type(host.virt_type, host.libvirt).type;
@@ -399,7 +420,14 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   if (error) throw_io_error("cannot create " + host.instances_path.string(), error.value());
   InstanceLock lock(host.instances_path, directory.uuid());
   KILN_FAILPOINT("boot.locked");
-  spec.cache_mode = instances_take_direct_io(host.instances_path) ? "none" : "writeback";
+  // nova's [libvirt] disk_cachemodes file=<mode>; "none" needs O_DIRECT, and
+  // nova then falls back to writethrough.
+  bool direct_io = instances_take_direct_io(host.instances_path);
+  if (host.cache_mode.empty() || host.cache_mode == "default") {
+    spec.cache_mode = direct_io ? "none" : "writeback";
+  } else {
+    spec.cache_mode = host.cache_mode == "none" && !direct_io ? "writethrough" : host.cache_mode;
+  }
 
   // Built under a temporary name, renamed into place whole: no crash leaves a
   // directory under the uuid that is empty or holds half a disk set. Every
@@ -416,7 +444,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   KILN_FAILPOINT("boot.kernel.fetched");
   disk::DiskInfo disk_info;
   disk_info.add(directory.disk(), "qcow2");
-  result.ephemeral_base = build_ephemeral(request, host, directory, staging, spec, disk_info, held);
+  result.ephemeral_base = build_ephemeral(request, host, images, directory, staging, spec, disk_info, held);
   result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
   disk_info.save(staging.disk_info(), Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.disk_info.written");

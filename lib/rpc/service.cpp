@@ -306,7 +306,8 @@ Response Service::boot(const Request& request) {
     operation.set_step("building the instance");
     virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
-    instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start};
+    instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
+                        settings.instance_name_template, settings.default_ephemeral_format, settings.disk_cache_mode};
     auto result = instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
       operation.set_bytes(done, total);
     });

@@ -99,6 +99,14 @@ bool Domain::is_kiln_instance() const {
   return true;
 }
 
+std::optional<std::string> Domain::title() const {
+  char* title = virDomainGetMetadata(handle_.get(), VIR_DOMAIN_METADATA_TITLE, nullptr, VIR_DOMAIN_AFFECT_CURRENT);
+  if (title == nullptr) return std::nullopt;  // VIR_ERR_NO_DOMAIN_METADATA: no title
+  std::string text(title);
+  std::free(title);
+  return text;
+}
+
 void Domain::start() {
   if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name_);
 }

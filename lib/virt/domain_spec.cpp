@@ -6,6 +6,7 @@
 
 #include "checks.h"
 #include "disk_plan.h"
+#include "kiln/util/error.h"
 #include "kiln/util/uuid.h"
 
 namespace kiln::virt {
@@ -209,6 +210,39 @@ void check_domain_spec(const DomainSpec& spec) {
   check_firmware(spec);
   check_interfaces(spec);
   check_devices(spec);
+}
+
+std::string domain_name_from_template(const std::string& name_template, const std::string& uuid) {
+  auto bad = [&](const std::string& why) {
+    throw Error(ErrorCode::kInvalidArgument, "instance name template " + quoted(name_template) + " " + why);
+  };
+  std::string name;
+  int uuids = 0;
+  for (std::size_t i = 0; i < name_template.size(); ++i) {
+    if (name_template[i] != '%') {
+      name += name_template[i];
+      continue;
+    }
+    std::string_view rest = std::string_view(name_template).substr(i);
+    if (rest.starts_with("%%")) {
+      name += '%';
+      i += 1;
+    } else if (rest.starts_with("%(uuid)s")) {
+      name += uuid;
+      i += 7;
+      ++uuids;
+    } else if (rest.starts_with("%s")) {
+      name += uuid;
+      i += 1;
+      ++uuids;
+    } else {
+      bad("has a conversion other than %(uuid)s, %s or %%: kiln names domains by uuid");
+    }
+  }
+  if (uuids != 1) bad("must hold the instance's uuid exactly once, as %(uuid)s or %s, so every domain name is unique");
+  if (name.size() > kMaxDomainName) bad("makes a domain name longer than 255 bytes");
+  if (name.find('/') != std::string::npos || has_control_character(name)) bad("makes a domain name with '/' or a control character");
+  return name;
 }
 
 }  // namespace kiln::virt

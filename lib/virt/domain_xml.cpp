@@ -242,6 +242,8 @@ std::string build_domain_xml(const DomainSpec& spec) {
   pugi::xml_node domain = child_with(document, "domain", "type", spec.domain_type);
   child_with_text(domain, "name", spec.name);
   child_with_text(domain, "uuid", spec.uuid);
+  // virsh list --title shows the display name; the name is kiln's own.
+  if (!spec.display_name.empty()) child_with_text(domain, "title", spec.display_name);
   add_metadata(domain, spec);
   set(child_with_text(domain, "memory", std::to_string(spec.memory_mb * 1024)), "unit", "KiB");
   child_with_text(domain, "vcpu", std::to_string(spec.vcpus));

@@ -253,9 +253,11 @@ TEST_CASE("a flavor with an ephemeral disk and a NIC boots with disk.local and t
   REQUIRE(result.exit_code == 0);
   REQUIRE(result.output["domain"]["state"] == "running");
   fs::path dir = host.instances / uuid;
-  fs::path ephemeral_base = host.instances / "_base" / "ephemeral_1_40d1d2c";
+  // The image has no os_type and no default_ephemeral_format is set: nova's
+  // default, vfat (nova/privsep/fs.py _DEFAULT_FILE_SYSTEM).
+  fs::path ephemeral_base = host.instances / "_base" / "ephemeral_1_0706d66";
   REQUIRE(qemu_img_info(dir / "disk.local")["backing-filename"] == ephemeral_base.string());
-  REQUIRE(kiln::run_checked({{"blkid", "-p", "-o", "value", "-s", "TYPE", ephemeral_base.string()}}) == "ext4\n");
+  REQUIRE(kiln::run_checked({{"blkid", "-p", "-o", "value", "-s", "TYPE", ephemeral_base.string()}}) == "vfat\n");
   REQUIRE(json::parse(kiln::read_file(dir / "disk.info")).contains((dir / "disk.local").string()));
   auto interfaces = virsh({"domiflist", "instance-" + uuid});
   REQUIRE(interfaces.out.find("52:54:00:6b:69:01") != std::string::npos);

@@ -412,3 +412,100 @@ TEST_CASE("libvirt lost right after the define: the directory is kept for reconc
 TEST_CASE("libvirt lost before the define's reply: the error says the definition may have been accepted, never refused") {
   lose_libvirt_at_define("before-reply", "may have accepted the definition");
 }
+
+namespace {
+
+// kilnctl as an operator types it: text output unless `args` says --json.
+kiln::CommandResult kilnctl_as_typed(const fs::path& instances, const std::string& libvirt_uri,
+                                     std::vector<std::string> args) {
+  std::vector<std::string> argv = {KILN_KILNCTL, "--glance", kiln::test::peers().glance_url, "--libvirt-uri",
+                                   libvirt_uri, "--virt-type", "qemu", "--instances-path", instances.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return kiln::run({argv});
+}
+
+}  // namespace
+
+TEST_CASE("a Glance image name with a newline and escape sequences prints escaped, and a non-UTF-8 name is refused") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("evil\nrow\x1b[2J", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = host.boot(image_id, {"--name", "web \xc3\xa9t\xc3\xa9", "--no-start"});
+  const std::string uri = kiln::test::peers().libvirt_uri;
+
+  auto listed = kilnctl_as_typed(host.instances, uri, {"cache", "ls"});
+  INFO(listed.out << listed.err);
+  REQUIRE(listed.exit_code == 0);
+  REQUIRE(listed.out.find("evil\\nrow\\e[2J") != std::string::npos);
+  REQUIRE(listed.out.find('\x1b') == std::string::npos);
+  REQUIRE(listed.out.find("\nrow") == std::string::npos);  // no forged row
+
+  auto instances = kilnctl_as_typed(host.instances, uri, {"instance", "list"});
+  REQUIRE(instances.exit_code == 0);
+  REQUIRE(instances.out.find(uuid + "  instance-" + uuid + " (shut off)  \"web \xc3\xa9t\xc3\xa9\"") != std::string::npos);
+  auto shown = kilnctl(host.instances, {"instance", "show", uuid});
+  REQUIRE(shown.output["domain"]["name"] == "instance-" + uuid);
+  REQUIRE(shown.output["domain"]["title"] == "web \xc3\xa9t\xc3\xa9");
+
+  // Not UTF-8: refused as a usage error before anything is fetched or made.
+  std::string other = kiln::test::random_uuid();
+  auto refused = kilnctl_as_typed(host.instances, uri,
+                                  {"boot", "--image", image_id, "--uuid", other, "--name", "web\xff", "--vcpus", "1",
+                                   "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0", "--no-start"});
+  INFO(refused.err);
+  REQUIRE(refused.exit_code == 2);
+  REQUIRE(refused.err.find("not valid UTF-8: web\\xff") != std::string::npos);
+  REQUIRE_FALSE(fs::exists(host.instances / other));
+  REQUIRE(virsh({"domstate", other}).exit_code != 0);
+}
+
+TEST_CASE("a missing or foreign instances path is not_an_instances_path for every command but boot") {
+  kiln::test::ScratchDir scratch;
+  fs::path missing = scratch / "instnaces";
+  fs::path foreign = scratch / "home";
+  fs::create_directories(foreign);
+  kiln::test::write_text(foreign / "notes.txt", "not kiln's");
+  const std::vector<std::vector<std::string>> commands = {
+      {"instance", "list"}, {"cache", "ls"}, {"instance", "reconcile", "--dry-run"}, {"du"},
+      {"instance", "show", kiln::test::random_uuid()}};
+  for (const auto& path : {missing, foreign}) {
+    for (const auto& command : commands) {
+      auto result = kilnctl(path, command);
+      INFO(path << " " << command.front() << " " << result.err);
+      REQUIRE(result.exit_code == 1);
+      REQUIRE(result.output["error"]["code"] == "not_an_instances_path");
+    }
+  }
+  REQUIRE_FALSE(fs::exists(missing));  // and nothing was made there
+  // A fresh, empty directory (as the package makes it) is a host with nothing on it yet.
+  fs::create_directories(scratch / "fresh");
+  auto fresh = kilnctl(scratch / "fresh", {"instance", "list"});
+  REQUIRE(fresh.exit_code == 0);
+  REQUIRE(fresh.output == json::array());
+}
+
+TEST_CASE("instance show and list still show the disks when libvirt is unreachable, and say so") {
+  Host host;
+  kiln::test::make_qcow2(host.scratch / "image.qcow2", "16M");
+  std::string image_id = kiln::test::upload_image("degrade", "qcow2", host.scratch / "image.qcow2");
+  std::string uuid = host.boot(image_id, {"--no-start"});
+  const std::string down = "qemu+unix:///system?socket=" + (host.scratch / "no-libvirtd.sock").string();
+
+  auto shown = kilnctl_as_typed(host.instances, down, {"--json", "instance", "show", uuid});
+  INFO(shown.out << shown.err);
+  REQUIRE(shown.exit_code == 0);
+  json report = json::parse(shown.out);
+  REQUIRE(report["libvirt_unreachable"].is_string());
+  REQUIRE(report["domain"].is_null());
+  REQUIRE(report["disks"].size() == 2);  // disk and disk.swap, from the directory
+  auto text = kilnctl_as_typed(host.instances, down, {"instance", "show", uuid});
+  REQUIRE(text.exit_code == 0);
+  REQUIRE(text.out.find("libvirt unreachable: ") == 0);
+  REQUIRE(text.out.find("domain unknown (libvirt unreachable)") != std::string::npos);
+  auto listed = kilnctl_as_typed(host.instances, down, {"--json", "instance", "list"});
+  REQUIRE(listed.exit_code == 0);
+  json reports = json::parse(listed.out);
+  REQUIRE(reports.size() == 1);
+  REQUIRE(reports[0]["uuid"] == uuid);
+  REQUIRE(reports[0]["libvirt_unreachable"].is_string());
+}

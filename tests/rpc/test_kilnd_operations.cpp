@@ -397,3 +397,47 @@ TEST_CASE("a long poll answers when the operation finishes, holds no worker thre
   }
   REQUIRE(kilnd.stop(SIGTERM) == 0);
 }
+
+// Issue 16: the request's name is a display name, and display names repeat.
+// Before, every domain was named by it and 31 of these 32 boots failed at
+// define ("domain 'web' already exists"). Budget: a few seconds (one 16 MiB
+// download, 32 overlays and defines on test:///default, no guest runs).
+TEST_CASE("32 concurrent boots all named web through kilnd succeed, each domain named by kiln's template") {
+  Host host;
+  std::string image_id = small_image(host, "kilnd-web");
+  kiln::test::KilndProcess kilnd(
+      host.config(kiln::test::peers().glance_url, "max_concurrent_builds = 32\n[DEFAULT]\ninstance_name_template = vm-%(uuid)s\n",
+                  "test:///default"),
+      host.socket);
+  REQUIRE(kilnd.wait_ready());
+  std::vector<std::string> uuids;
+  for (int i = 0; i < 32; ++i) uuids.push_back(kiln::test::random_uuid());
+  std::vector<std::future<json>> boots;
+  for (const auto& uuid : uuids) {
+    boots.push_back(std::async(std::launch::async, [&, uuid] {
+      auto client = kilnd.client();
+      json body = boot_body(uuid, image_id);
+      body["name"] = "web";
+      auto accepted = client.call("POST", "/v1/instances", body);
+      if (accepted.status != 202) return accepted.body;
+      return client.wait_operation(accepted.body["operation_id"], 300s);
+    }));
+  }
+  // test:///default keeps domains only while a connection is open (kilnd
+  // opens one per operation), so the names are read from each boot's result
+  // and the display name from the libvirt.xml kiln defined.
+  for (std::size_t i = 0; i < boots.size(); ++i) {
+    auto operation = boots[i].get();
+    INFO(operation.dump());
+    REQUIRE(operation["state"] == "succeeded");
+    REQUIRE(operation["result"]["domain"]["name"] == "vm-" + uuids[i]);
+    std::string xml = kiln::read_file(operation["result"]["libvirt_xml"].get<std::string>());
+    REQUIRE(xml.find("<title>web</title>") != std::string::npos);
+  }
+  auto client = kilnd.client();
+  auto deleting = client.call("DELETE", "/v1/instances/" + uuids.front());
+  REQUIRE(client.wait_operation(deleting.body["operation_id"], 60s)["state"] == "succeeded");
+  REQUIRE(client.call("GET", "/v1/instances/" + uuids.front()).status == 404);
+  REQUIRE(client.call("GET", "/v1/instances").body["instances"].size() == 31);
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+}

@@ -99,7 +99,8 @@ TEST_CASE("bad boot bodies are refused with 400 and the pointer of the offending
       {"a missing flavor", [](json& b) { b.erase("flavor"); }, "/flavor"},
       {"a missing memory size", [](json& b) { b["flavor"].erase("memory_mb"); }, "/flavor/memory_mb"},
       {"a metadata value that is not a string", [](json& b) { b["metadata"]["a/b"] = 5; }, "/metadata/a~1b"},
-      {"a name with a space", [](json& b) { b["name"] = "my vm"; }, "/name"},
+      // The name is a display name (spaces and any UTF-8 are fine), but not a control character.
+      {"a name with a newline", [](json& b) { b["name"] = "my\nvm"; }, "/name"},
       {"an array as the body", [](json& b) { b = json::array(); }, ""},
   };
   kiln::test::ScratchDir scratch;

@@ -65,12 +65,14 @@ TEST_CASE("ephemeral bases carry Nova's names") {
           "ephemeral_1_" + kiln::hex_digest_of("md5", "ntfs").substr(0, 7));
 }
 
-TEST_CASE("Windows guests get ntfs ephemeral disks and every other guest ext4") {
+// nova/privsep/fs.py _DEFAULT_FS_BY_OSTYPE and _DEFAULT_FILE_SYSTEM: an
+// instance without os_type gets vfat (kiln gave ext4 before issue 16).
+TEST_CASE("ephemeral disks are ntfs for windows, ext4 for linux and vfat otherwise, as nova") {
   REQUIRE(kiln::disk::ephemeral_filesystem_for("windows") == "ntfs");
   REQUIRE(kiln::disk::ephemeral_filesystem_for("linux") == "ext4");
-  REQUIRE(kiln::disk::ephemeral_filesystem_for("") == "ext4");
-  REQUIRE(kiln::disk::ephemeral_filesystem_for("plan9") == "ext4");
-  REQUIRE(kiln::disk::kDefaultEphemeralFilesystem == "ext4");
+  REQUIRE(kiln::disk::ephemeral_filesystem_for("") == "vfat");
+  REQUIRE(kiln::disk::ephemeral_filesystem_for("plan9") == "vfat");
+  REQUIRE(kiln::disk::kDefaultEphemeralFilesystem == "vfat");
 }
 
 TEST_CASE("an ephemeral base is a sparse ext4 filesystem labelled ephemeral0, made once") {
@@ -78,7 +80,7 @@ TEST_CASE("an ephemeral base is a sparse ext4 filesystem labelled ephemeral0, ma
   fs::create_directories(scratch / "_base");
   fs::path path;
   {
-    auto base = kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1);
+    auto base = kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1, "ext4");
     path = base.path;
     REQUIRE(path == scratch / "_base" / "ephemeral_1_40d1d2c");
     REQUIRE(base.size_bytes == kGiB);
@@ -90,7 +92,7 @@ TEST_CASE("an ephemeral base is a sparse ext4 filesystem labelled ephemeral0, ma
   REQUIRE(kiln::run({{"e2fsck", "-n", "-f", path.string()}}).exit_code == 0);
 
   auto written = fs::last_write_time(path);
-  auto again = kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1);
+  auto again = kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1, "ext4");
   REQUIRE(again.path == path);
   REQUIRE(fs::last_write_time(again.path) == written);
   REQUIRE(kiln::test::tree_listing(scratch / "_base") == "ephemeral_1_40d1d2c 1073741824\n");
@@ -147,10 +149,10 @@ TEST_CASE("unsupported ephemeral filesystems and sizes are refused before anythi
   REQUIRE_KILN_ERROR_MENTIONS(
       kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1, "zfs"),
       ErrorCode::kInvalidArgument, "'zfs' is not supported");
-  REQUIRE_KILN_ERROR(kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 0),
+  REQUIRE_KILN_ERROR(kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 0, "ext4"),
                      ErrorCode::kInvalidArgument);
   REQUIRE_KILN_ERROR(kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks",
-                                                       kiln::disk::kMaxEphemeralGb + 1),
+                                                       kiln::disk::kMaxEphemeralGb + 1, "ext4"),
                      ErrorCode::kInvalidArgument);
   REQUIRE(kiln::test::tree_listing(scratch.path()) == "_base/\n");
 }
@@ -164,7 +166,7 @@ TEST_CASE("a failed mkfs leaves neither the base nor its .part") {
   fs::permissions(scratch / "bin" / "mkfs.ext4", fs::perms::owner_all);
   PathOverride path((scratch / "bin").string() + ":" + std::getenv("PATH"));
   REQUIRE_KILN_ERROR_MENTIONS(
-      kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1),
+      kiln::disk::ensure_ephemeral_base(scratch / "_base", scratch / "locks", 1, "ext4"),
       ErrorCode::kSubprocessFailed, "no space");
   REQUIRE(kiln::test::tree_listing(scratch / "_base") == "");
 }

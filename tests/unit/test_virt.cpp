@@ -577,7 +577,7 @@ TEST_CASE("a spec that cannot become a bootable domain is refused, naming what i
       {[](DomainSpec& spec) { spec.uuid = "not-a-uuid"; }, "is not a canonical UUID"},
       {[](DomainSpec& spec) { spec.display_name = "web\x01"; },
        "display name 'web\\x01' has a control character"},
-      {[](DomainSpec& spec) { spec.cache_mode = "unsafe"; }, "cache mode 'unsafe' is not supported"},
+      {[](DomainSpec& spec) { spec.cache_mode = "sometimes"; }, "cache mode 'sometimes' is not supported"},
       {[](DomainSpec& spec) {
          spec.disk_bus = "ide";
          spec.ephemeral_disk = kiln::virt::DiskFile{"/srv/disk.local", "qcow2"};

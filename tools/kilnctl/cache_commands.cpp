@@ -1,6 +1,7 @@
 // kilnctl cache ls / fetch / verify / prune / repair. ls, verify and
 // prune --dry-run change nothing on disk; only repair and a real prune clean
 // up what a crash left (kilnd does too, at start).
+#include <algorithm>
 #include <iomanip>
 #include <sstream>
 
@@ -8,6 +9,7 @@
 #include "commands.h"
 #include "kiln/cache/maintenance.h"
 #include "progress.h"
+#include "kiln/util/text.h"
 
 namespace kilnctl {
 
@@ -31,8 +33,11 @@ std::string entries_text(const std::vector<cache::CacheEntry>& entries) {
   std::uint64_t physical = 0;
   for (const auto& entry : entries) {
     std::string id = entry.info ? entry.info->image_id : entry.name;
-    std::string name = entry.info ? entry.info->name : cache::kind_name(entry.kind);
-    out << std::setw(38) << id << std::setw(20) << name.substr(0, 19) << std::setw(11)
+    // Glance's name, escaped: a newline would forge a row, ESC sequences drive the terminal.
+    std::string name = entry.info ? kiln::printable(entry.info->name) : cache::kind_name(entry.kind);
+    std::size_t cut = std::min<std::size_t>(name.size(), 19);
+    while (cut > 0 && cut < name.size() && (static_cast<unsigned char>(name[cut]) & 0xc0) == 0x80) --cut;
+    out << std::setw(38) << id << std::setw(20) << name.substr(0, cut) << std::setw(11)
         << human_bytes(entry.physical_bytes) << std::setw(11) << human_bytes(entry.virtual_bytes) << std::setw(7)
         << entry.users.size() << std::setw(14) << age_text(entry.last_used)
         << (entry.kind == cache::BaseKind::kImage && !entry.info ? "no-info" : "ok") << "\n";
@@ -70,7 +75,7 @@ void add_fetch(CLI::App& group, Registry& registry) {
     finish_progress();
     const auto& base = lease.base;
     context.print(json(base),
-                  "image " + record.id + " (" + record.name + "): " + base.path.string() + ", " +
+                  "image " + record.id + " (" + kiln::printable(record.name) + "): " + base.path.string() + ", " +
                       (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                                  : std::string("already cached")) + "\n");
     return 0;

@@ -17,5 +17,6 @@ void add_cache_commands(CLI::App& app, Registry& registry);
 void add_image_commands(CLI::App& app, Registry& registry);
 void add_inventory_commands(CLI::App& app, Registry& registry);
 void add_fleet_commands(CLI::App& app, Registry& registry);
+void add_complete_command(CLI::App& app, Registry& registry);  // hidden: __complete
 
 }  // namespace kilnctl

@@ -7,6 +7,7 @@
 #include "kiln/rpc/wire.h"
 #include "agent_route.h"
 #include "progress.h"
+#include "kiln/util/text.h"
 
 namespace kilnctl {
 
@@ -25,7 +26,7 @@ std::string boot_text(const kiln::instance::BootResult& result) {
       << base.path.string() << "\n";
   if (result.swap_base) out << "  disk.swap    qcow2, backed by " << result.swap_base->string() << "\n";
   if (result.ephemeral_base) out << "  disk.local   qcow2, backed by " << result.ephemeral_base->string() << "\n";
-  out << "  base         image " << base.record.id << " (" << base.record.name << ", " << base.record.disk_format
+  out << "  base         image " << base.record.id << " (" << kiln::printable(base.record.name) << ", " << base.record.disk_format
       << " -> raw, " << human_bytes(base.virtual_size) << " virtual), "
       << (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                     : std::string("already cached, nothing downloaded"))
@@ -73,7 +74,16 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   CLI::App* command = app.add_subcommand("boot", "download (if needed) an image and boot an instance from it");
   command->add_option("--image", boot->request.image_id, "Glance image id")->required();
   command->add_option("--uuid", boot->request.uuid, "instance uuid")->required();
-  command->add_option("--name", boot->request.name, "domain name (default instance-<uuid>)");
+  // Checked here, before anything is sent or created: JSON cannot carry
+  // bytes that are not UTF-8, and nlohmann would throw mid-boot.
+  command
+      ->add_option("--name", boot->request.name,
+                   "display name (<title> and kiln's metadata); the domain is named by [DEFAULT] instance_name_template")
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            return kiln::is_utf8(value) ? std::string() : "the name is not valid UTF-8: " + kiln::printable(value);
+          },
+          "UTF-8", "UTF8"));
   command->add_option("--vcpus", boot->request.vcpus, "virtual CPUs")->required();
   command->add_option("--memory-mb", boot->request.memory_mb, "memory in MiB")->required();
   command->add_option("--root-gb", boot->request.root_gb, "root disk in GiB (0: the image's size)")->required();
@@ -95,7 +105,9 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       return 0;
     }
     kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
-                              context.settings().virt_type, context.settings().start};
+                              context.settings().virt_type, context.settings().start,
+                              context.settings().instance_name_template, context.settings().default_ephemeral_format,
+                              context.settings().disk_cache_mode};
     auto result = kiln::instance::provision(valid.request, host,
                                             context.json_output() ? nullptr : progress_reporter("download"));
     finish_progress();

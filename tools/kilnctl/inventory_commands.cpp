@@ -6,6 +6,7 @@
 #include "kiln/instance/disk_usage.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/util/text.h"
 
 namespace kilnctl {
 
@@ -13,12 +14,20 @@ namespace {
 
 using nlohmann::json;
 
+// The display name came from a request: escaped, so it cannot forge a line.
 std::string domain_text(const kiln::instance::InstanceReport& report) {
-  return report.domain_name ? *report.domain_name + " (" + *report.domain_state + ")" : "no domain";
+  if (report.libvirt_unreachable) return "domain unknown (libvirt unreachable)";
+  if (!report.domain_name) return "no domain";
+  std::string text = *report.domain_name + " (" + *report.domain_state + ")";
+  if (report.display_name) text += "  \"" + kiln::printable(*report.display_name) + "\"";
+  return text;
 }
 
 std::string list_text(const std::vector<kiln::instance::InstanceReport>& reports) {
   std::ostringstream out;
+  if (!reports.empty() && reports.front().libvirt_unreachable) {
+    out << "libvirt unreachable: " << *reports.front().libvirt_unreachable << "\n";
+  }
   if (reports.empty()) out << "no instances\n";
   for (const auto& report : reports) {
     out << report.uuid << "  " << domain_text(report)
@@ -30,6 +39,7 @@ std::string list_text(const std::vector<kiln::instance::InstanceReport>& reports
 
 std::string show_text(const kiln::instance::InstanceReport& report) {
   std::ostringstream out;
+  if (report.libvirt_unreachable) out << "libvirt unreachable: " << *report.libvirt_unreachable << "\n";
   out << "instance " << report.uuid << ": " << domain_text(report) << "\n"
       << "  directory  " << (report.has_directory ? report.directory.string() : "(missing)")
       << (report.provisioning ? " [half-built: provisioning marker present]" : "") << "\n";
@@ -92,7 +102,14 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
 
   CLI::App* list = instance->add_subcommand("list", "every instance: directories and kiln's libvirt domains");
   registry.emplace_back(list, [](Context& context) {
-    auto reports = kiln::instance::list_instances(context.instances_path(), context.libvirt());
+    // Degrades: with libvirt down the directories are still worth showing.
+    std::vector<kiln::instance::InstanceReport> reports;
+    try {
+      reports = kiln::instance::list_instances(context.instances_path(), context.libvirt());
+    } catch (const kiln::Error& error) {
+      if (error.code() != kiln::ErrorCode::kLibvirtError) throw;
+      reports = kiln::instance::list_instances_without_libvirt(context.instances_path(), error.what());
+    }
     json out = json::array();
     for (const auto& report : reports) out.push_back(kiln::instance::to_json(report));
     context.print(out, list_text(reports));
@@ -104,7 +121,14 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   show->add_option("uuid", *show_uuid, "instance uuid")->required();
   registry.emplace_back(show, [show_uuid](Context& context) {
     set_subject(*show_uuid);
-    auto report = kiln::instance::show_instance(*show_uuid, context.instances_path(), context.libvirt());
+    std::optional<kiln::instance::InstanceReport> shown;
+    try {
+      shown = kiln::instance::show_instance(*show_uuid, context.instances_path(), context.libvirt());
+    } catch (const kiln::Error& error) {
+      if (error.code() != kiln::ErrorCode::kLibvirtError) throw;
+      shown = kiln::instance::show_instance_without_libvirt(*show_uuid, context.instances_path(), error.what());
+    }
+    const auto& report = *shown;
     context.print(kiln::instance::to_json(report), show_text(report));
     return 0;
   });

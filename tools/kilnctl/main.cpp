@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "kiln/instance/inventory.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/util/error.h"
 
@@ -33,12 +34,40 @@ void add_global_options(CLI::App& app, GlobalOptions& options) {
   app.add_flag("--json", options.json_output, "print JSON");
 }
 
+// The global options as a help section: CLI11 shows a subcommand only its
+// own options, and an operator reading `kilnctl cache ls --help` must see
+// --json and --instances-path there too.
+std::string global_options_help(const CLI::App& app) {
+  std::string text = "Global options (before or after the command):\n";
+  for (const CLI::Option* option : app.get_options()) {
+    std::string names = option->get_name(false, true);
+    if (names.empty() || names == "--help" || names == "-h,--help") continue;
+    if (option->get_type_size() != 0) names += " " + option->get_type_name();
+    text += "  " + names + std::string(names.size() < 30 ? 30 - names.size() : 1, ' ') + option->get_description() + "\n";
+  }
+  return text;
+}
+
 // Global options are accepted after the subcommand too (kilnctl cache ls --json).
-void let_global_options_fall_through(CLI::App& app) {
+void let_global_options_fall_through(CLI::App& app, const std::string& footer) {
   for (CLI::App* command : app.get_subcommands({})) {
     command->fallthrough();
-    let_global_options_fall_through(*command);
+    command->footer(footer);
+    let_global_options_fall_through(*command, footer);
   }
+}
+
+// Every command reads the instances path except the two that make it on a
+// fresh host (boot, and cache fetch: a pre-cache is the first half of a
+// boot), image inspect, which reads only the file it is given, and the
+// completion helper.
+bool needs_instances_path(const CLI::App& app) {
+  for (const CLI::App* command : app.get_subcommands()) {
+    const std::string& name = command->get_name();
+    if (name == "boot" || name == "fetch" || name == "image" || name == "__complete") return false;
+    return needs_instances_path(*command);
+  }
+  return true;
 }
 
 int report(const kiln::Error& error, bool json_output) {
@@ -61,7 +90,8 @@ int main(int argc, char** argv) {
   kilnctl::add_image_commands(app, registry);
   kilnctl::add_inventory_commands(app, registry);
   kilnctl::add_fleet_commands(app, registry);
-  let_global_options_fall_through(app);
+  kilnctl::add_complete_command(app, registry);
+  let_global_options_fall_through(app, global_options_help(app));
 
   try {
     app.parse(argc, argv);
@@ -78,7 +108,14 @@ int main(int argc, char** argv) {
   }
 
   try {
-    kilnctl::Context context(kiln::config::load_settings(global.overrides), global.json_output, global.direct);
+    auto settings = kiln::config::load_settings(global.overrides);
+    for (const auto& warning : settings.warnings) std::cerr << "kilnctl: warning: " << warning << "\n";
+    kilnctl::Context context(std::move(settings), global.json_output, global.direct);
+    // Through kilnd the path is kilnd's, checked when it started (and this
+    // user may not be allowed to read it).
+    if (needs_instances_path(app) && context.agent() == nullptr) {
+      kiln::instance::require_instances_path(context.instances_path());
+    }
     for (auto& [command, run] : registry) {
       if (command->parsed()) return run(context);
     }

@@ -1,8 +1,12 @@
 // kiln's settings: defaults, then the INI file, then command-line flags.
 //
 // The file is nova.conf-style (see kiln/util/ini.h); systemd/kiln.conf.sample
-// documents every key. An unknown section or key, or a bad value, is refused
-// with the file, line and key, so a typo never silently falls back to a default.
+// documents every key. nova.conf's own names for the features kiln has are
+// accepted with nova's meaning (kiln's names stay as aliases); any other
+// nova.conf option is accepted and ignored with one warning in
+// Settings::warnings, so a nova.conf section can be pasted. A key neither
+// kiln's nor nova's, or a bad value, is refused with the file, line and key,
+// so a typo never silently falls back to a default.
 #pragma once
 
 #include <chrono>
@@ -16,6 +20,7 @@
 #include "kiln/glance/keystone.h"
 #include "kiln/http/client.h"
 #include "kiln/http/url.h"
+#include "kiln/virt/domain_spec.h"
 #include "kiln/virt/guest_start.h"
 
 namespace kiln::config {
@@ -106,6 +111,17 @@ struct Settings {
   // [image_cache] manager_interval_seconds: kilnd's periodic aging and budget
   // prune; 0 disables it.
   std::chrono::seconds cache_manager_interval{2400};
+  // [DEFAULT] instance_name_template (virt::domain_name_from_template).
+  std::string instance_name_template = virt::kDefaultInstanceNameTemplate;
+  // [DEFAULT] default_ephemeral_format: ext3, ext4, vfat or ntfs; "" = by the
+  // guest's os_type (disk::ephemeral_filesystem_for).
+  std::string default_ephemeral_format;
+  // [libvirt] disk_cachemodes' file= mode; "" = default (none, or writeback
+  // where the instances path refuses O_DIRECT).
+  std::string disk_cache_mode;
+  // One sentence per nova.conf key kiln accepted without acting on it, each
+  // key once, with the file and line: the caller logs them.
+  std::vector<std::string> warnings;
 };
 
 // Values given on the command line; they beat the file.

@@ -22,7 +22,9 @@
 
 namespace kiln::disk {
 
-inline constexpr std::string_view kDefaultEphemeralFilesystem = "ext4";
+// nova's _DEFAULT_FILE_SYSTEM (nova/privsep/fs.py): the filesystem of an
+// instance whose os_type is unset or unknown, when default_ephemeral_format is unset.
+inline constexpr std::string_view kDefaultEphemeralFilesystem = "vfat";
 
 // The largest ephemeral disk: the largest overlay kiln can put on it, in GiB.
 inline constexpr std::uint64_t kMaxEphemeralGb = 2ULL << 20;  // 2 PiB
@@ -33,10 +35,10 @@ struct EphemeralBase {
   FileLock lock;
 };
 
-// The filesystem for an instance's os_type: "windows" -> "ntfs", anything
-// else (linux, unset, unknown) -> ext4. Nova would give an instance without
-// os_type vfat; kiln's default is ext4 for every non-Windows guest. Matched
-// exactly, as Nova matches it.
+// The filesystem for an instance's os_type (the image's os_type property, ""
+// when it has none) when [DEFAULT] default_ephemeral_format is unset, as
+// nova's _DEFAULT_FS_BY_OSTYPE: "linux" -> ext4, "windows" -> ntfs, anything
+// else (unset, unknown) -> vfat. Matched exactly, as nova matches it.
 std::string ephemeral_filesystem_for(std::string_view os_type);
 
 // Nova's base name, e.g. "ephemeral_20_40d1d2c" for 20 GB of ext4.
@@ -52,6 +54,6 @@ std::string ephemeral_base_name(std::uint64_t size_gb, std::string_view filesyst
 EphemeralBase ensure_ephemeral_base(const std::filesystem::path& base_directory,
                                     const std::filesystem::path& lock_directory,
                                     std::uint64_t size_gb,
-                                    std::string_view filesystem = kDefaultEphemeralFilesystem);
+                                    std::string_view filesystem);
 
 }  // namespace kiln::disk

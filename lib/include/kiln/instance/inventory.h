@@ -41,8 +41,20 @@ struct InstanceReport {
   bool provisioning = false;         // the provisioning marker is present
   std::optional<std::string> domain_name;   // set when libvirt knows the uuid
   std::optional<std::string> domain_state;  // "running", "shut off", ...
+  std::optional<std::string> display_name;  // the domain's <title>: the boot request's name
   std::vector<DiskReport> disks;     // filled by show_instance only
+  // Set when libvirt could not be asked: the domain fields are then unknown,
+  // not absent, and this says why.
+  std::optional<std::string> libvirt_unreachable;
 };
+
+// Throws kiln::Error kNotAnInstancesPath unless `instances_path` is a kiln
+// instances path: an existing directory that is empty (a fresh host: the
+// package makes it) or holds something of kiln's (_base, locks,
+// operations.log, or a directory named by a canonical uuid). A misspelled
+// path that does not exist, a file, or a directory of unrelated files only is
+// not: reading it as an empty host would report nothing and exit 0.
+void require_instances_path(const std::filesystem::path& instances_path);
 
 // Throws kiln::Error kInvalidUuid, kNotFound (no directory and no domain).
 InstanceReport show_instance(const std::string& uuid, const std::filesystem::path& instances_path,
@@ -51,6 +63,14 @@ InstanceReport show_instance(const std::string& uuid, const std::filesystem::pat
 // Every instance, by uuid: directories and kiln's domains, without disks.
 std::vector<InstanceReport> list_instances(const std::filesystem::path& instances_path,
                                            virt::Connection& libvirt);
+
+// The operator's views when libvirt is down (`why`, e.g. the connection
+// error): what the instances path says, each report marked
+// libvirt_unreachable. show_instance's kNotFound then means no directory.
+InstanceReport show_instance_without_libvirt(const std::string& uuid, const std::filesystem::path& instances_path,
+                                             const std::string& why);
+std::vector<InstanceReport> list_instances_without_libvirt(const std::filesystem::path& instances_path,
+                                                           const std::string& why);
 
 nlohmann::json to_json(const InstanceReport& report);
 

@@ -49,7 +49,7 @@ namespace kiln::instance {
 
 struct BootRequest {
   std::string uuid;
-  std::string name;  // domain name; "" means instance-<uuid>
+  std::string name;  // display name only (<title>, metadata); the domain name comes from Host::name_template
   std::string image_id;
   unsigned vcpus = 1;
   std::uint64_t memory_mb = 512;
@@ -75,6 +75,13 @@ struct Host {
   virt::Connection& libvirt;
   std::string virt_type;  // "kvm", "qemu", or "" to choose (virt/virt_type.h)
   virt::StartPolicy start{};  // how a started domain is confirmed running
+  // nova's [DEFAULT] instance_name_template (virt::domain_name_from_template); "" = instance-<uuid>.
+  std::string name_template{};
+  // nova's [DEFAULT] default_ephemeral_format; "" = by os_type (disk::ephemeral_filesystem_for).
+  std::string ephemeral_format{};
+  // The file= mode of nova's [libvirt] disk_cachemodes; "" or "default" = none
+  // where the instances path takes O_DIRECT, else writeback.
+  std::string cache_mode{};
 };
 
 struct BootResult {

@@ -51,7 +51,8 @@ enum class ErrorCode {
   kInterrupted,        // the agent stopped (restart, crash) before the operation finished
   kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
   kBusError,           // the message bus (RabbitMQ) refused, dropped or could not be reached
-  kLastCode = kBusError,  // keep last: code_from_name walks up to it
+  kNotAnInstancesPath, // the instances path is missing, not a directory, or holds nothing of kiln's
+  kLastCode = kNotAnInstancesPath,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

@@ -36,6 +36,9 @@ class Domain {
   bool is_persistent() const;
   // True when the domain's metadata carries kiln's <kiln:instance> element.
   bool is_kiln_instance() const;
+  // The domain's <title> (kiln: the request's display name), or nothing when
+  // it has none (domains defined before kiln kept the display name there).
+  std::optional<std::string> title() const;
 
   void start();
   void suspend();   // pauses the vCPUs (virsh suspend)

@@ -26,7 +26,8 @@ inline constexpr std::array<std::string_view, 2> kDomainTypes{"kvm", "qemu"};
 inline constexpr std::array<std::string_view, 5> kDiskBuses{"virtio", "scsi", "sata", "ide", "usb"};
 inline constexpr std::array<std::string_view, 4> kCdromBuses{"ide", "sata", "scsi", "usb"};
 inline constexpr std::array<std::string_view, 2> kDiskFormats{"qcow2", "raw"};
-inline constexpr std::array<std::string_view, 2> kCacheModes{"none", "writeback"};
+// libvirt's disk cache modes nova's [libvirt] disk_cachemodes may name.
+inline constexpr std::array<std::string_view, 5> kCacheModes{"none", "writeback", "writethrough", "directsync", "unsafe"};
 inline constexpr std::array<std::string_view, 7> kInterfaceModels{"virtio",   "e1000", "e1000e",  "rtl8139",
                                                                   "ne2k_pci", "pcnet", "vmxnet3"};
 inline constexpr std::array<std::string_view, 2> kInterfaceTypes{"bridge", "ethernet"};
@@ -147,5 +148,17 @@ void check_domain_spec(const DomainSpec& spec);
 // [A-Za-z0-9_.-], not "." or ".."). Tap names libvirt reserves for names it
 // generates (vnet*, macvtap*, macvlan*) are refused: libvirt would drop them.
 void check_network_interface(const NetworkInterface& nic);
+
+// kiln's default libvirt domain name: unique per instance, as nova's.
+inline constexpr const char* kDefaultInstanceNameTemplate = "instance-%(uuid)s";
+
+// The libvirt domain name for instance `uuid` under `name_template`, nova's
+// [DEFAULT] instance_name_template in the form kiln supports: the uuid must
+// appear exactly once, as "%(uuid)s" or "%s" (both the uuid: kiln has no
+// numeric ids), and "%%" is a literal '%'. Any other conversion, a template
+// without the uuid (every domain would get the same name) or a result that is
+// not a usable domain name (empty, over 255 bytes, '/' or a control
+// character) throws kiln::Error kInvalidArgument naming the template.
+std::string domain_name_from_template(const std::string& name_template, const std::string& uuid);
 
 }  // namespace kiln::virt
