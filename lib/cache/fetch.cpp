@@ -12,6 +12,7 @@
 #include "kiln/cache/base_info.h"
 #include "kiln/image/converter.h"
 #include "kiln/image/inspector.h"
+#include "kiln/image/qcow2_stream.h"
 #include "kiln/image/second_opinion.h"
 #include "kiln/util/chunk_pipeline.h"
 #include "kiln/util/data_digest.h"
@@ -148,7 +149,8 @@ Error incomplete(const glance::ImageRecord& record, std::uint64_t received) {
 // thrown away) it is never forced to disk.
 Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
                   const glance::ImageRecord& record, const fs::path& part, Verifier& verifier,
-                  DataDigest* base_digest, bool durable, const FetchProgress& progress, PhaseClock& clock) {
+                  DataDigest* base_digest, bool durable, image::Qcow2Stream* stream,
+                  const FetchProgress& progress, PhaseClock& clock) {
   const std::optional<std::uint64_t> bound = download_bound(record, policy);
   Download result;
   result.part = open_file(part, O_WRONLY | O_CREAT | O_EXCL, 0644);
@@ -162,6 +164,8 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   consumers.push_back([&](std::span<const char> chunk) {
     writer.write(chunk);
     verifier.update_others(chunk);
+    // Converted as it arrives, on this thread (the sha512's sets the pace).
+    if (stream) stream->feed(chunk);
     if (first_chunk) KILN_FAILPOINT("fetch.download.first_chunk_written");
     first_chunk = false;
   });
@@ -206,6 +210,13 @@ Download download(const glance::GlanceClient& glance, const CachePolicy& policy,
   pipeline.finish();
   writer.finish();
   clock.mark("download");
+  if (stream) {
+    // The clusters whose table came after them are read back now that the
+    // .part is whole (the writer has flushed it).
+    UniqueFd whole = open_file(part, O_RDONLY | O_NOFOLLOW);
+    stream->finish(whole.get());
+    clock.mark("stream_finish");
+  }
   if (durable) {
     fsync_file(result.part.get(), part);
     clock.mark("fsync_part");
@@ -364,8 +375,19 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   std::optional<DataDigest> raw_digest;
   if (raw) raw_digest.emplace();
   KILN_FAILPOINT("fetch.download.before");
+  // A qcow2 image is converted as it arrives when it is of the common kind
+  // (image::Qcow2Stream gives up on anything else, and qemu-img converts it
+  // after the checks, as before).
+  std::optional<image::Qcow2Stream> stream;
+  // Its data may fill the room ensure_space set aside for the conversion
+  // (the virtual size Glance read, else the download's size), no more.
+  if (qemu_format == "qcow2" && policy.stream_qcow2 && record.size) {
+    stream.emplace(converted.path(), *record.size, record.virtual_size.value_or(*record.size),
+                   policy.stream_compressed_qcow2);
+  }
   Download downloaded = download(glance, policy, record, part.path(), verifier,
-                                 raw_digest ? &*raw_digest : nullptr, /*durable=*/raw, progress, clock);
+                                 raw_digest ? &*raw_digest : nullptr, /*durable=*/raw, stream ? &*stream : nullptr,
+                                 progress, clock);
   KILN_FAILPOINT("fetch.download.done");
   verifier.check(downloaded.content_md5);
   FetchOutcome outcome{downloaded.network_bytes, "", downloaded.resumes, {}};
@@ -385,25 +407,42 @@ FetchOutcome fetch_base(const glance::GlanceClient& glance, const CachePolicy& p
   }
   if (virtual_size) check_room_for_conversion(record, *virtual_size, base_path.parent_path(), policy);
   KILN_FAILPOINT("fetch.convert.before");
-  image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
+  // The streamed output is used only when the inspector and qemu-img read the
+  // complete image as it did (the same virtual size); else it goes and
+  // qemu-img converts, as for any image it gave up on.
+  if (stream && !stream->failed() && virtual_size && stream->virtual_size() == virtual_size) {
+    clock.mark("convert_streamed");
+  } else {
+    stream.reset();  // closes its output, if any
+    fs::remove(converted.path(), ignored);
+    image::convert_to_raw(part.path(), qemu_format, converted.path(), virtual_size, policy.conversion);
+    clock.mark("convert");
+  }
   KILN_FAILPOINT("fetch.convert.done");
-  clock.mark("convert");
   // The .part has served: its name goes now (the lock says nobody else uses
   // it), its blocks when the last descriptor closes, on a thread of its own:
   // freeing the extents of a large file takes ~0.1 s that nobody waits for.
   discard_in_background(std::move(part), std::move(downloaded.part));
   clock.mark("unlink_part");
-  // The fsync that makes qemu-img's output durable, while its data extents
-  // (mostly still in the page cache) are read for the digest.
-  auto synced = std::async(std::launch::async, [path = converted.path()] { fsync_path(path); });
+  // The fsync that makes the output durable, while its data extents (mostly
+  // still in the page cache) are read for the digest, unless the stream
+  // computed it as it wrote.
+  std::optional<std::string> streamed_digest;
+  if (stream) streamed_digest = stream->take_digest();
   std::string digest;
-  try {
-    digest = data_digest_of_file(converted.path());
-  } catch (...) {
-    synced.wait();
-    throw;
+  if (streamed_digest) {
+    fsync_path(converted.path());
+    digest = *streamed_digest;
+  } else {
+    auto synced = std::async(std::launch::async, [path = converted.path()] { fsync_path(path); });
+    try {
+      digest = data_digest_of_file(converted.path());
+    } catch (...) {
+      synced.wait();
+      throw;
+    }
+    synced.get();
   }
-  synced.get();
   KILN_FAILPOINT("fetch.convert.synced");
   outcome.base_digest = digest;
   clock.mark("fsync_and_digest");

@@ -139,6 +139,30 @@ glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
   }
 }
 
+// The offered record describes the bytes the cached base was made from:
+// Glance's digests of them are what the .info recorded when it was fetched.
+bool describes_cached_base(const glance::ImageRecord& offered, const BaseInfo& info) {
+  if (info.image_id != offered.id || info.disk_format != offered.disk_format ||
+      info.container_format != offered.container_format || !offered.size || info.source_size != *offered.size) {
+    return false;
+  }
+  if (!info.os_hash_value.empty() || !offered.os_hash_value.empty()) {
+    return info.os_hash_algo == offered.os_hash_algo && info.os_hash_value == offered.os_hash_value;
+  }
+  return !info.checksum.empty() && info.checksum == offered.checksum;
+}
+
+glance::ImageRecord ImageCache::lookup(const glance::ImageRecord& offered) const {
+  // Read without the base's lock: an .info only ever describes the bytes
+  // of its image id, and acquire() checks the base again under the lock.
+  std::optional<BaseInfo> info = load_base_info(base_directory() / base_name_for(offered.id));
+  if (!info || !describes_cached_base(offered, *info)) return lookup(offered.id);
+  check_usable(offered, policy_);
+  glance::ImageRecord record = offered;
+  record.offered = true;
+  return record;
+}
+
 // Room for the download plus, when it must be converted, the raw result
 // (its virtual size; the download's size when Glance does not know it),
 // plus the reserve. Conservative: the raw output is sparse. When that cannot
@@ -162,8 +186,9 @@ void ImageCache::ensure_space(const glance::ImageRecord& record) const {
   }
 }
 
-BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProgress& progress) const {
-  check_usable(record, policy_);
+BaseLease ImageCache::acquire(const glance::ImageRecord& given, const FetchProgress& progress) const {
+  check_usable(given, policy_);
+  glance::ImageRecord record = given;
   std::string name = base_name_for(record.id);
   fs::path base_path = base_directory() / name;
   std::error_code error;
@@ -180,6 +205,9 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& record, const FetchProg
   // it is another tool's raw base that proves to be exactly Glance's image.
   if (!info || !is_regular_file_of_size(base_path, info->virtual_size)) {
     rethrow_failure_since(layout::failure_record_path(instances_path_, name), waiting_since);
+    // Whatever is downloaded is verified against Glance's own digests,
+    // never against a caller's copy of them.
+    if (record.offered) record = lookup(record.id);
     try {
       std::optional<FetchOutcome> adopted;
       if (!info) adopted = adopt_foreign_base(policy_, record, base_path);

@@ -36,10 +36,14 @@ const std::set<std::string>& schema_keys() {
 
 ImageRecord parse_image_record(const std::string& json_body) {
   json record = json::parse(json_body, nullptr, /*allow_exceptions=*/false);
+  return record.get<ImageRecord>();
+}
+
+void from_json(const json& record, ImageRecord& image) {
   if (!record.is_object() || !record.contains("id") || !record["id"].is_string()) {
     throw Error(ErrorCode::kGlanceError, "Glance returned something that is not an image record");
   }
-  ImageRecord image;
+  image = ImageRecord{};
   image.id = record["id"].get<std::string>();
   image.name = string_or_empty(record, "name");
   image.status = string_or_empty(record, "status");
@@ -56,7 +60,24 @@ ImageRecord parse_image_record(const std::string& json_body) {
       image.properties[key] = value.get<std::string>();
     }
   }
-  return image;
+}
+
+void to_json(json& out, const ImageRecord& image) {
+  auto string_or_null = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
+  auto size = [](const std::optional<std::uint64_t>& bytes) { return bytes ? json(*bytes) : json(nullptr); };
+  out = json::object();
+  for (const auto& [key, value] : image.properties) out[key] = value;
+  out.update({{"id", image.id},
+              {"name", string_or_null(image.name)},
+              {"status", image.status},
+              {"disk_format", string_or_null(image.disk_format)},
+              {"container_format", string_or_null(image.container_format)},
+              {"size", size(image.size)},
+              {"virtual_size", size(image.virtual_size)},
+              {"min_disk", image.min_disk},
+              {"checksum", string_or_null(image.checksum)},
+              {"os_hash_algo", string_or_null(image.os_hash_algo)},
+              {"os_hash_value", string_or_null(image.os_hash_value)}});
 }
 
 }  // namespace kiln::glance

@@ -139,7 +139,8 @@ struct Images {
 };
 
 Images look_up_images(const BootRequest& request, const cache::ImageCache& cache) {
-  Images images{cache.lookup(request.image_id), std::nullopt, std::nullopt};
+  Images images{request.image ? cache.lookup(*request.image) : cache.lookup(request.image_id), std::nullopt,
+                std::nullopt};
   const auto& properties = images.root.properties;
   if (auto it = properties.find("kernel_id"); it != properties.end()) images.kernel = cache.lookup(it->second);
   if (auto it = properties.find("ramdisk_id"); it != properties.end()) images.ramdisk = cache.lookup(it->second);
@@ -497,6 +498,7 @@ void to_json(nlohmann::json& out, const BootRequest& request) {
          {"nics", request.nics},
          {"start", request.start}};
   if (!request.name.empty()) out["name"] = request.name;
+  if (request.image) out["image"] = *request.image;
 }
 
 void from_json(const nlohmann::json& in, BootRequest& request) {
@@ -511,6 +513,10 @@ void from_json(const nlohmann::json& in, BootRequest& request) {
   request.ephemeral_gb = flavor.value("ephemeral_gb", std::uint64_t{0});
   request.nics = in.value("nics", std::vector<virt::NetworkInterface>{});
   request.start = in.value("start", true);
+  if (in.contains("image")) {
+    request.image = in["image"].get<glance::ImageRecord>();
+    request.image->offered = true;
+  }
 }
 
 void to_json(nlohmann::json& out, const DeleteResult& result) {

@@ -59,6 +59,11 @@ ValidBootRequest parse_boot_request(const std::string& body) {
   valid.body = validate_body("boot-request", body);
   valid.body["uuid"] = lowercase(valid.body["uuid"].get<std::string>());
   valid.request = valid.body.get<instance::BootRequest>();
+  if (valid.request.image && valid.request.image->id != valid.request.image_id) {
+    throw ValidationError("image.id '" + valid.request.image->id + "' is not image_id '" + valid.request.image_id +
+                              "': the record offered is another image's",
+                          "/image/id");
+  }
   check_nics(valid.request.nics);
   return valid;
 }

@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "assertions.h"
 #include "kiln/glance/client.h"
@@ -22,6 +23,27 @@ TEST_CASE("an image record keeps standard fields, nulls and custom properties") 
   REQUIRE(record.os_hash_algo == "sha512");
   REQUIRE(record.properties.size() == 2);
   REQUIRE(record.properties.at("hw_disk_bus") == "scsi");
+}
+
+TEST_CASE("an image record written as JSON reads back the same, in Glance's flat form") {
+  auto record = kiln::glance::parse_image_record(R"({
+    "id": "c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11", "name": "cirros", "status": "active",
+    "disk_format": "qcow2", "container_format": "bare", "size": 21430272, "virtual_size": null,
+    "min_disk": 2, "checksum": null, "os_hash_algo": "sha512", "os_hash_value": "abc",
+    "hw_disk_bus": "scsi", "os_type": "linux"})");
+  nlohmann::json written = record;
+  REQUIRE(written["hw_disk_bus"] == "scsi");  // properties at the top level, as Glance has them
+  REQUIRE(written["virtual_size"].is_null());
+  REQUIRE(written["checksum"].is_null());
+  auto again = kiln::glance::parse_image_record(written.dump());
+  REQUIRE(again.id == record.id);
+  REQUIRE(again.name == "cirros");
+  REQUIRE(again.size == record.size);
+  REQUIRE_FALSE(again.virtual_size.has_value());
+  REQUIRE(again.min_disk == 2);
+  REQUIRE(again.os_hash_value == "abc");
+  REQUIRE(again.properties == record.properties);
+  REQUIRE_KILN_ERROR(nlohmann::json::array().get<kiln::glance::ImageRecord>(), ErrorCode::kGlanceError);
 }
 
 TEST_CASE("a reply that is not an image record is a glance_error") {

@@ -9,7 +9,10 @@
 #
 # fetch  cold fetch (`kilnctl cache fetch`, a fresh instances path each run) of
 #        the rig's images: a 1 GiB raw holding 300 MiB of random data in 10
-#        scattered extents, and its qcow2, from a local Glance. References per
+#        scattered extents, and its qcow2, from a local Glance; and a compressed
+#        qcow2 (qemu-img convert -c, zlib, "qcow2c") of the same layout holding
+#        300 MiB of this machine's shared libraries (random data does not
+#        compress, a disk's files do, about 2.5x). References per
 #        run: curl -o, qemu-img convert -O raw of curl's file, `openssl dgst
 #        -sha512` of the image file, nova's own fetch_to_raw (python3-nova,
 #        timed inside the process). floor = max(curl + convert, sha512).
@@ -69,6 +72,22 @@ qemu-img convert -f raw -O qcow2 "$work/image.raw" "$work/image.qcow2"
 declare -A image_id
 image_id[raw]=$(upload raw "$work/image.raw")
 image_id[qcow2]=$(upload qcow2 "$work/image.qcow2")
+fetch_formats="raw qcow2"
+if [[ " $sections " == *" fetch "* ]]; then
+  # The compressed image: the same extents, filled from /usr/lib's shared objects.
+  truncate -s 1G "$work/libs.raw"
+  find /usr/lib/x86_64-linux-gnu -maxdepth 1 -type f -name '*.so*' -size +64k -print0 | sort -z |
+    xargs -0 cat 2>/dev/null | head -c $((300 << 20)) > "$work/libs.data" || true
+  for i in $(seq 0 9); do
+    dd if="$work/libs.data" of="$work/libs.raw" bs=1M count=30 skip=$((i * 30)) seek=$((i * 100)) \
+      conv=notrunc status=none
+  done
+  qemu-img convert -c -f raw -O qcow2 "$work/libs.raw" "$work/image.qcow2c"
+  rm -f "$work/libs.raw" "$work/libs.data"
+  image_id[qcow2c]=$(upload qcow2 "$work/image.qcow2c")
+  fetch_formats="raw qcow2 qcow2c"
+  echo "compressed qcow2: $(($(stat -c %s "$work/image.qcow2c") >> 20)) MiB for 300 MiB of data"
+fi
 
 kiln_fetch() {  # format run variant binary -> appends ms to times.VARIANT.FMT, writes phases.VARIANT.FMT.RUN, rss
   rm -rf "$work/instances"; sync
@@ -86,7 +105,7 @@ references() {  # format -> appends ms to times.{curl,convert,sha512,nova}.FMT
   curl -sS -o "$work/ref.download" "$GLANCE_URL/v2/images/${image_id[$1]}/file"
   ms_since "$start" >> "$work/times.curl.$1"
   start=$(now)
-  qemu-img convert -f "$1" -O raw "$work/ref.download" "$work/ref.raw"
+  qemu-img convert -f "${1%c}" -O raw "$work/ref.download" "$work/ref.raw"
   ms_since "$start" >> "$work/times.convert.$1"
   start=$(now)
   openssl dgst -sha512 "$work/image.$1" >/dev/null
@@ -104,7 +123,7 @@ import glob, json, statistics, sys
 work, variant, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = [json.load(open(f)).get("phases_ms", {}) for f in sorted(glob.glob(f"{work}/phases.{variant}.{fmt}.*"))]
 # In the order they run (kilnctl's JSON sorts keys).
-order = ["download", "fsync_part", "verify", "inspect", "convert", "unlink_part", "fsync_converted",
+order = ["download", "stream_finish", "fsync_part", "verify", "inspect", "convert_streamed", "convert", "unlink_part", "fsync_converted",
          "base_digest", "fsync_and_digest", "publish"]
 names = sorted({n for r in runs for n in r}, key=lambda n: (order.index(n) if n in order else len(order), n))
 for name in names:
@@ -114,7 +133,7 @@ PY
 }
 
 if [[ " $sections " == *" fetch "* ]]; then
-  for format in raw qcow2; do
+  for format in $fetch_formats; do
     for run in $(seq 1 "$runs"); do
       for variant in $variants; do kiln_fetch "$format" "$run" "${variant%%=*}" "${variant#*=}"; done
       references "$format"
@@ -132,7 +151,7 @@ if [[ " $sections " == *" fetch "* ]]; then
   echo
   echo "| figure | kiln | references | ratio to floor |"
   echo "|---|---|---|---|"
-  for format in raw qcow2; do
+  for format in $fetch_formats; do
     c=$(median < "$work/times.curl.$format")
     v=$(median < "$work/times.convert.$format")
     s=$(median < "$work/times.sha512.$format")
@@ -152,7 +171,7 @@ if [[ " $sections " == *" fetch "* ]]; then
     done
   done
   echo "| dd conv=fsync of 300 MiB | | $(secs "$dd_median") | |"
-  for format in raw qcow2; do
+  for format in $fetch_formats; do
     for variant in $variants; do
       echo
       echo "${variant%%=*}: cold fetch of the $format image, ms per phase (medians):"
@@ -197,6 +216,7 @@ CONF
   for _ in $(seq 100); do [ -S "$work/kiln.sock" ] && break; sleep 0.1; done
   echo "warm boot through kilnd (request to operation succeeded; goal p50 <= 5 ms, p99 <= 20 ms):"
   python3 tools/bench/rpc_bench.py boot "$work/kiln.sock" "$small" 100 | sed 's/^/  /'
+  python3 tools/bench/rpc_bench.py boot "$work/kiln.sock" "$small" 100 "$GLANCE_URL" | sed 's/^/  /'
   boot_once() {  # extra kilnctl options... -> ms
     local s uuid
     uuid=$(cat /proc/sys/kernel/random/uuid)

@@ -46,6 +46,16 @@ struct CachePolicy {
   bool inspect_images = true;        // the native inspector: inspect_file + require_safe
   bool ask_qemu_second_opinion = true;  // image::require_qemu_agrees
 
+  // A qcow2 image is converted while it downloads (image::Qcow2Stream) when
+  // it is of the common kind; off, or for any other kind, qemu-img converts
+  // it after the download. Either way every check runs before publication.
+  bool stream_qcow2 = true;
+  // Compressed clusters decompressed while streaming, on the download's
+  // writer thread. Off by default: measured on 2 cores (load 7-13), a 1 GiB
+  // qcow2 compressed to 100 MiB fetched in 3.29 s streaming vs 2.27 s
+  // downloading and then letting qemu-img decompress on several threads.
+  bool stream_compressed_qcow2 = false;
+
   // Download retries (with Range resume) after a dropped or stalled
   // connection, and the first backoff, doubled each time.
   unsigned download_retries = 3;

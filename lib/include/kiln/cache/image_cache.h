@@ -86,8 +86,19 @@ class ImageCache {
   // kHttpError, kGlanceError.
   glance::ImageRecord lookup(const std::string& image_id) const;
 
+  // The record to boot from when the request carried one (`offered`, the
+  // controller's copy of Glance's record, as nova passes image_meta):
+  // `offered` itself when it is usable and the base cached for its image was
+  // made from the same bytes (its .info has the same disk_format and size
+  // and the same os_hash_value, or md5 when neither has an os_hash), so that
+  // a warm boot asks Glance nothing; else lookup(offered.id). Throws as
+  // lookup().
+  glance::ImageRecord lookup(const glance::ImageRecord& offered) const;
+
   // Returns the base for `record` (from lookup()), downloading, verifying and
-  // converting it first if it is not cached, and records the use.
+  // converting it first if it is not cached, and records the use. A base
+  // that must be fetched is fetched by Glance's record: an offered one is
+  // looked up first, and the BaseImage carries Glance's.
   // Throws kiln::Error: kInsufficientSpace, kChecksumMismatch,
   // kDownloadIncomplete, kConversionFailed, kHttpError, kGlanceError,
   // kIoError, kLockFailed (after policy().lock_timeout, naming the holder).

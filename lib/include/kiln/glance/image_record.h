@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 
@@ -25,10 +26,21 @@ struct ImageRecord {
   std::string os_hash_algo;                   // "" when null
   std::string os_hash_value;                  // "" when null
   std::map<std::string, std::string> properties;  // custom string properties
+  // True for a controller's copy of the record, passed with a boot request
+  // as nova passes image_meta, false for what Glance itself answered. The
+  // image cache boots from an offered record only a base it already holds
+  // from the same bytes, and asks Glance before it downloads anything.
+  bool offered = false;
 };
 
 // Parses the JSON body of GET /v2/images/{id}. Throws kiln::Error
 // kGlanceError when it is not an image record.
 ImageRecord parse_image_record(const std::string& json_body);
+
+// Glance's flat form, the one parse_image_record reads (custom properties as
+// top-level strings). from_json throws kiln::Error kGlanceError as
+// parse_image_record; neither reads nor writes `offered`.
+void to_json(nlohmann::json& out, const ImageRecord& record);
+void from_json(const nlohmann::json& in, ImageRecord& record);
 
 }  // namespace kiln::glance

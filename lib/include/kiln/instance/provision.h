@@ -58,6 +58,10 @@ struct BootRequest {
   std::uint64_t ephemeral_gb = 0;  // GiB; 0 means no disk.local
   std::vector<virt::NetworkInterface> nics;
   bool start = true;
+  // Glance's record of image_id as the controller has it (nova passes
+  // image_meta with a boot): a warm boot from it asks Glance nothing
+  // (cache::ImageCache::lookup(offered) says when it is used).
+  std::optional<glance::ImageRecord> image;
 };
 
 // The boot request as schemas/boot-request.schema.json has it (flavor
