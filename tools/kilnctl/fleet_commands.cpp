@@ -129,7 +129,8 @@ void add_fleet_commands(CLI::App& app, Registry& registry) {
   boot_command->add_option("--window", options->window, "--any: seconds to listen for state reports (default 12)");
   boot_command->add_option("--image", boot->image, "Glance image id")->required();
   boot_command->add_option("--uuid", boot->uuid, "instance uuid")->required();
-  boot_command->add_option("--name", boot->name, "domain name (default instance-<uuid>)");
+  boot_command->add_option("--name", boot->name, "display name (the host's instance_name_template names the domain)")
+      ->check(utf8_text());
   boot_command->add_option("--vcpus", boot->vcpus, "virtual CPUs (default 1)");
   boot_command->add_option("--memory-mb", boot->memory_mb, "memory in MiB (default 64)");
   boot_command->add_option("--root-gb", boot->root_gb, "root disk in GiB (0: the image's size)");
