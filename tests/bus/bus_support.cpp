@@ -14,6 +14,10 @@ namespace kiln::test {
 
 std::string fixture_broker_url() { return "amqp://guest:guest@127.0.0.1:27150"; }
 
+std::string fixture_broker_tls_url() { return "amqps://guest:guest@localhost:27153"; }
+
+fs::path fixture_broker_tls(const std::string& file) { return fs::path(KILN_BUS_DIR) / "fixture" / "tls" / file; }
+
 Broker::Broker(int port, bool start_now) : dir_(fs::path(KILN_BUS_DIR) / std::to_string(port)), port_(port) {
   run(Command({KILN_RABBITMQ, "purge", dir_.string()}, {}, 60s));  // a leftover of a killed run
   if (start_now) start();

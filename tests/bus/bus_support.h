@@ -17,6 +17,11 @@ namespace kiln::test {
 
 // The broker the `bus` fixture started (port 27150), shared by tests that never stop it.
 std::string fixture_broker_url();
+// The same broker's amqps listener (port 27153, certificate for DNS:localhost),
+// and a file of its TLS material (tools/peers/rabbitmq): ca.pem, client.pem,
+// client.key, other-ca.pem (a CA that signed nothing the broker holds).
+std::string fixture_broker_tls_url();
+std::filesystem::path fixture_broker_tls(const std::string& file);
 
 // A broker of the test's own, on `port` (and port+1, port+2), stopped and
 // removed on destruction.

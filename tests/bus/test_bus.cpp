@@ -112,6 +112,68 @@ TEST_CASE("a request's reply goes to its reply_to with its correlation id and ca
   REQUIRE(missing["body"]["error"]["code"] == "not_found");
 }
 
+namespace {
+
+// [amqp] keys for TLS: the CA kilnd checks the broker against, and its own certificate if any.
+std::string tls_keys(const std::string& ca, bool client_certificate) {
+  std::string keys = "report_interval_seconds = 1\nheartbeat_seconds = 5\nmax_reconnect_backoff_ms = 1000\nca_file = " +
+                     kiln::test::fixture_broker_tls(ca).string() + "\n";
+  if (client_certificate) {
+    keys += "cert_file = " + kiln::test::fixture_broker_tls("client.pem").string() + "\nkey_file = " +
+            kiln::test::fixture_broker_tls("client.key").string() + "\n";
+  }
+  return keys;
+}
+
+kiln::bus::LinkOptions tls_link() {
+  auto options = kiln::test::link_options(kiln::test::fixture_broker_tls_url());
+  options.ca_file = kiln::test::fixture_broker_tls("ca.pem");
+  options.cert_file = kiln::test::fixture_broker_tls("client.pem");
+  options.key_file = kiln::test::fixture_broker_tls("client.key");
+  return options;
+}
+
+// Waits a few reconnect rounds and checks kilnd never joined the bus and said why.
+void require_refused(BusHost& host, const std::string& reason) {
+  host.start({}, false);
+  REQUIRE(host.kilnd->client().call("GET", "/healthz").status == 200);  // the socket serves without the bus
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (host.kilnd->log().find("localhost:27153") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+  }
+  std::this_thread::sleep_for(2s);  // more attempts: none may succeed
+  INFO(host.kilnd->log());
+  REQUIRE(host.kilnd->log().find(reason) != std::string::npos);
+  REQUIRE(host.kilnd->log().find("bus: consuming") == std::string::npos);
+  kiln::bus::FleetClient client(tls_link());
+  REQUIRE_THROWS_WITH(client.send(host.name, "GET", "/v1/cache"), Catch::Contains("no such host"));
+}
+
+}  // namespace
+
+TEST_CASE("over amqps kilnd checks the broker against ca_file and presents its client certificate, and a controller's request is answered") {
+  BusHost host(kiln::test::unique_host("tls"), kiln::test::fixture_broker_tls_url(), kiln::test::peers().glance_url,
+               tls_keys("ca.pem", true));
+  host.start();
+  kiln::bus::FleetClient client(tls_link());
+  auto reply = client.call(host.name, "GET", "/v1/cache", nullptr, 30s);
+  REQUIRE(reply["status"] == 200);
+  REQUIRE(reply["body"] == host.kilnd->client().call("GET", "/v1/cache").body);
+}
+
+TEST_CASE("over amqps a broker whose certificate does not chain to ca_file is refused, and so is kilnd without a client certificate") {
+  SECTION("another CA: the broker is not believed") {
+    BusHost host(kiln::test::unique_host("tls-ca"), kiln::test::fixture_broker_tls_url(), kiln::test::peers().glance_url,
+                 tls_keys("other-ca.pem", true));
+    require_refused(host, "verification failed");
+  }
+  SECTION("no client certificate: the broker refuses kilnd") {
+    BusHost host(kiln::test::unique_host("tls-anon"), kiln::test::fixture_broker_tls_url(), kiln::test::peers().glance_url,
+                 tls_keys("ca.pem", false));
+    require_refused(host, "localhost:27153");
+  }
+}
+
 TEST_CASE("a kilnd and a controller that publish less often than the heartbeat keep their links: the next request is answered without a reconnect") {
   // Heartbeat 1 s, state reports every 60 s: after kilnd's first report its
   // publishing link is silent, and so is the controller's while it listens.
