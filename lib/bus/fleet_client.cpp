@@ -113,8 +113,11 @@ std::vector<json> FleetClient::hosts(std::chrono::milliseconds window) {
     if (left.count() <= 0) break;
     auto inbound = next(left);
     if (!inbound) break;
-    if (inbound->kind == Inbound::Kind::kHeartbeat && inbound->body.is_object() && inbound->body.contains("host")) {
-      latest[inbound->body["host"].get<std::string>()] = inbound->body;
+    // Anyone may publish on the exchange: a report without a host name is not one.
+    const json& body = inbound->body;
+    if (inbound->kind == Inbound::Kind::kHeartbeat && body.is_object() && body.contains("host") &&
+        body["host"].is_string() && !body["host"].get<std::string>().empty()) {
+      latest[body["host"].get<std::string>()] = body;
     } else {
       other.push_back(std::move(*inbound));
     }
@@ -127,10 +130,15 @@ std::vector<json> FleetClient::hosts(std::chrono::milliseconds window) {
 
 std::string least_loaded(const std::vector<json>& reports) {
   const json* best = nullptr;
-  auto key = [](const json& report) {
-    auto running = report.value("running_operations", 0ULL);
-    auto free = report["free_bytes"].is_number() ? report["free_bytes"].get<std::uint64_t>() : 0ULL;
-    return std::make_tuple(running, ~free, report.value("host", std::string()));
+  // A figure a report lacks (or garbles) counts against its host.
+  auto figure = [](const json& report, const char* name, std::uint64_t otherwise) {
+    auto found = report.find(name);
+    bool usable = found != report.end() && found->is_number_integer() && found->get<std::int64_t>() >= 0;
+    return usable ? found->get<std::uint64_t>() : otherwise;
+  };
+  auto key = [&](const json& report) {
+    return std::make_tuple(figure(report, "running_operations", UINT64_MAX), ~figure(report, "free_bytes", 0),
+                           report["host"].get<std::string>());
   };
   for (const auto& report : reports) {
     if (best == nullptr || key(report) < key(*best)) best = &report;
