@@ -9,6 +9,25 @@
 
 namespace kiln::bus {
 
+namespace {
+
+// A delivery as the controller reads it: a body that is not JSON is null.
+Inbound inbound_from(const Delivery& delivery) {
+  Inbound inbound;
+  inbound.body = nlohmann::json::parse(delivery.message.body, nullptr, false);
+  if (inbound.body.is_discarded()) inbound.body = nullptr;
+  inbound.correlation_id = delivery.message.correlation_id;
+  inbound.routing_key = delivery.routing_key;
+  if (delivery.exchange == kEventExchange) {
+    inbound.kind = delivery.routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent;
+  } else {
+    inbound.kind = Inbound::Kind::kReply;
+  }
+  return inbound;
+}
+
+}  // namespace
+
 using nlohmann::json;
 
 FleetClient::FleetClient(const LinkOptions& options, const std::string& durable_queue) : out_(options), in_(options) {
@@ -50,17 +69,7 @@ std::optional<Inbound> FleetClient::next(std::chrono::milliseconds timeout) {
   auto delivery = in_.next_delivery(timeout);
   if (!delivery) return std::nullopt;
   in_.ack(delivery->tag);
-  Inbound inbound;
-  inbound.body = json::parse(delivery->message.body, nullptr, false);
-  if (inbound.body.is_discarded()) inbound.body = nullptr;
-  inbound.correlation_id = delivery->message.correlation_id;
-  inbound.routing_key = delivery->routing_key;
-  if (delivery->exchange == kEventExchange) {
-    inbound.kind = delivery->routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent;
-  } else {
-    inbound.kind = Inbound::Kind::kReply;
-  }
-  return inbound;
+  return inbound_from(*delivery);
 }
 
 json FleetClient::call(const std::string& host, const std::string& method, const std::string& path, const json& body,
@@ -85,15 +94,7 @@ json FleetClient::call(const std::string& host, const std::string& method, const
       auto delivery = in_.next_delivery(std::min(left, std::chrono::milliseconds(200)));
       if (!delivery) continue;
       in_.ack(delivery->tag);
-      Inbound item;
-      item.body = json::parse(delivery->message.body, nullptr, false);
-      if (item.body.is_discarded()) item.body = nullptr;
-      item.correlation_id = delivery->message.correlation_id;
-      item.routing_key = delivery->routing_key;
-      item.kind = delivery->exchange == kEventExchange
-                      ? (delivery->routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent)
-                      : Inbound::Kind::kReply;
-      inbound = std::move(item);
+      inbound = inbound_from(*delivery);
     }
     if (inbound->kind == Inbound::Kind::kReply && inbound->correlation_id == id) {
       kept_.insert(kept_.end(), other.begin(), other.end());
