@@ -76,18 +76,26 @@ std::chrono::milliseconds long_poll_wait(const std::string& target) {
 // changes.
 thread_local std::unique_ptr<virt::Connection> read_connection;
 
-// Calls `use` with this thread's connection; a libvirt failure drops it, so
-// a restarted libvirtd is reconnected to on the next request.
-template <typename Use>
-auto with_thread_connection(const std::string& uri, Use use) {
-  if (!read_connection || read_connection->uri() != uri) read_connection = std::make_unique<virt::Connection>(uri);
-  try {
-    return use(*read_connection);
-  } catch (const Error& error) {
-    if (error.code() == ErrorCode::kLibvirtError) read_connection.reset();
-    throw;
+// This thread's connection to `uri`, opened on first use. Throws
+// kLibvirtError when libvirt cannot be reached (the views then degrade).
+virt::Connection& thread_connection(const std::string& uri) {
+  if (!read_connection || read_connection->uri() != uri) {
+    read_connection.reset();
+    read_connection = std::make_unique<virt::Connection>(uri);
   }
+  return *read_connection;
 }
+
+// After a view that found libvirt unreachable: the connection is dropped, so
+// a restarted libvirtd is reconnected to on the next request.
+void forget_connection_if(bool unreachable) {
+  if (unreachable) read_connection.reset();
+}
+
+// Where the read routes look: kilnd checked its instances path when it
+// started, but a path removed or replaced since must answer as kilnctl
+// --direct does (not_an_instances_path), not as an empty host.
+void require_served_path(const fs::path& instances_path) { instance::require_instances_path(instances_path); }
 
 // Holds a download slot for its lifetime.
 class DownloadSlot {
@@ -130,7 +138,9 @@ Response Service::handle(const Request& request) {
     response.status = 400;
     response.body = error_envelope(error);
   } catch (const Error& error) {
-    response = error_response(error.code(), error.what());
+    // The envelope with the error's context (a ContextualError names its uuid).
+    response.status = http_status_for(error.code());
+    response.body = error_envelope(error);
   } catch (const std::exception& error) {
     response = error_response(ErrorCode::kInternalError, error.what());
   }
@@ -328,8 +338,15 @@ Response Service::boot(const Request& request) {
 }
 
 Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
-  std::string uuid = normalize_uuid(raw_uuid);
   auto backend = this->backend();
+  std::string uuid;
+  try {
+    // As kilnctl --direct refuses before it asks libvirt anything.
+    require_served_path(backend->settings().instances_path);
+    uuid = normalize_uuid(raw_uuid);
+  } catch (const Error& error) {
+    throw ContextualError(error.code(), error.what(), {raw_uuid, "", ""});
+  }
   std::lock_guard lock(mutex_);
   auto boot = runner_.latest("boot", uuid);
   if (boot && !boot->finished()) {
@@ -362,44 +379,53 @@ Response Service::precache(const std::string& image_id, const Request& request) 
 
 Response Service::list_instances() {
   auto backend = this->backend();
-  auto reports = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
-    return instance::list_instances(backend->settings().instances_path, libvirt);
-  });
-  json out = json::array();
-  for (const auto& report : reports) out.push_back(instance::to_json(report));
+  const auto& settings = backend->settings();
+  require_served_path(settings.instances_path);
+  auto reports = instance::survey_instances(
+      settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
+  forget_connection_if(!reports.empty() && reports.front().libvirt_unreachable);
   Response response;
-  response.body = {{"instances", out}};
+  response.body = instance_list_json(reports);
   return response;
 }
 
 Response Service::show_instance(const std::string& uuid) {
   auto backend = this->backend();
-  Response response;
-  auto report = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
-    return instance::show_instance(normalize_uuid(uuid), backend->settings().instances_path, libvirt);
-  });
-  response.body = instance::to_json(report);
-  return response;
+  const auto& settings = backend->settings();
+  try {
+    require_served_path(settings.instances_path);
+    auto report = instance::survey_instance(
+        uuid, settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
+    forget_connection_if(report.libvirt_unreachable.has_value());
+    Response response;
+    response.body = instance::to_json(report);
+    return response;
+  } catch (const ContextualError&) {
+    throw;
+  } catch (const Error& error) {
+    // As kilnctl's error names the instance it was asked about.
+    throw ContextualError(error.code(), error.what(), {uuid, "", ""});
+  }
 }
 
 Response Service::list_cache() {
-  auto entries = cache::list_cache(backend()->settings().instances_path);
+  auto instances_path = backend()->settings().instances_path;
+  require_served_path(instances_path);
   Response response;
-  response.body = {{"bases", json::array()}};
-  for (const auto& entry : entries) response.body["bases"].push_back(entry);
+  response.body = cache_list_json(cache::list_cache(instances_path));
   return response;
 }
 
 Response Service::prune(const Request& request) {
   json body = validate_body("prune-request", request.body);
   auto backend = this->backend();
+  const auto& settings = backend->settings();
+  require_served_path(settings.instances_path);
   bool dry_run = body.value("dry_run", false);
-  if (!dry_run) cache::repair_cache(backend->settings().instances_path, backend->settings().cache);
-  auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
-                                      cache::Clock::now(), dry_run);
+  if (!dry_run) cache::repair_cache(settings.instances_path, settings.cache);
+  auto decisions = cache::prune_cache(settings.instances_path, settings.cache, cache::Clock::now(), dry_run);
   Response response;
-  response.body = {{"dry_run", dry_run}, {"decisions", json::array()}};
-  for (const auto& decision : decisions) response.body["decisions"].push_back(decision);
+  response.body = prune_json(dry_run, decisions);
   return response;
 }
 

@@ -130,8 +130,8 @@ TEST_CASE("instance show tells what qemu-img info --backing-chain and virsh tell
 
   auto listed = kilnctl(host.instances, {"instance", "list"});
   REQUIRE(listed.exit_code == 0);
-  REQUIRE(listed.output.size() == 1);
-  REQUIRE(listed.output[0]["uuid"] == uuid);
+  REQUIRE(listed.output["instances"].size() == 1);
+  REQUIRE(listed.output["instances"][0]["uuid"] == uuid);
 
   auto unknown = kilnctl(host.instances, {"instance", "show", kiln::test::random_uuid()});
   REQUIRE(unknown.exit_code == 1);
@@ -481,7 +481,7 @@ TEST_CASE("a missing or foreign instances path is not_an_instances_path for ever
   fs::create_directories(scratch / "fresh");
   auto fresh = kilnctl(scratch / "fresh", {"instance", "list"});
   REQUIRE(fresh.exit_code == 0);
-  REQUIRE(fresh.output == json::array());
+  REQUIRE(fresh.output == json{{"instances", json::array()}});
 }
 
 TEST_CASE("instance show and list still show the disks when libvirt is unreachable, and say so") {
@@ -504,7 +504,7 @@ TEST_CASE("instance show and list still show the disks when libvirt is unreachab
   REQUIRE(text.out.find("domain unknown (libvirt unreachable)") != std::string::npos);
   auto listed = kilnctl_as_typed(host.instances, down, {"--json", "instance", "list"});
   REQUIRE(listed.exit_code == 0);
-  json reports = json::parse(listed.out);
+  json reports = json::parse(listed.out)["instances"];
   REQUIRE(reports.size() == 1);
   REQUIRE(reports[0]["uuid"] == uuid);
   REQUIRE(reports[0]["libvirt_unreachable"].is_string());

@@ -25,7 +25,12 @@ class Context {
 
   const kiln::config::Settings& settings() const { return settings_; }
   bool json_output() const { return json_output_; }
-  const std::filesystem::path& instances_path() const { return settings_.instances_path; }
+  // The instances path, checked on first use (require_instances_path) when
+  // the command reads it: after set_subject, so the error names the instance
+  // as kilnd's answer does, and whether kilnd runs or not (a read command
+  // reads the path itself either way).
+  const std::filesystem::path& instances_path();
+  void check_instances_path_on_use() { check_instances_path_ = true; }
 
   const kiln::glance::GlanceClient& glance();
   const kiln::cache::ImageCache& cache();
@@ -44,6 +49,7 @@ class Context {
   kiln::config::Settings settings_;
   bool json_output_;
   bool direct_;
+  bool check_instances_path_ = false;
   std::optional<std::unique_ptr<kiln::rpc::AgentClient>> agent_;  // set once probed
   std::unique_ptr<kiln::glance::GlanceClient> glance_;
   std::unique_ptr<kiln::cache::ImageCache> cache_;

@@ -125,7 +125,8 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       context.print(result, "instance " + *uuid + ": deleted by kilnd (base images stay in the cache)\n");
       return 0;
     }
-    auto result = kiln::instance::delete_instance(*uuid, context.instances_path(), context.libvirt());
+    const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto result = kiln::instance::delete_instance(*uuid, instances_path, context.libvirt());
     std::string text = "instance " + *uuid + ": " +
                        (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +
                        " (base images stay in the cache)\n";
