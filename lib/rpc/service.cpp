@@ -12,6 +12,7 @@
 #include "kiln/instance/provision.h"
 #include "kiln/rpc/operation_journal.h"
 #include "kiln/rpc/schema_validation.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/layout.h"
@@ -243,33 +244,12 @@ Response Service::accepted(const std::shared_ptr<Operation>& operation) {
   return response;
 }
 
-std::optional<cache::BaseImage> Service::fetch_base(const Backend& backend, const std::string& image_id,
-                                                    Operation& operation, std::optional<std::uint64_t> root_gb) {
-  const auto& cache = backend.cache();
-  // A cached base needs no download slot; provision() still asks Glance
-  // about the image, so a warm boot asks once, not twice.
-  std::error_code error;
-  bool cached = fs::exists(cache.base_directory() / cache::base_name_for(image_id), error);
-  if (cached && root_gb) return std::nullopt;
-  operation.set_step("looking up the image");
-  auto record = cache.lookup(image_id);
-  // As provision() does, and before the download: an image the flavor cannot
-  // hold must not make room in the cache, or take a download slot, for nothing.
-  if (root_gb) instance::check_root_fits(*root_gb, record);
-  std::optional<DownloadSlot> slot;
-  if (!cached) {
-    operation.set_step("waiting for a download slot");
-    slot.emplace(download_slots_);
-  }
-  operation.set_step("fetching the image");
-  auto lease = cache.acquire(record, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
-    operation.set_bytes(done, total);
-  });
-  metrics_.add_downloaded_bytes(lease.base.downloaded_bytes);
-  if (lease.base.downloaded_bytes > 0) {
-    spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, lease.base.downloaded_bytes);
-  }
-  return lease.base;
+StepHooks Service::hooks_for(Operation& operation) {
+  return StepHooks{[&operation](const std::string& step) { operation.set_step(step); },
+                   [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+                     operation.set_bytes(done, total);
+                   },
+                   [this]() -> std::shared_ptr<void> { return std::make_shared<DownloadSlot>(download_slots_); }};
 }
 
 std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const {
@@ -296,10 +276,7 @@ Response Service::boot(const Request& request) {
     }
     if (existing->state() != OperationState::kFailed) return accepted(existing);
   } else {
-    std::error_code error;
-    if (fs::exists(layout::instance_directory(backend->settings().instances_path, boot_request.uuid), error)) {
-      throw Error(ErrorCode::kInstanceExists, "instance " + boot_request.uuid + " already exists on this host");
-    }
+    refuse_existing_instance(backend->settings().instances_path, boot_request.uuid);
   }
   auto pending_delete = runner_.latest("delete", boot_request.uuid);
   if (pending_delete && !pending_delete->finished()) {
@@ -312,29 +289,28 @@ Response Service::boot(const Request& request) {
   auto operation = runner_.submit(std::move(what), [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
-    auto fetched = fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
-    operation.set_step("building the instance");
-    virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
-    instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
-                        settings.instance_name_template, settings.default_ephemeral_format, settings.disk_cache_mode};
-    auto result = instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
-      operation.set_bytes(done, total);
+    auto result = rpc::boot(boot_request, backend->cache(), hooks_for(operation), [&] {
+      virt::Connection libvirt(settings.libvirt_uri);
+      instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
+                          settings.instance_name_template, settings.default_ephemeral_format,
+                          settings.disk_cache_mode};
+      return instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+        operation.set_bytes(done, total);
+      });
     });
-    metrics_.add_downloaded_bytes(result.base.downloaded_bytes);
+    note_download(operation, boot_request.image_id, result.base.downloaded_bytes);
     metrics_.count_boot();
-    // The download happened above, not in provision(): the result says what
-    // this boot fetched, as kilnctl --direct's does.
-    if (fetched) {
-      result.base.downloaded_bytes += fetched->downloaded_bytes;
-      result.base.resumes += fetched->resumes;
-      result.base.phases = fetched->phases;
-    }
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
                  boot_request.image_id, result.domain_name, result.domain_state);
     return instance::to_json(result);
   });
   return accepted(operation);
+}
+
+void Service::note_download(const Operation& operation, const std::string& image_id, std::uint64_t bytes) {
+  metrics_.add_downloaded_bytes(bytes);
+  if (bytes > 0) spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, bytes);
 }
 
 Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
@@ -355,9 +331,10 @@ Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
   auto pending = runner_.latest("delete", uuid);
   if (pending && !pending->finished()) return accepted(pending);
   auto operation = runner_.submit({"delete", uuid, "", nullptr, ""}, [backend, uuid](Operation& operation) {
-    operation.set_step("destroying and undefining the domain, removing the directory");
-    virt::Connection libvirt(backend->settings().libvirt_uri);
-    auto result = instance::delete_instance(uuid, backend->settings().instances_path, libvirt);
+    std::optional<virt::Connection> libvirt;
+    auto result = rpc::delete_instance(uuid, backend->settings().instances_path, [&]() -> virt::Connection& {
+      return libvirt.emplace(backend->settings().libvirt_uri);
+    }, StepHooks{[&operation](const std::string& step) { operation.set_step(step); }, nullptr, nullptr});
     spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
                  result.domain_found, result.directory_found);
     return json(result);
@@ -372,7 +349,9 @@ Response Service::precache(const std::string& image_id, const Request& request) 
   }
   auto backend = this->backend();
   auto operation = runner_.submit({"precache", "", image_id, nullptr, ""}, [this, backend, image_id](Operation& operation) {
-    return json(*fetch_base(*backend, image_id, operation));
+    auto base = *rpc::fetch_base(backend->cache(), image_id, std::nullopt, hooks_for(operation));
+    note_download(operation, image_id, base.downloaded_bytes);
+    return json(base);
   });
   return accepted(operation);
 }

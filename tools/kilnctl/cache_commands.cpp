@@ -71,12 +71,12 @@ void add_fetch(CLI::App& group, Registry& registry) {
       context.print(result, "image " + *image_id + ": " + result.value("path", std::string()) + ", cached by kilnd\n");
       return 0;
     }
-    auto record = context.cache().lookup(*image_id);
-    auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
+    // The steps kilnd's operation takes (kiln/rpc/steps.h).
+    auto base = *kiln::rpc::fetch_base(context.cache(), *image_id, std::nullopt,
+                                       direct_hooks(context.json_output() ? nullptr : progress_reporter(*image_id)));
     finish_progress();
-    const auto& base = lease.base;
     context.print(json(base),
-                  "image " + record.id + " (" + kiln::printable(record.name) + "): " + base.path.string() + ", " +
+                  "image " + base.record.id + " (" + kiln::printable(base.record.name) + "): " + base.path.string() + ", " +
                       (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                                  : std::string("already cached")) + "\n");
     return 0;

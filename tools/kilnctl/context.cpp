@@ -82,6 +82,10 @@ void set_subject(const std::string& uuid, const std::string& image_id) {
 
 const kiln::rpc::ErrorContext& subject() { return subject_of_this_run(); }
 
+kiln::rpc::StepHooks direct_hooks(const kiln::cache::FetchProgress& progress) {
+  return {[](const std::string& step) { subject_of_this_run().step = step; }, progress, nullptr};
+}
+
 std::string human_bytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double value = static_cast<double>(bytes);

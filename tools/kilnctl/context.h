@@ -12,6 +12,7 @@
 #include "kiln/config/settings.h"
 #include "kiln/glance/client.h"
 #include "kiln/rpc/agent_client.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/virt/connection.h"
 
@@ -60,6 +61,10 @@ class Context {
 // envelope names them, whether kilnctl works directly or through kilnd.
 void set_subject(const std::string& uuid, const std::string& image_id = "");
 const kiln::rpc::ErrorContext& subject();
+// The hooks of kiln/rpc/steps.h for a command that works directly: each step
+// noted as the subject's, as kilnd's operation notes it; `progress` (nullptr
+// for none) for the download; no download slots.
+kiln::rpc::StepHooks direct_hooks(const kiln::cache::FetchProgress& progress);
 
 // "1.5 GiB"
 std::string human_bytes(std::uint64_t bytes);
