@@ -93,6 +93,21 @@ void forget_connection_if(bool unreachable) {
   if (unreachable) read_connection.reset();
 }
 
+// Runs `f`; an error it throws names `context` in its envelope, as kilnctl's
+// does for the same command (a refused request keeps its pointer instead).
+template <typename F>
+auto about(const ErrorContext& context, F f) {
+  try {
+    return f();
+  } catch (const ContextualError&) {
+    throw;
+  } catch (const ValidationError&) {
+    throw;
+  } catch (const Error& error) {
+    throw ContextualError(error.code(), error.what(), context);
+  }
+}
+
 // Where the read routes look: kilnd checked its instances path when it
 // started, but a path removed or replaced since must answer as kilnctl
 // --direct does (not_an_instances_path), not as an empty host.
@@ -263,6 +278,12 @@ std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const
 
 Response Service::boot(const Request& request) {
   auto [body, boot_request] = parse_boot_request(request.body);
+  return about({boot_request.uuid, boot_request.image_id, ""}, [&, &body = body, &boot_request = boot_request] {
+    return admit_boot(body, boot_request);
+  });
+}
+
+Response Service::admit_boot(const json& body, const instance::BootRequest& boot_request) {
   // Only the digest of the body is kept (sorted keys: the same body, the same digest).
   std::string digest = hex_digest_of("sha256", body.dump());
   auto backend = this->backend();
@@ -315,14 +336,15 @@ void Service::note_download(const Operation& operation, const std::string& image
 
 Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
   auto backend = this->backend();
-  std::string uuid;
-  try {
+  std::string uuid = about({raw_uuid, "", ""}, [&] {
     // As kilnctl --direct refuses before it asks libvirt anything.
     require_served_path(backend->settings().instances_path);
-    uuid = normalize_uuid(raw_uuid);
-  } catch (const Error& error) {
-    throw ContextualError(error.code(), error.what(), {raw_uuid, "", ""});
-  }
+    return normalize_uuid(raw_uuid);
+  });
+  return about({raw_uuid, "", ""}, [&] { return admit_delete(uuid, backend); });
+}
+
+Response Service::admit_delete(const std::string& uuid, const std::shared_ptr<Backend>& backend) {
   std::lock_guard lock(mutex_);
   auto boot = runner_.latest("boot", uuid);
   if (boot && !boot->finished()) {
@@ -371,7 +393,7 @@ Response Service::list_instances() {
 Response Service::show_instance(const std::string& uuid) {
   auto backend = this->backend();
   const auto& settings = backend->settings();
-  try {
+  return about({uuid, "", ""}, [&] {
     require_served_path(settings.instances_path);
     auto report = instance::survey_instance(
         uuid, settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
@@ -379,12 +401,7 @@ Response Service::show_instance(const std::string& uuid) {
     Response response;
     response.body = instance::to_json(report);
     return response;
-  } catch (const ContextualError&) {
-    throw;
-  } catch (const Error& error) {
-    // As kilnctl's error names the instance it was asked about.
-    throw ContextualError(error.code(), error.what(), {uuid, "", ""});
-  }
+  });
 }
 
 Response Service::list_cache() {

@@ -359,10 +359,27 @@ TEST_CASE("kilnctl --json prints the same JSON directly and through kilnd for ev
 
   SECTION("instance list, instance show and cache ls, as kilnd answers GET /v1/...") {
     std::string uuid = kiln::test::random_uuid();
-    REQUIRE(kilnctl_with_config(host.config, {"boot", "--image", through_image, "--uuid", uuid, "--vcpus", "1",
+    // Booted directly: kilnd holds no operation for it, which a second boot
+    // through kilnd would join (the same body is the same operation).
+    REQUIRE(kilnctl_with_config(host.config, {"--direct", "boot", "--image", through_image, "--uuid", uuid, "--vcpus", "1",
                                               "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0", "--no-start",
                                               "--name", "parity \xc3\xa9"})
                 .exit_code == 0);
+    // A second boot of the uuid: refused before anything starts, the same way.
+    std::vector<std::string> again = {"boot", "--image", through_image, "--uuid", uuid, "--vcpus", "1",
+                                      "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0", "--no-start"};
+    auto exists = both(again, again, {});
+    REQUIRE(exists.exit_code == 1);
+    REQUIRE(exists.output["error"]["code"] == "instance_exists");
+    REQUIRE(exists.output["error"]["uuid"] == uuid);
+    REQUIRE_FALSE(exists.output["error"].contains("step"));
+    auto answered = kilnd.client().call(
+        "POST", "/v1/instances",
+        json{{"uuid", uuid}, {"image_id", through_image},
+             {"flavor", {{"vcpus", 1}, {"memory_mb", 64}, {"root_gb", 1}, {"swap_mb", 0}}}, {"start", false}});
+    REQUIRE(answered.status == 409);
+    REQUIRE(answered.body == exists.output);  // the API's envelope names the uuid and image too
+
     auto listed = same_as_kilnd({"instance", "list"}, "/v1/instances", {uuid});
     REQUIRE(only_ours(listed.body, {uuid})["instances"].size() == 1);
     REQUIRE(listed.body["instances"].size() >= 1);

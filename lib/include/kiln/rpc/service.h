@@ -83,6 +83,10 @@ class Service {
   Response metrics_exposition();
   Response accepted(const std::shared_ptr<Operation>& operation);
   std::shared_ptr<Backend> backend() const;
+  // A valid boot request, then a delete of a canonical uuid: checked
+  // against the operations retained and the host, then submitted.
+  Response admit_boot(const nlohmann::json& body, const instance::BootRequest& boot_request);
+  Response admit_delete(const std::string& uuid, const std::shared_ptr<Backend>& backend);
   // The hooks of kiln/rpc/steps.h for `operation`: its step and bytes, and
   // one of max_concurrent_downloads slots per download.
   StepHooks hooks_for(Operation& operation);
