@@ -82,6 +82,18 @@ struct AmqpLink::State {
     auto reply = amqp_get_rpc_reply(connection);
     if (reply.reply_type != AMQP_RESPONSE_NORMAL) fail(std::string(what) + ": " + describe(reply));
   }
+
+  // A connection.close or channel.close from the broker ends the link, saying why.
+  void fail_if_closed(const amqp_frame_t& frame) {
+    if (frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      auto* close = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
+      fail("broker closed the connection: " + std::to_string(close->reply_code) + " " + bytes_string(close->reply_text));
+    }
+    if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      auto* close = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
+      fail("broker closed the channel: " + std::to_string(close->reply_code) + " " + bytes_string(close->reply_text));
+    }
+  }
 };
 
 AmqpLink::AmqpLink(const LinkOptions& options) : state_(std::make_unique<State>()) {
@@ -232,17 +244,8 @@ void AmqpLink::publish(const std::string& exchange, const std::string& routing_k
       }
       case AMQP_BASIC_NACK_METHOD:
         state_->fail("the broker refused (nack) a publish to " + exchange);
-      case AMQP_CONNECTION_CLOSE_METHOD: {
-        auto* close = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
-        state_->fail("broker closed the connection: " + std::to_string(close->reply_code) + " " +
-                     bytes_string(close->reply_text));
-      }
-      case AMQP_CHANNEL_CLOSE_METHOD: {
-        auto* close = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
-        state_->fail("broker closed the channel: " + std::to_string(close->reply_code) + " " +
-                     bytes_string(close->reply_text));
-      }
       default:
+        state_->fail_if_closed(frame);
         break;
     }
   }
@@ -264,21 +267,9 @@ std::optional<Delivery> AmqpLink::next_delivery(std::chrono::milliseconds timeou
     int status = amqp_simple_wait_frame_noblock(state_->connection, &frame, &wait);
     if (status != AMQP_STATUS_OK) state_->fail(std::string("reading from the broker: ") + amqp_error_string2(status));
     if (frame.frame_type == AMQP_FRAME_METHOD) {
-      switch (frame.payload.method.id) {
-        case AMQP_CONNECTION_CLOSE_METHOD: {
-          auto* close = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
-          state_->fail("broker closed the connection: " + std::to_string(close->reply_code) + " " +
-                       bytes_string(close->reply_text));
-        }
-        case AMQP_CHANNEL_CLOSE_METHOD: {
-          auto* close = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
-          state_->fail("broker closed the channel: " + std::to_string(close->reply_code) + " " +
-                       bytes_string(close->reply_text));
-        }
-        case AMQP_BASIC_CANCEL_METHOD:
-          state_->fail("the broker cancelled the consumer (queue deleted?)");
-        default:
-          break;
+      state_->fail_if_closed(frame);
+      if (frame.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
+        state_->fail("the broker cancelled the consumer (queue deleted?)");
       }
     }
     return std::nullopt;

@@ -9,6 +9,25 @@
 
 namespace kiln::bus {
 
+namespace {
+
+// A delivery as the controller reads it: a body that is not JSON is null.
+Inbound inbound_from(const Delivery& delivery) {
+  Inbound inbound;
+  inbound.body = nlohmann::json::parse(delivery.message.body, nullptr, false);
+  if (inbound.body.is_discarded()) inbound.body = nullptr;
+  inbound.correlation_id = delivery.message.correlation_id;
+  inbound.routing_key = delivery.routing_key;
+  if (delivery.exchange == kEventExchange) {
+    inbound.kind = delivery.routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent;
+  } else {
+    inbound.kind = Inbound::Kind::kReply;
+  }
+  return inbound;
+}
+
+}  // namespace
+
 using nlohmann::json;
 
 FleetClient::FleetClient(const LinkOptions& options, const std::string& durable_queue) : out_(options), in_(options) {
@@ -50,17 +69,7 @@ std::optional<Inbound> FleetClient::next(std::chrono::milliseconds timeout) {
   auto delivery = in_.next_delivery(timeout);
   if (!delivery) return std::nullopt;
   in_.ack(delivery->tag);
-  Inbound inbound;
-  inbound.body = json::parse(delivery->message.body, nullptr, false);
-  if (inbound.body.is_discarded()) inbound.body = nullptr;
-  inbound.correlation_id = delivery->message.correlation_id;
-  inbound.routing_key = delivery->routing_key;
-  if (delivery->exchange == kEventExchange) {
-    inbound.kind = delivery->routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent;
-  } else {
-    inbound.kind = Inbound::Kind::kReply;
-  }
-  return inbound;
+  return inbound_from(*delivery);
 }
 
 json FleetClient::call(const std::string& host, const std::string& method, const std::string& path, const json& body,
@@ -85,15 +94,7 @@ json FleetClient::call(const std::string& host, const std::string& method, const
       auto delivery = in_.next_delivery(std::min(left, std::chrono::milliseconds(200)));
       if (!delivery) continue;
       in_.ack(delivery->tag);
-      Inbound item;
-      item.body = json::parse(delivery->message.body, nullptr, false);
-      if (item.body.is_discarded()) item.body = nullptr;
-      item.correlation_id = delivery->message.correlation_id;
-      item.routing_key = delivery->routing_key;
-      item.kind = delivery->exchange == kEventExchange
-                      ? (delivery->routing_key == kHeartbeatKey ? Inbound::Kind::kHeartbeat : Inbound::Kind::kEvent)
-                      : Inbound::Kind::kReply;
-      inbound = std::move(item);
+      inbound = inbound_from(*delivery);
     }
     if (inbound->kind == Inbound::Kind::kReply && inbound->correlation_id == id) {
       kept_.insert(kept_.end(), other.begin(), other.end());
@@ -113,8 +114,11 @@ std::vector<json> FleetClient::hosts(std::chrono::milliseconds window) {
     if (left.count() <= 0) break;
     auto inbound = next(left);
     if (!inbound) break;
-    if (inbound->kind == Inbound::Kind::kHeartbeat && inbound->body.is_object() && inbound->body.contains("host")) {
-      latest[inbound->body["host"].get<std::string>()] = inbound->body;
+    // Anyone may publish on the exchange: a report without a host name is not one.
+    const json& body = inbound->body;
+    if (inbound->kind == Inbound::Kind::kHeartbeat && body.is_object() && body.contains("host") &&
+        body["host"].is_string() && !body["host"].get<std::string>().empty()) {
+      latest[body["host"].get<std::string>()] = body;
     } else {
       other.push_back(std::move(*inbound));
     }
@@ -127,10 +131,15 @@ std::vector<json> FleetClient::hosts(std::chrono::milliseconds window) {
 
 std::string least_loaded(const std::vector<json>& reports) {
   const json* best = nullptr;
-  auto key = [](const json& report) {
-    auto running = report.value("running_operations", 0ULL);
-    auto free = report["free_bytes"].is_number() ? report["free_bytes"].get<std::uint64_t>() : 0ULL;
-    return std::make_tuple(running, ~free, report.value("host", std::string()));
+  // A figure a report lacks (or garbles) counts against its host.
+  auto figure = [](const json& report, const char* name, std::uint64_t otherwise) {
+    auto found = report.find(name);
+    bool usable = found != report.end() && found->is_number_integer() && found->get<std::int64_t>() >= 0;
+    return usable ? found->get<std::uint64_t>() : otherwise;
+  };
+  auto key = [&](const json& report) {
+    return std::make_tuple(figure(report, "running_operations", UINT64_MAX), ~figure(report, "free_bytes", 0),
+                           report["host"].get<std::string>());
   };
   for (const auto& report : reports) {
     if (best == nullptr || key(report) < key(*best)) best = &report;

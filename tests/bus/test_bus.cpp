@@ -415,3 +415,17 @@ TEST_CASE("after a broker restart mid-boot kilnd reconnects, redeclares, takes r
   kiln::bus::FleetClient client(kiln::test::link_options(broker.url()));
   REQUIRE(client.call(host.name, "GET", "/v1/instances/" + uuid, nullptr, 30s)["status"] == 200);
 }
+
+TEST_CASE("boot --any picks the host with the fewest running operations, then the most free space, and a garbled report last") {
+  std::vector<json> reports = {
+      {{"host", "busy"}, {"running_operations", 3}, {"free_bytes", 1ULL << 40}},
+      {{"host", "full"}, {"running_operations", 0}, {"free_bytes", 1ULL << 20}},
+      {{"host", "roomy"}, {"running_operations", 0}, {"free_bytes", 1ULL << 30}},
+      {{"host", "garbled"}, {"running_operations", "none"}, {"free_bytes", -1}},
+  };
+  REQUIRE(kiln::bus::least_loaded(reports) == "roomy");
+  reports.erase(reports.begin() + 1, reports.begin() + 3);
+  REQUIRE(kiln::bus::least_loaded(reports) == "busy");
+  REQUIRE(kiln::bus::least_loaded({{{"host", "silent"}}}) == "silent");
+  REQUIRE(kiln::bus::least_loaded({}).empty());
+}
