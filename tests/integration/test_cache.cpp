@@ -594,7 +594,11 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
   };
   auto record = cache.lookup(image_id);
   auto first = std::async(std::launch::async, [&] { return cache.acquire(record).base.downloaded_bytes; });
-  while (proxy.downloads() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (proxy.downloads() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(proxy.downloads() == 1);
   // 16 boots arriving one after another during the download, as queued workers do.
   std::vector<std::future<std::uint64_t>> boots;
   for (int i = 0; i < 16; ++i) {
