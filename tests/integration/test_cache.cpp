@@ -615,6 +615,41 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
   REQUIRE(record_gets() == 2);
 }
 
+TEST_CASE("a record Glance gave after a boot arrived serves that boot, and a boot that arrived later asks again") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("arrivals", "raw", make_raw(scratch.path(), "image.raw", 1));
+  kiln::test::FaultProxy proxy;
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
+  auto record_gets = [&] {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(),
+                         [&](const std::string& line) { return line.find("GET /v2/images/" + image_id + " ") == 0; });
+  };
+  // Two boots accepted, then the first looks the image up: the second one
+  // (a cold boot's second lookup, a boot queued behind it) takes that answer.
+  auto first_arrived = std::chrono::steady_clock::now();
+  auto second_arrived = std::chrono::steady_clock::now();
+  REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
+  REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
+  REQUIRE(cache.lookup(image_id, second_arrived).id == image_id);
+  REQUIRE(record_gets() == 1);
+  // A boot accepted after Glance answered asks again, and so does a lookup
+  // with no arrival time.
+  auto later = std::chrono::steady_clock::now();
+  cache.lookup(image_id, later);
+  REQUIRE(record_gets() == 2);
+  cache.lookup(image_id);
+  REQUIRE(record_gets() == 3);
+  // Once Glance refuses the image, no boot gets the record it gave before.
+  auto deactivate = kiln::run({{"curl", "-sS", "--fail-with-body", "-X", "POST",
+                                kiln::test::peers().glance_url + "/v2/images/" + image_id + "/actions/deactivate"}});
+  REQUIRE(deactivate.exit_code == 0);
+  REQUIRE_KILN_ERROR(cache.lookup(image_id), kiln::ErrorCode::kImageNotActive);
+  REQUIRE_KILN_ERROR(cache.lookup(image_id, first_arrived), kiln::ErrorCode::kImageNotActive);
+  REQUIRE(record_gets() == 5);
+}
+
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
   kiln::test::ScratchDir scratch;
   std::string asked = kiln::test::upload_image("asked", "raw", make_raw(scratch.path(), "asked.raw", 2));
