@@ -93,14 +93,16 @@ struct ImageCache::RememberedRecords {
   // longer than that asks Glance again, and the map stays small.
   static constexpr std::chrono::minutes kForgetAfter{10};
 
+  explicit RememberedRecords(std::chrono::seconds ttl) : ttl(ttl) {}
+
+  const std::chrono::seconds ttl;  // CachePolicy::image_record_ttl
   std::mutex mutex;
   std::map<std::string, std::pair<Time, glance::ImageRecord>> by_id;
   std::map<std::string, std::shared_future<glance::ImageRecord>> in_flight;
   std::map<std::string, glance::ImageRecord> downloading;
 
   // REQUIRES: mutex held.
-  void remember(const std::string& image_id, Time asked_at, const glance::ImageRecord& record,
-                std::chrono::seconds ttl) {
+  void remember(const std::string& image_id, Time asked_at, const glance::ImageRecord& record) {
     auto keep = std::max<std::chrono::steady_clock::duration>(ttl, kForgetAfter);
     std::erase_if(by_id, [&](const auto& entry) { return asked_at - entry.second.first > keep; });
     by_id.insert_or_assign(image_id, std::pair{asked_at, record});
@@ -108,9 +110,12 @@ struct ImageCache::RememberedRecords {
 
   // While a base is downloaded, lookups of its image get the record the
   // download is verified against (as fresh as the bytes their boots will
-  // use) instead of asking Glance again: the boots of a storm that queue
-  // behind the download share its record. One download per image at a time:
-  // it runs under the base's lock.
+  // use) instead of asking Glance again. A boot accepted during the download
+  // but queued behind it (kilnd runs max_concurrent_builds at a time) gets
+  // that record too once it is verified: remembered as of the download's
+  // end, so which boots share it depends on when they arrived, not on when a
+  // worker got to them. One download per image at a time: it runs under the
+  // base's lock.
   class Download {
    public:
     Download(RememberedRecords& records, const glance::ImageRecord& record) : records_(records), image_id_(record.id) {
@@ -119,14 +124,19 @@ struct ImageCache::RememberedRecords {
     }
     ~Download() {
       std::lock_guard lock(records_.mutex);
-      records_.downloading.erase(image_id_);
+      auto downloading = records_.downloading.find(image_id_);
+      if (verified_) records_.remember(image_id_, std::chrono::steady_clock::now(), downloading->second);
+      records_.downloading.erase(downloading);
     }
+    // The bytes were verified against the record and published.
+    void verified() { verified_ = true; }
     Download(const Download&) = delete;
     Download& operator=(const Download&) = delete;
 
    private:
     RememberedRecords& records_;
     std::string image_id_;
+    bool verified_ = false;
   };
 };
 
@@ -134,7 +144,7 @@ ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glan
     : instances_path_(std::move(instances_path)),
       glance_(glance),
       policy_(std::move(policy)),
-      records_(std::make_shared<RememberedRecords>()) {}
+      records_(std::make_shared<RememberedRecords>(policy_.image_record_ttl)) {}
 
 fs::path ImageCache::lock_path(const std::string& base_name) const {
   return layout::base_lock_path(instances_path_, base_name);
@@ -172,7 +182,7 @@ glance::ImageRecord ImageCache::lookup(const std::string& image_id,
     glance::ImageRecord record = glance_.get_image(image_id);
     check_usable(record, policy_);
     std::lock_guard lock(records_->mutex);
-    records_->remember(image_id, now, record, policy_.image_record_ttl);
+    records_->remember(image_id, now, record);
     records_->in_flight.erase(image_id);
     answer.set_value(record);
     return record;
@@ -263,6 +273,7 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& given, const FetchProgr
       if (!info) adopted = adopt_foreign_base(policy_, record, base_path);
       if (!adopted) ensure_space(record);
       outcome = adopted ? *adopted : fetch_base(glance_, policy_, record, base_path, progress);
+      download.verified();
     } catch (const Error& failure) {
       record_failure(layout::failure_record_path(instances_path_, name), failure);
       throw;

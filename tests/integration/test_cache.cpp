@@ -580,7 +580,7 @@ TEST_CASE("concurrent lookups of one image share one image-record GET, its answe
   REQUIRE(record_gets(image_id) == 2);
 }
 
-TEST_CASE("lookups while the image downloads get the download's record: a boot storm asks Glance once") {
+TEST_CASE("boots accepted while the image downloads get the download's record: a boot storm asks Glance once") {
   kiln::test::ScratchDir scratch;
   std::string image_id = kiln::test::upload_image("storm, downloading", "raw", make_raw(scratch.path(), "image.raw", 1));
   // The download is held 3 s: lookups made meanwhile find it in progress.
@@ -599,6 +599,7 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   REQUIRE(proxy.downloads() == 1);
+  auto accepted_during_download = std::chrono::steady_clock::now();
   // 16 boots arriving one after another during the download, as queued workers do.
   std::vector<std::future<std::uint64_t>> boots;
   for (int i = 0; i < 16; ++i) {
@@ -610,8 +611,12 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
   for (auto& boot : boots) REQUIRE(boot.get() == 0);
   REQUIRE(record_gets() == 1);
   REQUIRE(proxy.downloads() == 1);
-  // Once the download is over, a lookup asks Glance again (ttl 0).
-  cache.lookup(image_id);
+  // A boot accepted during the download but queued behind it looks up
+  // afterwards: it gets the download's record too.
+  REQUIRE(cache.lookup(image_id, accepted_during_download).os_hash_value == record.os_hash_value);
+  REQUIRE(record_gets() == 1);
+  // Once the download is over, a boot accepted then asks Glance again (ttl 0).
+  cache.lookup(image_id, std::chrono::steady_clock::now());
   REQUIRE(record_gets() == 2);
 }
 
