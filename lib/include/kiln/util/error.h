@@ -51,7 +51,11 @@ enum class ErrorCode {
   kInterrupted,        // the agent stopped (restart, crash) before the operation finished
   kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
   kNotAnInstancesPath, // the instances path is missing, not a directory, or holds nothing of kiln's
-  kLastCode = kNotAnInstancesPath,  // keep last: code_from_name walks up to it
+  kRbdError,           // Ceph refused an RBD call or could not be reached; librados' reason is in the sentence
+  kRbdLocationInvalid, // a Glance RBD location is not rbd://<fsid>/<pool>/<image>/<snapshot> as Glance writes it
+  kRbdNotSameCluster,  // a Glance RBD location names another Ceph cluster (fsid) than kiln's
+  kRbdSnapshotUnprotected,  // the RBD snapshot to clone is not protected (Glance could delete it under the clone)
+  kLastCode = kRbdSnapshotUnprotected,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

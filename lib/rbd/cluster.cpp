@@ -1,0 +1,235 @@
+#include "kiln/rbd/cluster.h"
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "kiln/util/error.h"
+#include "kiln/util/uuid.h"
+
+namespace kiln::rbd {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, int result) {
+  throw Error(ErrorCode::kRbdError, what + ": " + std::strerror(-result));
+}
+
+// ENOENT on an image is the caller's "no such image", not Ceph failing.
+[[noreturn]] void fail_image(const std::string& what, const std::string& spec, int result) {
+  if (result == -ENOENT) throw Error(ErrorCode::kNotFound, "RBD image " + spec + " does not exist");
+  fail(what + " " + spec, result);
+}
+
+// An open image, closed on every path.
+class OpenImage {
+ public:
+  // `snapshot` "" = the image head. Read-only opens need no write caps
+  // (client.kiln may only read Glance's pool) and take no exclusive lock.
+  OpenImage(rados_ioctx_t io, const std::string& pool, const std::string& name, bool read_only,
+            const char* snapshot = nullptr) {
+    int result = read_only ? rbd_open_read_only(io, name.c_str(), &image_, snapshot)
+                           : rbd_open(io, name.c_str(), &image_, snapshot);
+    if (result < 0) fail_image("open RBD image", pool + "/" + name, result);
+  }
+  OpenImage(const OpenImage&) = delete;
+  OpenImage& operator=(const OpenImage&) = delete;
+  ~OpenImage() { rbd_close(image_); }
+  rbd_image_t get() const { return image_; }
+
+ private:
+  rbd_image_t image_ = nullptr;
+};
+
+std::uint64_t image_size(const OpenImage& image, const std::string& spec) {
+  std::uint64_t size = 0;
+  int result = rbd_get_size(image.get(), &size);
+  if (result < 0) fail("size of RBD image " + spec, result);
+  return size;
+}
+
+std::optional<Parent> image_parent(const OpenImage& image, const std::string& spec) {
+  rbd_linked_image_spec_t parent_image{};
+  rbd_snap_spec_t parent_snap{};
+  int result = rbd_get_parent(image.get(), &parent_image, &parent_snap);
+  if (result == -ENOENT) return std::nullopt;  // not a clone, or flattened
+  if (result < 0) fail("parent of RBD image " + spec, result);
+  Parent parent{parent_image.pool_name ? parent_image.pool_name : "",
+                parent_image.image_name ? parent_image.image_name : "", parent_snap.name ? parent_snap.name : ""};
+  rbd_linked_image_spec_cleanup(&parent_image);
+  rbd_snap_spec_cleanup(&parent_snap);
+  return parent;
+}
+
+}  // namespace
+
+// ---- Pool ----------------------------------------------------------------
+
+Pool::Pool(Pool&& other) noexcept : io_(std::exchange(other.io_, nullptr)), name_(std::move(other.name_)) {}
+
+Pool& Pool::operator=(Pool&& other) noexcept {
+  if (this != &other) {
+    if (io_) rados_ioctx_destroy(io_);
+    io_ = std::exchange(other.io_, nullptr);
+    name_ = std::move(other.name_);
+  }
+  return *this;
+}
+
+Pool::~Pool() {
+  if (io_) rados_ioctx_destroy(io_);
+}
+
+bool Pool::image_exists(const std::string& image) const {
+  rbd_image_t handle = nullptr;
+  int result = rbd_open_read_only(io_, image.c_str(), &handle, nullptr);
+  if (result == -ENOENT) return false;
+  if (result < 0) fail("open RBD image " + name_ + "/" + image, result);
+  rbd_close(handle);
+  return true;
+}
+
+ImageInfo Pool::stat(const std::string& image) const {
+  std::string spec = name_ + "/" + image;
+  OpenImage open(io_, name_, image, true);
+  return ImageInfo{image, image_size(open, spec), image_parent(open, spec)};
+}
+
+std::vector<ImageInfo> Pool::list() const {
+  std::vector<rbd_image_spec_t> specs(64);
+  std::size_t count = specs.size();
+  int result = 0;
+  while ((result = rbd_list2(io_, specs.data(), &count)) == -ERANGE) specs.resize(count);
+  if (result < 0) fail("list RBD images of pool " + name_, result);
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < count; ++i) names.emplace_back(specs[i].name);
+  rbd_image_spec_list_cleanup(specs.data(), count);
+  std::sort(names.begin(), names.end());
+  std::vector<ImageInfo> images;
+  for (const auto& name : names) {
+    try {
+      images.push_back(stat(name));
+    } catch (const Error& error) {
+      if (error.code() != ErrorCode::kNotFound) throw;  // removed since the listing: not an image any more
+    }
+  }
+  return images;
+}
+
+SnapshotState Pool::snapshot(const std::string& image, const std::string& snapshot) const {
+  std::string spec = name_ + "/" + image;
+  OpenImage open(io_, name_, image, true);
+  bool exists = false;
+  int result = rbd_snap_exists(open.get(), snapshot.c_str(), &exists);
+  if (result < 0) fail("snapshot " + spec + "@" + snapshot, result);
+  if (!exists) return {};
+  int is_protected = 0;
+  result = rbd_snap_is_protected(open.get(), snapshot.c_str(), &is_protected);
+  if (result == -ENOENT) return {};  // removed between the two calls
+  if (result < 0) fail("protection of snapshot " + spec + "@" + snapshot, result);
+  OpenImage at_snapshot(io_, name_, image, true, snapshot.c_str());
+  return SnapshotState{true, is_protected != 0, image_size(at_snapshot, spec + "@" + snapshot)};
+}
+
+void Pool::grow(const std::string& image, std::uint64_t size_bytes) {
+  std::string spec = name_ + "/" + image;
+  OpenImage open(io_, name_, image, false);
+  std::uint64_t size = image_size(open, spec);
+  if (size_bytes < size) {
+    throw Error(ErrorCode::kFlavorDiskTooSmall, "RBD image " + spec + " is " + std::to_string(size) +
+                                                    " bytes; it is never shrunk to " + std::to_string(size_bytes));
+  }
+  if (size_bytes == size) return;
+  int result = rbd_resize2(open.get(), size_bytes, false, nullptr, nullptr);
+  if (result < 0) fail("resize RBD image " + spec + " to " + std::to_string(size_bytes) + " bytes", result);
+}
+
+void Pool::remove(const std::string& image) {
+  int result = rbd_remove(io_, image.c_str());
+  if (result < 0) fail_image("remove RBD image", name_ + "/" + image, result);
+}
+
+// ---- Cluster -------------------------------------------------------------
+
+Cluster Cluster::connect(const ConnectOptions& options) {
+  rados_t handle = nullptr;
+  std::string who = options.user.empty() ? "client.admin" : "client." + options.user;
+  int result = rados_create(&handle, options.user.empty() ? nullptr : options.user.c_str());
+  if (result < 0) fail("create a Ceph handle for " + who, result);
+  Cluster cluster(handle);  // shuts the handle down on every failure below
+  std::string where = "Ceph cluster of " + options.ceph_conf.string() + " as " + who;
+  result = rados_conf_read_file(handle, options.ceph_conf.c_str());
+  if (result < 0) fail("read " + options.ceph_conf.string(), result);
+  std::string timeout = std::to_string(std::max<long long>(1, options.connect_timeout.count()));
+  for (const char* option : {"client_mount_timeout", "rados_mon_op_timeout"}) {
+    result = rados_conf_set(handle, option, timeout.c_str());
+    if (result < 0) fail("set " + std::string(option) + " for the " + where, result);
+  }
+  result = rados_connect(handle);
+  if (result < 0) fail("connect to the " + where, result);
+  char fsid[64] = {};
+  result = rados_cluster_fsid(handle, fsid, sizeof fsid - 1);
+  if (result < 0) fail("fsid of the " + where, result);
+  cluster.fsid_ = normalize_uuid(fsid);
+  return cluster;
+}
+
+Cluster::Cluster(Cluster&& other) noexcept
+    : handle_(std::exchange(other.handle_, nullptr)), fsid_(std::move(other.fsid_)) {}
+
+Cluster& Cluster::operator=(Cluster&& other) noexcept {
+  if (this != &other) {
+    if (handle_) rados_shutdown(handle_);
+    handle_ = std::exchange(other.handle_, nullptr);
+    fsid_ = std::move(other.fsid_);
+  }
+  return *this;
+}
+
+Cluster::~Cluster() {
+  if (handle_) rados_shutdown(handle_);
+}
+
+Pool Cluster::open_pool(const std::string& name) const {
+  rados_ioctx_t io = nullptr;
+  int result = rados_ioctx_create(handle_, name.c_str(), &io);
+  if (result < 0) fail("open Ceph pool '" + name + "'", result);
+  return Pool(io, name);
+}
+
+void Cluster::check_same_cluster(const Location& location) const {
+  if (location.fsid != fsid_) {
+    throw Error(ErrorCode::kRbdNotSameCluster, "RBD image " + location.spec() + " is in Ceph cluster " + location.fsid +
+                                                   ", not in this host's cluster " + fsid_ + ": it cannot be cloned");
+  }
+}
+
+void Cluster::check_cloneable(const Location& location) const {
+  check_same_cluster(location);
+  Pool pool = open_pool(location.pool);
+  SnapshotState state = pool.snapshot(location.image, location.snapshot);
+  if (!state.exists) throw Error(ErrorCode::kNotFound, "RBD snapshot " + location.spec() + " does not exist");
+  if (!state.is_protected) {
+    throw Error(ErrorCode::kRbdSnapshotUnprotected,
+                "RBD snapshot " + location.spec() + " is not protected: its owner could delete it under a clone");
+  }
+}
+
+void Cluster::clone(const Location& location, Pool& pool, const std::string& child) const {
+  check_cloneable(location);
+  Pool parent = open_pool(location.pool);
+  rbd_image_options_t options = nullptr;
+  rbd_image_options_create(&options);
+  int result = rbd_clone3(parent.handle(), location.image.c_str(), location.snapshot.c_str(), pool.handle(),
+                          child.c_str(), options);
+  rbd_image_options_destroy(options);
+  std::string spec = pool.name() + "/" + child;
+  if (result == -EEXIST) throw Error(ErrorCode::kConflict, "RBD image " + spec + " already exists");
+  if (result < 0) fail("clone " + location.spec() + " to " + spec, result);
+}
+
+}  // namespace kiln::rbd
