@@ -96,7 +96,10 @@ class Pool {
 class Cluster {
  public:
   // Reads `options.ceph_conf` (and the keyring it names) and connects.
-  // Throws kRbdError naming the conf file when that fails.
+  // Throws kRbdError naming the conf file when that fails. A failed connect
+  // leaks librados' handle (and the threads still trying to connect): shut
+  // down, it would crash the process (see cluster.cpp). Callers that retry
+  // should keep one Cluster per host rather than connect per request.
   static Cluster connect(const ConnectOptions& options);
 
   Cluster(Cluster&& other) noexcept;
