@@ -72,6 +72,19 @@ struct TlsServerSettings {
   std::string ca_file;
 };
 
+// [libvirt] images_type and nova's RBD keys, with nova's names, defaults and
+// meanings. Parsed and checked only: lib/rbd has the cluster calls, but the
+// boot path still makes local qcow2 disks (a warning says so when rbd is set).
+struct RbdSettings {
+  bool enabled = false;                                    // images_type = rbd
+  std::string pool = "rbd";                                // images_rbd_pool: the instances' images
+  std::filesystem::path ceph_conf = "/etc/ceph/ceph.conf";  // images_rbd_ceph_conf
+  std::string user;                                        // rbd_user, without "client."; "" = client.admin
+  std::string secret_uuid;                                 // rbd_secret_uuid: libvirt's ceph secret, lower-case
+  std::string glance_store_name;                           // images_rbd_glance_store_name; "" = none
+  std::chrono::seconds connect_timeout{5};                 // rbd_connect_timeout
+};
+
 struct Settings {
   std::filesystem::path instances_path = kDefaultInstancesPath;
   // [glance]
@@ -103,6 +116,8 @@ struct Settings {
   // [libvirt] disk_cachemodes' file= mode; "" = default (none, or writeback
   // where the instances path refuses O_DIRECT).
   std::string disk_cache_mode;
+  // [libvirt] images_type = rbd and its keys.
+  RbdSettings rbd;
   // One sentence per nova.conf key kiln accepted without acting on it, each
   // key once, with the file and line: the caller logs them.
   std::vector<std::string> warnings;
