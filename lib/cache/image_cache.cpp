@@ -83,12 +83,37 @@ void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now
 
 std::string base_name_for(const std::string& image_id) { return layout::image_base_name(image_id); }
 
-// Active, usable records by image id, with when Glance gave them, and the
-// questions to Glance still in flight (their answers go to all who asked).
+// Active, usable records by image id, with when Glance gave them; the
+// questions to Glance still in flight (their answers go to all who asked);
+// and the records of the downloads in progress.
 struct ImageCache::RememberedRecords {
   std::mutex mutex;
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, glance::ImageRecord>> by_id;
   std::map<std::string, std::shared_future<glance::ImageRecord>> in_flight;
+  std::map<std::string, glance::ImageRecord> downloading;
+
+  // While a base is downloaded, lookups of its image get the record the
+  // download is verified against (as fresh as the bytes their boots will
+  // use) instead of asking Glance again: the boots of a storm that queue
+  // behind the download share its record. One download per image at a time:
+  // it runs under the base's lock.
+  class Download {
+   public:
+    Download(RememberedRecords& records, const glance::ImageRecord& record) : records_(records), image_id_(record.id) {
+      std::lock_guard lock(records_.mutex);
+      records_.downloading.insert_or_assign(image_id_, record);
+    }
+    ~Download() {
+      std::lock_guard lock(records_.mutex);
+      records_.downloading.erase(image_id_);
+    }
+    Download(const Download&) = delete;
+    Download& operator=(const Download&) = delete;
+
+   private:
+    RememberedRecords& records_;
+    std::string image_id_;
+  };
 };
 
 ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glance, CachePolicy policy)
@@ -115,6 +140,8 @@ glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
         now - remembered->second.first < policy_.image_record_ttl) {
       return remembered->second.second;
     }
+    auto downloading = records_->downloading.find(image_id);
+    if (downloading != records_->downloading.end()) return downloading->second;
     auto asked = records_->in_flight.find(image_id);
     if (asked != records_->in_flight.end()) {
       asked_already = asked->second;
@@ -208,6 +235,7 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& given, const FetchProgr
     // Whatever is downloaded is verified against Glance's own digests,
     // never against a caller's copy of them.
     if (record.offered) record = lookup(record.id);
+    RememberedRecords::Download download(*records_, record);
     try {
       std::optional<FetchOutcome> adopted;
       if (!info) adopted = adopt_foreign_base(policy_, record, base_path);

@@ -580,6 +580,37 @@ TEST_CASE("concurrent lookups of one image share one image-record GET, its answe
   REQUIRE(record_gets(image_id) == 2);
 }
 
+TEST_CASE("lookups while the image downloads get the download's record: a boot storm asks Glance once") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("storm, downloading", "raw", make_raw(scratch.path(), "image.raw", 1));
+  // The download is held 3 s: lookups made meanwhile find it in progress.
+  kiln::test::FaultProxy proxy({"--delay-downloads", "3"});
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
+  auto record_gets = [&] {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(),
+                         [&](const std::string& line) { return line.find("GET /v2/images/" + image_id + " ") == 0; });
+  };
+  auto record = cache.lookup(image_id);
+  auto first = std::async(std::launch::async, [&] { return cache.acquire(record).base.downloaded_bytes; });
+  while (proxy.downloads() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // 16 boots arriving one after another during the download, as queued workers do.
+  std::vector<std::future<std::uint64_t>> boots;
+  for (int i = 0; i < 16; ++i) {
+    auto looked_up = cache.lookup(image_id);
+    REQUIRE(looked_up.os_hash_value == record.os_hash_value);
+    boots.push_back(std::async(std::launch::async, [&, looked_up] { return cache.acquire(looked_up).base.downloaded_bytes; }));
+  }
+  REQUIRE(first.get() > 0);
+  for (auto& boot : boots) REQUIRE(boot.get() == 0);
+  REQUIRE(record_gets() == 1);
+  REQUIRE(proxy.downloads() == 1);
+  // Once the download is over, a lookup asks Glance again (ttl 0).
+  cache.lookup(image_id);
+  REQUIRE(record_gets() == 2);
+}
+
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
   kiln::test::ScratchDir scratch;
   std::string asked = kiln::test::upload_image("asked", "raw", make_raw(scratch.path(), "asked.raw", 2));

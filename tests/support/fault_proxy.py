@@ -29,6 +29,8 @@ parser.add_argument("--strip-length", action="store_true",
 parser.add_argument("--swap-image", nargs=2, default=None, metavar=("ASKED", "SERVED"))
 parser.add_argument("--delay-records", type=float, default=0,
                     help="hold every image-record GET this many seconds before forwarding it")
+parser.add_argument("--delay-downloads", type=float, default=0,
+                    help="hold every GET .../file this many seconds before forwarding it")
 parser.add_argument("--fail-records", type=int, default=0,
                     help="answer this many image-record GETs with 503 Service Unavailable")
 args = parser.parse_args()
@@ -99,6 +101,8 @@ def serve(client):
         return
     if args.delay_records and is_record_get(lines[0]):
         threading.Event().wait(args.delay_records)
+    if args.delay_downloads and "/file " in lines[0]:
+        threading.Event().wait(args.delay_downloads)
     fault = take_fault(lines[0])
     if args.swap_image:
         asked, served = ("/v2/images/" + i for i in args.swap_image)

@@ -10,9 +10,15 @@
       each deleted afterwards (not timed): p50/p99 in ms. With a Glance URL
       the image record is read once and sent with every boot, as a
       controller passes nova's image_meta, so kilnd need not ask Glance.
+  rpc_bench.py storm <socket> <image id> <boots> <Glance's log file>
+      <boots> concurrent boots (start=false) of one uncached image, each on
+      its own connection, timed from the first POST to the last operation
+      succeeded; counts the requests for the image's record and file in
+      Glance's log meanwhile: "<ms> <record GETs> <file GETs>".
 """
 import http.client
 import json
+import os
 import socket
 import sys
 import threading
@@ -108,8 +114,56 @@ def bench_boot(path, image_id, boots, glance_url=None):
           f"p99 {percentile(latencies, 0.99):.2f} ms")
 
 
+def glance_requests(log, offset, image_id):
+    """(record GETs, file GETs) for image_id in Glance's log after offset."""
+    with open(log, errors="replace") as f:
+        f.seek(offset)
+        lines = f.read().splitlines()
+    record = sum(1 for line in lines if f"GET /v2/images/{image_id} " in line)
+    file = sum(1 for line in lines if f"GET /v2/images/{image_id}/file " in line)
+    return record, file
+
+
+def bench_storm(path, image_id, boots, glance_log):
+    offset = os.path.getsize(glance_log)
+    barrier = threading.Barrier(boots + 1)
+    failures = []
+
+    def boot():
+        connection = UnixConnection(path)
+        connection.connect()  # before the clock starts
+        barrier.wait()
+        request = {"uuid": str(uuid.uuid4()), "image_id": image_id, "start": False,
+                   "flavor": {"vcpus": 1, "memory_mb": 64, "root_gb": 1}}
+        status, body = call(connection, "POST", "/v1/instances", request)
+        if status != 202:
+            failures.append(body)
+            return
+        while True:
+            _, operation = call(connection, "GET", "/v1/operations/" + body["operation_id"] + "?wait=60")
+            if operation["state"] in ("succeeded", "failed"):
+                if operation["state"] != "succeeded":
+                    failures.append(operation)
+                return
+
+    threads = [threading.Thread(target=boot) for _ in range(boots)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = (time.perf_counter() - start) * 1000
+    assert not failures, failures[0]
+    time.sleep(0.2)  # Glance writes its access line after the response
+    record, file = glance_requests(glance_log, offset, image_id)
+    print(f"{elapsed:.0f} {record} {file}")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "list":
         bench_list(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "storm":
+        bench_storm(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     else:
         bench_boot(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)

@@ -14,8 +14,8 @@
 // without downloading again (locks/kiln-<name>.failed records it).
 //
 // Thread-safe: the filesystem and the locks are the state; the only memory is
-// the records remembered for CachePolicy::image_record_ttl and the lookups in
-// flight, under a mutex.
+// the records remembered for CachePolicy::image_record_ttl, the lookups in
+// flight and the records of the downloads in progress, under a mutex.
 #pragma once
 
 #include <chrono>
@@ -79,7 +79,9 @@ class ImageCache {
              CachePolicy policy = {});
 
   // Reads the image record from Glance (or, within image_record_ttl, from
-  // memory; concurrent lookups of one image share one request) and checks
+  // memory; concurrent lookups of one image share one request, and while
+  // this cache downloads the image a lookup gets the record the download is
+  // verified against: a boot storm asks Glance once) and checks
   // that it may become a base: status "active",
   // disk_format and container_format allowed. Fetches no data.
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
