@@ -13,11 +13,15 @@ std::string instance_image_name(std::string_view uuid, std::string_view disk) {
 ImageInfo clone_root_disk(const Cluster& cluster, const Location& location, Pool& pool, std::string_view uuid,
                           std::uint64_t root_bytes) {
   std::string child = instance_image_name(uuid, layout::kRootDisk);
-  cluster.check_cloneable(location);
-  // The size check before the clone: a refused flavor leaves nothing to undo.
+  // The size check before the clone (which checks the rest): a refused
+  // flavor leaves nothing to undo. A missing or unprotected snapshot is
+  // refused here already, by the clone's own checks.
+  cluster.check_same_cluster(location);
   {
     Pool parent = cluster.open_pool(location.pool);
-    std::uint64_t image_bytes = parent.snapshot(location.image, location.snapshot).size_bytes;
+    SnapshotState state = parent.snapshot(location.image, location.snapshot);
+    if (!state.exists || !state.is_protected) cluster.check_cloneable(location);  // throws the precise error
+    std::uint64_t image_bytes = state.size_bytes;
     if (root_bytes != 0 && root_bytes < image_bytes) {
       throw Error(ErrorCode::kFlavorDiskTooSmall, "the flavor's root disk (" + std::to_string(root_bytes) +
                                                       " bytes) is smaller than RBD image " + location.spec() + " (" +
