@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "agent_lock.h"
+#include "kiln/bus/agent_bus.h"
 #include "kiln/config/settings.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
@@ -62,7 +63,11 @@ class Agent {
         watchdog_timer_(io_),
         cache_timer_(io_),
         cache_manager_interval_(settings.cache_manager_interval),
-        shutdown_timeout_(settings.rpc.shutdown_timeout) {}
+        shutdown_timeout_(settings.rpc.shutdown_timeout) {
+    if (!settings.amqp.url.empty()) {
+      bus_ = std::make_unique<kiln::bus::AgentBus>(service_, kiln::bus::bus_options(settings, KILN_VERSION));
+    }
+  }
 
   // Binds the socket (throws kAlreadyRunning when another agent answers).
   void listen() { server_.start(); }
@@ -75,6 +80,7 @@ class Agent {
     wait_for_signal();
     if (auto interval = notifier_.watchdog_interval()) schedule_watchdog(*interval);
     schedule_cache_manager();
+    if (bus_) bus_->start();  // its own thread; reconnects on its own
     io_.run();
     if (drain_thread_.joinable()) drain_thread_.join();
     blocking_pool_.join();
@@ -99,12 +105,14 @@ class Agent {
                  shutdown_timeout_.count());
     notifier_.stopping();
     server_.stop_accepting();
+    if (bus_) bus_->stop_accepting();
     watchdog_timer_.cancel();
     cache_timer_.cancel();
     // The drain waits on the operations' threads, never on the event loop,
     // which keeps answering GET /v1/operations on open connections meanwhile.
     drain_thread_ = std::thread([this] {
       drained_ = service_.drain(shutdown_timeout_);
+      if (bus_) bus_->stop();  // after the drain: the results of the last operations go out first
       if (!drained_) spdlog::warn("kilnd: operations still running after {} s; exiting anyway", shutdown_timeout_.count());
       asio::post(io_, [this] { io_.stop(); });
     });
@@ -186,6 +194,7 @@ class Agent {
   std::chrono::seconds shutdown_timeout_;
   std::thread drain_thread_;
   std::atomic<bool> drained_{true};
+  std::unique_ptr<kiln::bus::AgentBus> bus_;  // [amqp] url set
 };
 
 }  // namespace
@@ -242,8 +251,9 @@ int main(int argc, char** argv) {
       auto choice = kiln::virt::resolve_virt_type(settings.virt_type, libvirt);
       spdlog::info("kilnd: guests get domain type {}: {}", choice.type, choice.reason);
     }
-    spdlog::info("kilnd: ready: instances_path={} socket={} libvirt={}", settings.instances_path.string(),
-                 settings.rpc.unix_socket.string(), settings.libvirt_uri);
+    spdlog::info("kilnd: ready: instances_path={} socket={} libvirt={} bus={}", settings.instances_path.string(),
+                 settings.rpc.unix_socket.string(), settings.libvirt_uri,
+                 settings.amqp.url.empty() ? std::string("off") : "kiln." + kiln::bus::bus_options(settings, "").host);
     drained = agent->run();
     if (!drained) {
       // Operations still hold worker threads; the next start's reconcile

@@ -50,6 +50,7 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kDomainStartFailed:
     case ErrorCode::kRollbackIncomplete:  // libvirt went away mid-boot: a peer's fault, retried after reconcile
     case ErrorCode::kRbdError:            // Ceph is a peer, as Glance and libvirt are
+    case ErrorCode::kBusError:            // the broker, a peer
       return 502;
     default:
       return 500;

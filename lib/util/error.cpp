@@ -42,6 +42,7 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kUnsupportedImageProperty: return "unsupported_image_property";
     case ErrorCode::kInterrupted: return "interrupted";
     case ErrorCode::kRollbackIncomplete: return "rollback_incomplete";
+    case ErrorCode::kBusError: return "bus_error";
     case ErrorCode::kNotAnInstancesPath: return "not_an_instances_path";
     case ErrorCode::kRbdError: return "rbd_error";
     case ErrorCode::kRbdLocationInvalid: return "rbd_location_invalid";

@@ -12,30 +12,6 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void throw_agent_error(const json& body, unsigned status) {
-  std::string code = "internal_error";
-  std::string message = "kilnd answered HTTP " + std::to_string(status);
-  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
-    const json& error = body["error"];
-    code = error.value("code", code);
-    message = error.value("message", message);
-    // A request kilnd refused (400 with a pointer): the same error as
-    // kilnctl's own validation of it, exit code included.
-    if (error.contains("pointer") && error["pointer"].is_string()) {
-      throw kiln::rpc::ValidationError(message, error["pointer"].get<std::string>());
-    }
-  }
-  auto known = kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError);
-  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
-    const json& error = body["error"];
-    auto field = [&](const char* name) {
-      return error.contains(name) && error[name].is_string() ? error[name].get<std::string>() : std::string();
-    };
-    throw kiln::rpc::ContextualError(known, message, {field("uuid"), field("image_id"), field("step")});
-  }
-  throw kiln::Error(known, message);
-}
-
 json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& operation_id,
                       const std::string& progress_label) {
   kiln::cache::FetchProgress progress = progress_label.empty() ? nullptr : progress_reporter(progress_label);
@@ -66,6 +42,30 @@ json follow_operation(const kiln::rpc::AgentClient& agent, const std::string& op
 }
 
 }  // namespace
+
+void throw_agent_error(const json& body, unsigned status) {
+  std::string code = "internal_error";
+  std::string message = "kilnd answered HTTP " + std::to_string(status);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const json& error = body["error"];
+    code = error.value("code", code);
+    message = error.value("message", message);
+    // A request kilnd refused (400 with a pointer): the same error as
+    // kilnctl's own validation of it, exit code included.
+    if (error.contains("pointer") && error["pointer"].is_string()) {
+      throw kiln::rpc::ValidationError(message, error["pointer"].get<std::string>());
+    }
+  }
+  auto known = kiln::code_from_name(code).value_or(kiln::ErrorCode::kInternalError);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const json& error = body["error"];
+    auto field = [&](const char* name) {
+      return error.contains(name) && error[name].is_string() ? error[name].get<std::string>() : std::string();
+    };
+    throw kiln::rpc::ContextualError(known, message, {field("uuid"), field("image_id"), field("step")});
+  }
+  throw kiln::Error(known, message);
+}
 
 json run_through_agent(const kiln::rpc::AgentClient& agent, const std::string& method, const std::string& target,
                        const std::optional<json>& body, const std::string& progress_label) {

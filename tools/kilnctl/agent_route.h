@@ -21,4 +21,10 @@ nlohmann::json run_through_agent(const kiln::rpc::AgentClient& agent, const std:
                                  const std::string& target, const std::optional<nlohmann::json>& body,
                                  const std::string& progress_label);
 
+// kilnd's error envelope (`body`, answered with `status`; 0 for a failed
+// operation) as the kiln::Error kilnctl reports: its code, message and
+// context, and a ValidationError (exit 2) for a refused request with a
+// pointer. Also for replies that came over the bus (kilnctl fleet).
+[[noreturn]] void throw_agent_error(const nlohmann::json& body, unsigned status);
+
 }  // namespace kilnctl

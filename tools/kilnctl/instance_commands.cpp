@@ -64,6 +64,14 @@ std::string agent_boot_text(const json& result) {
 
 }  // namespace
 
+CLI::Validator utf8_text() {
+  return CLI::Validator(
+      [](std::string& value) {
+        return kiln::is_utf8(value) ? std::string() : "the name is not valid UTF-8: " + kiln::printable(value);
+      },
+      "UTF-8", "UTF8");
+}
+
 void add_instance_commands(CLI::App& app, Registry& registry) {
   struct BootOptions {
     kiln::instance::BootRequest request;
@@ -74,16 +82,10 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
   CLI::App* command = app.add_subcommand("boot", "download (if needed) an image and boot an instance from it");
   command->add_option("--image", boot->request.image_id, "Glance image id")->required();
   command->add_option("--uuid", boot->request.uuid, "instance uuid")->required();
-  // Checked here, before anything is sent or created: JSON cannot carry
-  // bytes that are not UTF-8, and nlohmann would throw mid-boot.
   command
       ->add_option("--name", boot->request.name,
                    "display name (<title> and kiln's metadata); the domain is named by [DEFAULT] instance_name_template")
-      ->check(CLI::Validator(
-          [](std::string& value) {
-            return kiln::is_utf8(value) ? std::string() : "the name is not valid UTF-8: " + kiln::printable(value);
-          },
-          "UTF-8", "UTF8"));
+      ->check(utf8_text());
   command->add_option("--vcpus", boot->request.vcpus, "virtual CPUs")->required();
   command->add_option("--memory-mb", boot->request.memory_mb, "memory in MiB")->required();
   command->add_option("--root-gb", boot->request.root_gb, "root disk in GiB (0: the image's size)")->required();

@@ -64,7 +64,8 @@ void let_global_options_fall_through(CLI::App& app, const std::string& footer) {
 bool needs_instances_path(const CLI::App& app) {
   for (const CLI::App* command : app.get_subcommands()) {
     const std::string& name = command->get_name();
-    if (name == "boot" || name == "fetch" || name == "image" || name == "__complete") return false;
+    // fleet: the hosts are elsewhere, reached through the broker; this host's path is not asked.
+    if (name == "boot" || name == "fetch" || name == "image" || name == "fleet" || name == "__complete") return false;
     return needs_instances_path(*command);
   }
   return true;
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
   kilnctl::add_cache_commands(app, registry);
   kilnctl::add_image_commands(app, registry);
   kilnctl::add_inventory_commands(app, registry);
+  kilnctl::add_fleet_commands(app, registry);
   kilnctl::add_complete_command(app, registry);
   let_global_options_fall_through(app, global_options_help(app));
 

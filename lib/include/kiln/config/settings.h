@@ -85,7 +85,22 @@ struct RbdSettings {
   std::chrono::seconds connect_timeout{5};                 // rbd_connect_timeout
 };
 
+// [amqp]: the message bus kilnd also serves on (kiln/bus/agent_bus.h); an
+// empty url leaves it off. amqps:// URLs verify the broker against ca_file
+// and may present cert_file/key_file as the client's certificate.
+struct AmqpSettings {
+  std::string url;  // amqp://user:password@host:port/vhost or amqps://...
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::chrono::seconds heartbeat{10};        // AMQP connection heartbeat
+  std::chrono::seconds report_interval{10};  // kiln.heartbeat state reports
+  std::chrono::milliseconds max_reconnect_backoff{5000};
+};
+
 struct Settings {
+  // [DEFAULT] host: this host's name on the bus (queue kiln.<host>); "" = the hostname.
+  std::string host;
   std::filesystem::path instances_path = kDefaultInstancesPath;
   // [glance]
   std::vector<http::Url> glance_api_servers;
@@ -105,6 +120,7 @@ struct Settings {
   // [rpc], [tls] (kilnd)
   RpcSettings rpc;
   TlsServerSettings tls;
+  AmqpSettings amqp;
   // [image_cache] manager_interval_seconds: kilnd's periodic aging and budget
   // prune; 0 disables it.
   std::chrono::seconds cache_manager_interval{2400};

@@ -50,6 +50,7 @@ enum class ErrorCode {
   kUnsupportedImageProperty,  // an image property kiln cannot honour (named in the sentence)
   kInterrupted,        // the agent stopped (restart, crash) before the operation finished
   kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
+  kBusError,           // the message bus (RabbitMQ) refused, dropped or could not be reached
   kNotAnInstancesPath, // the instances path is missing, not a directory, or holds nothing of kiln's
   kRbdError,           // Ceph refused an RBD call or could not be reached; librados' reason is in the sentence
   kRbdLocationInvalid, // a Glance RBD location is not rbd://<fsid>/<pool>/<image>/<snapshot> as Glance writes it
