@@ -146,6 +146,25 @@ std::vector<InstanceReport> list_instances(const fs::path& instances_path, virt:
   return result;
 }
 
+std::vector<InstanceReport> survey_instances(const fs::path& instances_path, const ConnectLibvirt& connect) {
+  try {
+    return list_instances(instances_path, connect());
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::kLibvirtError) throw;
+    return list_instances_without_libvirt(instances_path, error.what());
+  }
+}
+
+InstanceReport survey_instance(const std::string& uuid, const fs::path& instances_path,
+                               const ConnectLibvirt& connect) {
+  try {
+    return show_instance(uuid, instances_path, connect());
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::kLibvirtError) throw;
+    return show_instance_without_libvirt(uuid, instances_path, error.what());
+  }
+}
+
 nlohmann::json to_json(const InstanceReport& report) {
   nlohmann::json out = {{"uuid", report.uuid},
                         {"directory", report.has_directory ? nlohmann::json(report.directory.string()) : nullptr},

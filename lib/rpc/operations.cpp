@@ -193,7 +193,7 @@ nlohmann::json Operation::render(const Outcome* pending) const {
   if (finished) out["finished_at"] = cache::format_time(pending ? pending->at : finished_at_);
   const auto& error = pending ? pending->error : error_;
   if (error) {
-    out["error"] = {{"code", error->first}, {"message", error->second}};
+    out["error"] = error_envelope(error->first, error->second)["error"];
     // The envelope's context (kiln/rpc/wire.h): what failed, and in which step.
     add_error_context(out["error"], {request_.uuid, request_.image_id, step_});
   }

@@ -41,6 +41,7 @@ target_sources(kiln_rpc PRIVATE
   rpc/operations.cpp
   rpc/request_reader.cpp
   rpc/server.cpp
+  rpc/steps.cpp
   rpc/service.cpp
   rpc/wire.cpp
 )

@@ -12,6 +12,7 @@
 #include "kiln/instance/provision.h"
 #include "kiln/rpc/operation_journal.h"
 #include "kiln/rpc/schema_validation.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/util/hash.h"
 #include "kiln/util/layout.h"
@@ -76,18 +77,41 @@ std::chrono::milliseconds long_poll_wait(const std::string& target) {
 // changes.
 thread_local std::unique_ptr<virt::Connection> read_connection;
 
-// Calls `use` with this thread's connection; a libvirt failure drops it, so
+// This thread's connection to `uri`, opened on first use. Throws
+// kLibvirtError when libvirt cannot be reached (the views then degrade).
+virt::Connection& thread_connection(const std::string& uri) {
+  if (!read_connection || read_connection->uri() != uri) {
+    read_connection.reset();
+    read_connection = std::make_unique<virt::Connection>(uri);
+  }
+  return *read_connection;
+}
+
+// After a view that found libvirt unreachable: the connection is dropped, so
 // a restarted libvirtd is reconnected to on the next request.
-template <typename Use>
-auto with_thread_connection(const std::string& uri, Use use) {
-  if (!read_connection || read_connection->uri() != uri) read_connection = std::make_unique<virt::Connection>(uri);
+void forget_connection_if(bool unreachable) {
+  if (unreachable) read_connection.reset();
+}
+
+// Runs `f`; an error it throws names `context` in its envelope, as kilnctl's
+// does for the same command (a refused request keeps its pointer instead).
+template <typename F>
+auto about(const ErrorContext& context, F f) {
   try {
-    return use(*read_connection);
-  } catch (const Error& error) {
-    if (error.code() == ErrorCode::kLibvirtError) read_connection.reset();
+    return f();
+  } catch (const ContextualError&) {
     throw;
+  } catch (const ValidationError&) {
+    throw;
+  } catch (const Error& error) {
+    throw ContextualError(error.code(), error.what(), context);
   }
 }
+
+// Where the read routes look: kilnd checked its instances path when it
+// started, but a path removed or replaced since must answer as kilnctl
+// --direct does (not_an_instances_path), not as an empty host.
+void require_served_path(const fs::path& instances_path) { instance::require_instances_path(instances_path); }
 
 // Holds a download slot for its lifetime.
 class DownloadSlot {
@@ -130,7 +154,9 @@ Response Service::handle(const Request& request) {
     response.status = 400;
     response.body = error_envelope(error);
   } catch (const Error& error) {
-    response = error_response(error.code(), error.what());
+    // The envelope with the error's context (a ContextualError names its uuid).
+    response.status = http_status_for(error.code());
+    response.body = error_envelope(error);
   } catch (const std::exception& error) {
     response = error_response(ErrorCode::kInternalError, error.what());
   }
@@ -233,33 +259,12 @@ Response Service::accepted(const std::shared_ptr<Operation>& operation) {
   return response;
 }
 
-std::optional<cache::BaseImage> Service::fetch_base(const Backend& backend, const std::string& image_id,
-                                                    Operation& operation, std::optional<std::uint64_t> root_gb) {
-  const auto& cache = backend.cache();
-  // A cached base needs no download slot; provision() still asks Glance
-  // about the image, so a warm boot asks once, not twice.
-  std::error_code error;
-  bool cached = fs::exists(cache.base_directory() / cache::base_name_for(image_id), error);
-  if (cached && root_gb) return std::nullopt;
-  operation.set_step("looking up the image");
-  auto record = cache.lookup(image_id);
-  // As provision() does, and before the download: an image the flavor cannot
-  // hold must not make room in the cache, or take a download slot, for nothing.
-  if (root_gb) instance::check_root_fits(*root_gb, record);
-  std::optional<DownloadSlot> slot;
-  if (!cached) {
-    operation.set_step("waiting for a download slot");
-    slot.emplace(download_slots_);
-  }
-  operation.set_step("fetching the image");
-  auto lease = cache.acquire(record, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
-    operation.set_bytes(done, total);
-  });
-  metrics_.add_downloaded_bytes(lease.base.downloaded_bytes);
-  if (lease.base.downloaded_bytes > 0) {
-    spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, lease.base.downloaded_bytes);
-  }
-  return lease.base;
+StepHooks Service::hooks_for(Operation& operation) {
+  return StepHooks{[&operation](const std::string& step) { operation.set_step(step); },
+                   [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+                     operation.set_bytes(done, total);
+                   },
+                   [this]() -> std::shared_ptr<void> { return std::make_shared<DownloadSlot>(download_slots_); }};
 }
 
 std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const {
@@ -273,6 +278,12 @@ std::shared_ptr<Operation> Service::standing_boot(const std::string& uuid) const
 
 Response Service::boot(const Request& request) {
   auto [body, boot_request] = parse_boot_request(request.body);
+  return about({boot_request.uuid, boot_request.image_id, ""}, [&, &body = body, &boot_request = boot_request] {
+    return admit_boot(body, boot_request);
+  });
+}
+
+Response Service::admit_boot(const json& body, const instance::BootRequest& boot_request) {
   // Only the digest of the body is kept (sorted keys: the same body, the same digest).
   std::string digest = hex_digest_of("sha256", body.dump());
   auto backend = this->backend();
@@ -286,10 +297,7 @@ Response Service::boot(const Request& request) {
     }
     if (existing->state() != OperationState::kFailed) return accepted(existing);
   } else {
-    std::error_code error;
-    if (fs::exists(layout::instance_directory(backend->settings().instances_path, boot_request.uuid), error)) {
-      throw Error(ErrorCode::kInstanceExists, "instance " + boot_request.uuid + " already exists on this host");
-    }
+    refuse_existing_instance(backend->settings().instances_path, boot_request.uuid);
   }
   auto pending_delete = runner_.latest("delete", boot_request.uuid);
   if (pending_delete && !pending_delete->finished()) {
@@ -302,24 +310,18 @@ Response Service::boot(const Request& request) {
   auto operation = runner_.submit(std::move(what), [this, backend, boot_request](Operation& operation) {
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
-    auto fetched = fetch_base(*backend, boot_request.image_id, operation, boot_request.root_gb);
-    operation.set_step("building the instance");
-    virt::Connection libvirt(backend->settings().libvirt_uri);
     const auto& settings = backend->settings();
-    instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
-                        settings.instance_name_template, settings.default_ephemeral_format, settings.disk_cache_mode};
-    auto result = instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
-      operation.set_bytes(done, total);
+    auto result = rpc::boot(boot_request, backend->cache(), hooks_for(operation), [&] {
+      virt::Connection libvirt(settings.libvirt_uri);
+      instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
+                          settings.instance_name_template, settings.default_ephemeral_format,
+                          settings.disk_cache_mode};
+      return instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
+        operation.set_bytes(done, total);
+      });
     });
-    metrics_.add_downloaded_bytes(result.base.downloaded_bytes);
+    note_download(operation, boot_request.image_id, result.base.downloaded_bytes);
     metrics_.count_boot();
-    // The download happened above, not in provision(): the result says what
-    // this boot fetched, as kilnctl --direct's does.
-    if (fetched) {
-      result.base.downloaded_bytes += fetched->downloaded_bytes;
-      result.base.resumes += fetched->resumes;
-      result.base.phases = fetched->phases;
-    }
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
                  boot_request.image_id, result.domain_name, result.domain_state);
     return instance::to_json(result);
@@ -327,9 +329,22 @@ Response Service::boot(const Request& request) {
   return accepted(operation);
 }
 
+void Service::note_download(const Operation& operation, const std::string& image_id, std::uint64_t bytes) {
+  metrics_.add_downloaded_bytes(bytes);
+  if (bytes > 0) spdlog::info("operation={} image={} downloaded {} bytes", operation.id(), image_id, bytes);
+}
+
 Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
-  std::string uuid = normalize_uuid(raw_uuid);
   auto backend = this->backend();
+  std::string uuid = about({raw_uuid, "", ""}, [&] {
+    // As kilnctl --direct refuses before it asks libvirt anything.
+    require_served_path(backend->settings().instances_path);
+    return normalize_uuid(raw_uuid);
+  });
+  return about({raw_uuid, "", ""}, [&] { return admit_delete(uuid, backend); });
+}
+
+Response Service::admit_delete(const std::string& uuid, const std::shared_ptr<Backend>& backend) {
   std::lock_guard lock(mutex_);
   auto boot = runner_.latest("boot", uuid);
   if (boot && !boot->finished()) {
@@ -338,9 +353,10 @@ Response Service::delete_instance(const std::string& raw_uuid, const Request&) {
   auto pending = runner_.latest("delete", uuid);
   if (pending && !pending->finished()) return accepted(pending);
   auto operation = runner_.submit({"delete", uuid, "", nullptr, ""}, [backend, uuid](Operation& operation) {
-    operation.set_step("destroying and undefining the domain, removing the directory");
-    virt::Connection libvirt(backend->settings().libvirt_uri);
-    auto result = instance::delete_instance(uuid, backend->settings().instances_path, libvirt);
+    std::optional<virt::Connection> libvirt;
+    auto result = rpc::delete_instance(uuid, backend->settings().instances_path, [&]() -> virt::Connection& {
+      return libvirt.emplace(backend->settings().libvirt_uri);
+    }, StepHooks{[&operation](const std::string& step) { operation.set_step(step); }, nullptr, nullptr});
     spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
                  result.domain_found, result.directory_found);
     return json(result);
@@ -355,51 +371,57 @@ Response Service::precache(const std::string& image_id, const Request& request) 
   }
   auto backend = this->backend();
   auto operation = runner_.submit({"precache", "", image_id, nullptr, ""}, [this, backend, image_id](Operation& operation) {
-    return json(*fetch_base(*backend, image_id, operation));
+    auto base = *rpc::fetch_base(backend->cache(), image_id, std::nullopt, hooks_for(operation));
+    note_download(operation, image_id, base.downloaded_bytes);
+    return json(base);
   });
   return accepted(operation);
 }
 
 Response Service::list_instances() {
   auto backend = this->backend();
-  auto reports = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
-    return instance::list_instances(backend->settings().instances_path, libvirt);
-  });
-  json out = json::array();
-  for (const auto& report : reports) out.push_back(instance::to_json(report));
+  const auto& settings = backend->settings();
+  require_served_path(settings.instances_path);
+  auto reports = instance::survey_instances(
+      settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
+  forget_connection_if(!reports.empty() && reports.front().libvirt_unreachable);
   Response response;
-  response.body = {{"instances", out}};
+  response.body = instance_list_json(reports);
   return response;
 }
 
 Response Service::show_instance(const std::string& uuid) {
   auto backend = this->backend();
-  Response response;
-  auto report = with_thread_connection(backend->settings().libvirt_uri, [&](virt::Connection& libvirt) {
-    return instance::show_instance(normalize_uuid(uuid), backend->settings().instances_path, libvirt);
+  const auto& settings = backend->settings();
+  return about({uuid, "", ""}, [&] {
+    require_served_path(settings.instances_path);
+    auto report = instance::survey_instance(
+        uuid, settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
+    forget_connection_if(report.libvirt_unreachable.has_value());
+    Response response;
+    response.body = instance::to_json(report);
+    return response;
   });
-  response.body = instance::to_json(report);
-  return response;
 }
 
 Response Service::list_cache() {
-  auto entries = cache::list_cache(backend()->settings().instances_path);
+  auto instances_path = backend()->settings().instances_path;
+  require_served_path(instances_path);
   Response response;
-  response.body = {{"bases", json::array()}};
-  for (const auto& entry : entries) response.body["bases"].push_back(entry);
+  response.body = cache_list_json(cache::list_cache(instances_path));
   return response;
 }
 
 Response Service::prune(const Request& request) {
   json body = validate_body("prune-request", request.body);
   auto backend = this->backend();
+  const auto& settings = backend->settings();
+  require_served_path(settings.instances_path);
   bool dry_run = body.value("dry_run", false);
-  if (!dry_run) cache::repair_cache(backend->settings().instances_path, backend->settings().cache);
-  auto decisions = cache::prune_cache(backend->settings().instances_path, backend->settings().cache,
-                                      cache::Clock::now(), dry_run);
+  if (!dry_run) cache::repair_cache(settings.instances_path, settings.cache);
+  auto decisions = cache::prune_cache(settings.instances_path, settings.cache, cache::Clock::now(), dry_run);
   Response response;
-  response.body = {{"dry_run", dry_run}, {"decisions", json::array()}};
-  for (const auto& decision : decisions) response.body["decisions"].push_back(decision);
+  response.body = prune_json(dry_run, decisions);
   return response;
 }
 

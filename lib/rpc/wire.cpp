@@ -54,6 +54,20 @@ void check_nics(const std::vector<virt::NetworkInterface>& nics) {
 
 }  // namespace
 
+nlohmann::json instance_list_json(const std::vector<instance::InstanceReport>& reports) {
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& report : reports) items.push_back(instance::to_json(report));
+  return {{"instances", std::move(items)}};
+}
+
+nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries) {
+  return {{"bases", nlohmann::json(entries)}};
+}
+
+nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions) {
+  return {{"dry_run", dry_run}, {"decisions", nlohmann::json(decisions)}};
+}
+
 ValidBootRequest parse_boot_request(const std::string& body) {
   ValidBootRequest valid;
   valid.body = validate_body("boot-request", body);
@@ -73,9 +87,13 @@ ValidBootRequest parse_boot_request(const instance::BootRequest& request) {
 }
 
 nlohmann::json error_envelope(ErrorCode code, const std::string& message, const std::string& pointer) {
+  return error_envelope(std::string(code_name(code)), message, pointer);
+}
+
+nlohmann::json error_envelope(const std::string& code, const std::string& message, const std::string& pointer) {
   // The message often quotes what the client sent (a path, a JSON parser's
   // "last read"); JSON cannot carry bytes that are not UTF-8.
-  nlohmann::json error = {{"code", std::string(code_name(code))}, {"message", escape_invalid_utf8(message)}};
+  nlohmann::json error = {{"code", code}, {"message", escape_invalid_utf8(message)}};
   if (!pointer.empty()) error["pointer"] = pointer;
   return {{"error", error}};
 }

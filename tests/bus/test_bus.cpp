@@ -355,7 +355,11 @@ TEST_CASE("kilnd started with the broker down serves its socket and joins the bu
   BusHost host(kiln::test::unique_host("late"), broker.url(), kiln::test::peers().glance_url);
   host.start({}, false);  // the broker is down: kilnd serves its socket without the bus
   REQUIRE(host.kilnd->client().call("GET", "/healthz").status == 200);
-  std::this_thread::sleep_for(1500ms);
+  for (auto deadline = std::chrono::steady_clock::now() + 30s;
+       host.kilnd->log().find("cannot connect to the broker") == std::string::npos &&
+       std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(50ms);
+  }
   REQUIRE(host.kilnd->log().find("cannot connect to the broker") != std::string::npos);
   broker.start();
   kiln::bus::FleetClient client(kiln::test::link_options(broker.url()));

@@ -83,6 +83,18 @@ const std::string& image_id() {
   return id;
 }
 
+// Another such image (other data), for a scenario that needs two bases.
+const std::string& other_image_id() {
+  static const std::string id = [] {
+    kiln::test::ScratchDir scratch;
+    fs::path image = scratch / "other.qcow2";
+    kiln::run_checked({{"qemu-img", "create", "-q", "-f", "qcow2", image.string(), "4M"}});
+    kiln::run_checked({{"qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 0 1M", image.string()}});
+    return kiln::test::upload_image("crash-matrix-other", "qcow2", image);
+  }();
+  return id;
+}
+
 struct Shape {
   bool ephemeral = false;
   bool start = false;
@@ -292,16 +304,23 @@ void prune_killed(const std::string& point) {
   require_invariants(world);
 }
 
-// A boot's leftovers (a crash mid-fetch), then `cache repair` killed at `point`.
+// Two boots' leftovers, then `cache repair` killed at `point`: one killed
+// while building (its base fetched first, as every boot does: a .building-
+// temporary), one of another image killed mid-fetch (.part, .converted).
 void repair_killed(const std::string& point) {
   World world;
+  std::string building = kiln::test::random_uuid();
+  world.uuids.push_back(building);
+  require_died_at(world.run_kilnctl(boot_args(building, {}), "boot.marker.created"), "boot.marker.created");
   std::string uuid = kiln::test::random_uuid();
   world.uuids.push_back(uuid);
-  require_died_at(world.run_kilnctl(boot_args(uuid, {}), "fetch.download.done"), "fetch.download.done");
+  auto other = boot_args(uuid, {});
+  other[2] = other_image_id();
+  require_died_at(world.run_kilnctl(other, "fetch.download.done"), "fetch.download.done");
   require_died_at(world.run_kilnctl({"cache", "repair"}, point), point);
   require_ok(world.run_kilnctl({"cache", "repair"}), "the retried repair");
   require_no_temporaries(world);
-  require_ok(world.run_kilnctl(boot_args(uuid, {})), "the retried boot");
+  require_ok(world.run_kilnctl(other), "the retried boot");
   require_invariants(world);
 }
 

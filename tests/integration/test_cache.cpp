@@ -270,11 +270,11 @@ TEST_CASE("every base has a .info that says what it is, and cache ls shows it") 
 
   auto listing = cache_command(instances, glance, kSmallReserve, {"cache", "ls"});
   REQUIRE(listing.exit_code == 0);
-  REQUIRE(listing.output.size() == 1);
-  REQUIRE(listing.output[0]["image_id"] == image_id);
-  REQUIRE(listing.output[0]["in_use"] == 0);
-  REQUIRE(listing.output[0]["state"] == "ok");
-  REQUIRE(listing.output[0]["virtual_bytes"] == 64 * kMiB);
+  REQUIRE(listing.output["bases"].size() == 1);
+  REQUIRE(listing.output["bases"][0]["image_id"] == image_id);
+  REQUIRE(listing.output["bases"][0]["in_use"] == 0);
+  REQUIRE(listing.output["bases"][0]["state"] == "ok");
+  REQUIRE(listing.output["bases"][0]["virtual_bytes"] == 64 * kMiB);
 }
 
 TEST_CASE("cache verify finds a base that rotted") {
@@ -414,7 +414,7 @@ TEST_CASE("prune removes old unused bases and keeps those in use, recent or lock
   kiln::FileLock boot_in_progress(instances / "locks" / ("kiln-" + kiln::cache::base_name_for(ids["old-locked"])));
 
   auto dry = cache_command(instances, glance, kSmallReserve, {"cache", "prune", "--dry-run"});
-  REQUIRE(dry.output.size() == 2);  // old-unused and old-locked are candidates
+  REQUIRE(dry.output["decisions"].size() == 2);  // old-unused and old-locked are candidates
   REQUIRE(fs::exists(base_of(instances, ids["old-unused"])));
 
   auto pruned = cache_command(instances, glance, kSmallReserve, {"cache", "prune"});
@@ -442,8 +442,8 @@ TEST_CASE("a size budget evicts the least recently used unused bases first") {
   auto result = cache_command(instances, glance, kSmallReserve + "[image_cache]\nmax_cache_bytes = 4194304\n",
                               {"cache", "prune"});
   REQUIRE(result.exit_code == 0);
-  REQUIRE(result.output.size() == 1);
-  REQUIRE(result.output[0]["reason"].get<std::string>().find("budget") != std::string::npos);
+  REQUIRE(result.output["decisions"].size() == 1);
+  REQUIRE(result.output["decisions"][0]["reason"].get<std::string>().find("budget") != std::string::npos);
   REQUIRE_FALSE(fs::exists(base_of(instances, ids[0])));
   REQUIRE(fs::exists(base_of(instances, ids[1])));
   REQUIRE(fs::exists(base_of(instances, ids[2])));
@@ -594,7 +594,11 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
   };
   auto record = cache.lookup(image_id);
   auto first = std::async(std::launch::async, [&] { return cache.acquire(record).base.downloaded_bytes; });
-  while (proxy.downloads() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (proxy.downloads() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(proxy.downloads() == 1);
   // 16 boots arriving one after another during the download, as queued workers do.
   std::vector<std::future<std::uint64_t>> boots;
   for (int i = 0; i < 16; ++i) {
@@ -765,8 +769,8 @@ TEST_CASE("read-only commands change nothing on disk, and prune --dry-run still 
     REQUIRE(kiln::test::tree_snapshot(scratch.path()) == before);
   }
   auto dry = cache_command(instances, glance, kSmallReserve, {"cache", "prune", "--dry-run"});
-  REQUIRE(dry.output.size() == 1);
-  REQUIRE(dry.output[0]["name"] == std::string(40, 'c'));
+  REQUIRE(dry.output["decisions"].size() == 1);
+  REQUIRE(dry.output["decisions"][0]["name"] == std::string(40, 'c'));
 
   // The real prune repairs (kiln's own leftovers) and ages nova's base as nova would.
   auto pruned = cache_command(instances, glance, kSmallReserve, {"cache", "prune"});
@@ -779,7 +783,7 @@ TEST_CASE("read-only commands change nothing on disk, and prune --dry-run still 
   kiln::run_checked({{"touch", "-d", "2 days ago", nova_base.string()}});
   auto kept = cache_command(instances, glance, kSmallReserve + "[image_cache]\nremove_unused_base_images = false\n", {"cache", "prune"});
   REQUIRE(kept.exit_code == 0);
-  REQUIRE(kept.output.empty());
+  REQUIRE(kept.output["decisions"].empty());
   REQUIRE(fs::exists(nova_base));
 }
 
@@ -896,8 +900,8 @@ TEST_CASE("nova on the same instances path: its base in use is kept, reused with
   auto verified = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "verify"});
   REQUIRE(verified.exit_code == 0);
   auto listing = cache_command(instances, proxy.url(), kSmallReserve, {"cache", "ls"});
-  REQUIRE(listing.output.size() == 1);
-  REQUIRE(listing.output[0]["in_use"] == 2);  // nova's instance and kiln's
+  REQUIRE(listing.output["bases"].size() == 1);
+  REQUIRE(listing.output["bases"][0]["in_use"] == 2);  // nova's instance and kiln's
 
   // A nova base whose bytes are not Glance's image is not adopted: fetched again.
   std::string other_id = kiln::test::upload_image("nova-base-rotted", "raw", make_raw(scratch.path(), "other.raw", 4));

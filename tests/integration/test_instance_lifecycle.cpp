@@ -130,8 +130,8 @@ TEST_CASE("instance show tells what qemu-img info --backing-chain and virsh tell
 
   auto listed = kilnctl(host.instances, {"instance", "list"});
   REQUIRE(listed.exit_code == 0);
-  REQUIRE(listed.output.size() == 1);
-  REQUIRE(listed.output[0]["uuid"] == uuid);
+  REQUIRE(listed.output["instances"].size() == 1);
+  REQUIRE(listed.output["instances"][0]["uuid"] == uuid);
 
   auto unknown = kilnctl(host.instances, {"instance", "show", kiln::test::random_uuid()});
   REQUIRE(unknown.exit_code == 1);
@@ -214,7 +214,7 @@ std::vector<fs::path> entries_starting(const fs::path& directory, const std::str
   return found;
 }
 
-TEST_CASE("a boot killed mid-download leaves no directory under its uuid, and reconcile removes what it built") {
+TEST_CASE("a boot killed mid-download leaves nothing under its uuid, and reconcile removes its partial download") {
   Host host;
   fs::path image = host.scratch / "image.raw";
   {
@@ -235,28 +235,26 @@ TEST_CASE("a boot killed mid-download leaves no directory under its uuid, and re
     // pipeline chunk may not have reached it yet).
     REQUIRE(eventually([&] { return proxy.downloads() > 0; }, std::chrono::seconds(30)));
     REQUIRE(eventually([&] { return fs::exists(part); }, std::chrono::seconds(30)));
-    // Built under a temporary name: nothing under the uuid until it is whole.
-    auto building = entries_starting(host.instances, "." + uuid + ".building-");
-    REQUIRE(building.size() == 1);
-    REQUIRE(fs::exists(building[0] / ".kiln-provisioning"));
+    // The base is fetched before the instance is built (kiln/rpc/steps.h,
+    // as kilnd does): nothing under the uuid, not even a temporary, yet.
+    REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").empty());
     boot.kill_hard();
   }
   REQUIRE_FALSE(fs::exists(directory));
-  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").size() == 1);
+  REQUIRE(entries_starting(host.instances, "." + uuid).empty());
   REQUIRE(fs::exists(part));
 
   auto dry = kilnctl(host.instances, {"instance", "reconcile", "--dry-run"});
   REQUIRE(dry.exit_code == 0);
-  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").size() == 1);
+  REQUIRE(fs::exists(part));
   auto reconciled = kilnctl(host.instances, {"instance", "reconcile"});
   REQUIRE(reconciled.exit_code == 0);
-  REQUIRE(findings_for(reconciled.output, uuid).empty());  // no instance: only temporaries to sweep
-  bool building_removed = false;
+  REQUIRE(findings_for(reconciled.output, uuid).empty());  // no instance: only the download to sweep
+  bool part_removed = false;
   for (const auto& repair : reconciled.output["cache_repairs"]) {
-    if (repair["path"].get<std::string>().find("." + uuid + ".building-") != std::string::npos) building_removed = true;
+    if (repair["path"] == part.string()) part_removed = true;
   }
-  REQUIRE(building_removed);
-  REQUIRE(entries_starting(host.instances, "." + uuid + ".building-").empty());
+  REQUIRE(part_removed);
   REQUIRE_FALSE(fs::exists(host.instances / "locks" / ("instance-" + uuid)));
   REQUIRE_FALSE(fs::exists(part));
   REQUIRE(domain_state(uuid) == "absent");
@@ -481,7 +479,7 @@ TEST_CASE("a missing or foreign instances path is not_an_instances_path for ever
   fs::create_directories(scratch / "fresh");
   auto fresh = kilnctl(scratch / "fresh", {"instance", "list"});
   REQUIRE(fresh.exit_code == 0);
-  REQUIRE(fresh.output == json::array());
+  REQUIRE(fresh.output == json{{"instances", json::array()}});
 }
 
 TEST_CASE("instance show and list still show the disks when libvirt is unreachable, and say so") {
@@ -504,7 +502,7 @@ TEST_CASE("instance show and list still show the disks when libvirt is unreachab
   REQUIRE(text.out.find("domain unknown (libvirt unreachable)") != std::string::npos);
   auto listed = kilnctl_as_typed(host.instances, down, {"--json", "instance", "list"});
   REQUIRE(listed.exit_code == 0);
-  json reports = json::parse(listed.out);
+  json reports = json::parse(listed.out)["instances"];
   REQUIRE(reports.size() == 1);
   REQUIRE(reports[0]["uuid"] == uuid);
   REQUIRE(reports[0]["libvirt_unreachable"].is_string());

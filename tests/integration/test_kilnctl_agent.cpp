@@ -1,14 +1,17 @@
-// kilnctl with a kilnd running on the configured socket: boot, delete and
-// cache fetch go through the agent (its operations and metrics see them),
-// errors come back with the agent's code, read-only commands and --direct
-// work on the host itself.
+// kilnctl with a kilnd running on the configured socket: boot, delete,
+// cache fetch and cache prune go through the agent (its operations and
+// metrics see them), errors come back with the agent's code, read-only
+// commands and --direct work on the host itself, and every command that has
+// both paths prints the same JSON either way.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
 #include <regex>
+#include <set>
 
+#include "kiln/cache/base_info.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/subprocess.h"
@@ -211,27 +214,59 @@ std::string renamed(std::string text, const std::map<std::string, std::string>& 
 }
 
 // `output` of one path, with the other path's names (uuid, image id, base
-// name) put in place of its own and the fields that honestly differ dropped:
-// phases_ms (timings of a cold fetch, top level or under "base") and an
-// error's "step" (kilnd knows the step of its operation that failed; kilnctl
-// working directly does not say).
+// name) put in place of its own and the one field that honestly differs
+// between two runs dropped: phases_ms (the timings of a cold fetch, top level
+// or under "base"). Nothing else: an error's "step" is the same both ways
+// (kiln/rpc/steps.h).
 json comparable(const json& output, const std::map<std::string, std::string>& names) {
   json out = json::parse(renamed(output.dump(), names));
   if (out.is_object()) {
     out.erase("phases_ms");
     if (out.contains("base") && out["base"].is_object()) out["base"].erase("phases_ms");
-    if (out.contains("error") && out["error"].is_object()) out["error"].erase("step");
   }
   return out;
 }
 
+// The exit code kilnctl gives the answer kilnd sent: 0 for a 2xx, 2 for a
+// request refused with a pointer, 1 for any other error (kilnctl's main.cpp).
+int exit_code_of(const kiln::rpc::AgentReply& reply) {
+  if (reply.status >= 200 && reply.status < 300) return 0;
+  return reply.body.contains("error") && reply.body["error"].contains("pointer") ? 2 : 1;
+}
+
+// An instance list scoped to what this test made: the shared libvirtd holds
+// other tests' kiln domains meanwhile (ctest -j2), which come and go between
+// two reads. Items are kept or dropped whole; no field is touched.
+json only_ours(json output, const std::set<std::string>& uuids) {
+  if (output.is_object() && output.contains("instances") && output["instances"].is_array()) {
+    json kept = json::array();
+    for (const auto& item : output["instances"]) {
+      if (uuids.count(item.value("uuid", ""))) kept.push_back(item);
+    }
+    output["instances"] = kept;
+  }
+  return output;
+}
+
+void age_base(const fs::path& base, std::chrono::hours age) {
+  auto info = kiln::cache::load_base_info(base);
+  REQUIRE(info);
+  info->last_used_at = kiln::cache::Clock::now() - age;
+  kiln::cache::save_base_info(base, *info);
+}
+
 }  // namespace
 
-// Every command kilnctl can run both ways (boot, delete, cache fetch; the
-// others always work directly), on the same host: the JSON is the same but
-// for the names of what each made (another uuid, another upload of the same
-// file under the same name) and the timings of a cold fetch (phases_ms).
-// Errors too: a boot of an image Glance does not have.
+// Every command that has both paths, on the same host state, compared whole:
+// kilnctl direct and through kilnd (boot, delete, cache fetch, cache prune),
+// and kilnctl against kilnd's answer to the same view (instance list,
+// instance show, cache ls: kilnctl reads those itself, kilnd serves them as
+// GET /v1/...). The JSON is the same but for the names of what each path
+// made (another uuid, another upload of the same file under the same name:
+// renamed, not dropped) and one named field, phases_ms (the timings of a
+// cold fetch). A field on one path only fails it.
+// One failing case per command too: the exit code (kilnd's status, mapped
+// as kilnctl maps it) and the error envelope match.
 TEST_CASE("kilnctl --json prints the same JSON directly and through kilnd for every command that has both") {
   AgentHost host;
   kiln::test::KilndProcess kilnd(host.config, host.socket);
@@ -251,6 +286,21 @@ TEST_CASE("kilnctl --json prints the same JSON directly and through kilnd for ev
     REQUIRE(through.exit_code == direct.exit_code);
     REQUIRE(comparable(direct.output, names) == comparable(through.output, {}));
     return through;
+  };
+  // kilnctl's view (with kilnd running, and --direct) against kilnd's GET of it.
+  auto same_as_kilnd = [&](std::vector<std::string> args, const std::string& target,
+                           const std::set<std::string>& uuids) {
+    auto reply = kilnd.client().call("GET", target);
+    auto beside = kilnctl_with_config(host.config, args);
+    args.insert(args.begin(), "--direct");
+    auto direct = kilnctl_with_config(host.config, args);
+    INFO("kilnd GET " << target << ": " << reply.status << " " << reply.body.dump(2) << "\nkilnctl: "
+                      << beside.output.dump(2) << "\nkilnctl --direct: " << direct.output.dump(2));
+    REQUIRE(direct.exit_code == exit_code_of(reply));
+    REQUIRE(beside.exit_code == direct.exit_code);
+    REQUIRE(only_ours(direct.output, uuids) == only_ours(reply.body, uuids));
+    REQUIRE(only_ours(beside.output, uuids) == only_ours(reply.body, uuids));
+    return reply;
   };
 
   SECTION("cache fetch, cold then warm") {
@@ -293,6 +343,119 @@ TEST_CASE("kilnctl --json prints the same JSON directly and through kilnd for ev
     REQUIRE(refused.output["error"]["uuid"] == uuid);
     REQUIRE(refused.output["error"]["image_id"] == missing);
     REQUIRE(refused.output["error"]["step"] == "looking up the image");
+  }
+
+  SECTION("a cache fetch of an image Glance does not have, a delete of a uuid that is not one") {
+    std::string missing = kiln::test::random_uuid();
+    auto refused = both({"cache", "fetch", missing}, {"cache", "fetch", missing}, {});
+    REQUIRE(refused.exit_code == 1);
+    REQUIRE(refused.output["error"]["code"] == "image_not_found");
+    REQUIRE(refused.output["error"]["image_id"] == missing);
+    auto invalid = both({"delete", "not-a-uuid"}, {"delete", "not-a-uuid"}, {});
+    REQUIRE(invalid.exit_code == 1);
+    REQUIRE(invalid.output["error"]["code"] == "invalid_uuid");
+    REQUIRE(invalid.output["error"]["uuid"] == "not-a-uuid");
+  }
+
+  SECTION("instance list, instance show and cache ls, as kilnd answers GET /v1/...") {
+    std::string uuid = kiln::test::random_uuid();
+    // Booted directly: kilnd holds no operation for it, which a second boot
+    // through kilnd would join (the same body is the same operation).
+    REQUIRE(kilnctl_with_config(host.config, {"--direct", "boot", "--image", through_image, "--uuid", uuid, "--vcpus", "1",
+                                              "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0", "--no-start",
+                                              "--name", "parity \xc3\xa9"})
+                .exit_code == 0);
+    // A second boot of the uuid: refused before anything starts, the same way.
+    std::vector<std::string> again = {"boot", "--image", through_image, "--uuid", uuid, "--vcpus", "1",
+                                      "--memory-mb", "64", "--root-gb", "1", "--swap-mb", "0", "--no-start"};
+    auto exists = both(again, again, {});
+    REQUIRE(exists.exit_code == 1);
+    REQUIRE(exists.output["error"]["code"] == "instance_exists");
+    REQUIRE(exists.output["error"]["uuid"] == uuid);
+    REQUIRE_FALSE(exists.output["error"].contains("step"));
+    auto answered = kilnd.client().call(
+        "POST", "/v1/instances",
+        json{{"uuid", uuid}, {"image_id", through_image},
+             {"flavor", {{"vcpus", 1}, {"memory_mb", 64}, {"root_gb", 1}, {"swap_mb", 0}}}, {"start", false}});
+    REQUIRE(answered.status == 409);
+    REQUIRE(answered.body == exists.output);  // the API's envelope names the uuid and image too
+
+    auto listed = same_as_kilnd({"instance", "list"}, "/v1/instances", {uuid});
+    REQUIRE(only_ours(listed.body, {uuid})["instances"].size() == 1);
+    REQUIRE(listed.body["instances"].size() >= 1);
+    auto shown = same_as_kilnd({"instance", "show", uuid}, "/v1/instances/" + uuid, {});
+    REQUIRE(shown.body["domain"]["title"] == "parity \xc3\xa9");
+    REQUIRE(shown.body["disks"].size() == 1);
+    auto cached = same_as_kilnd({"cache", "ls"}, "/v1/cache", {});
+    REQUIRE(cached.body["bases"].size() == 1);
+    REQUIRE(cached.body["bases"][0]["image_id"] == through_image);
+    REQUIRE(cached.body["bases"][0]["in_use"] == 1);
+
+    std::string unknown = kiln::test::random_uuid();
+    auto not_found = same_as_kilnd({"instance", "show", unknown}, "/v1/instances/" + unknown, {});
+    REQUIRE(not_found.status == 404);
+    REQUIRE(not_found.body["error"]["code"] == "not_found");
+    REQUIRE(not_found.body["error"]["uuid"] == unknown);
+    REQUIRE(kilnctl_with_config(host.config, {"delete", uuid}).exit_code == 0);
+  }
+
+  SECTION("cache prune, dry run and real, on the same state") {
+    fs::path base = host.instances / "_base" / kiln::cache::base_name_for(through_image);
+    auto old_unused_base = [&] {
+      REQUIRE(kilnctl_with_config(host.config, {"cache", "fetch", through_image}).exit_code == 0);
+      age_base(base, std::chrono::hours(48));
+    };
+    old_unused_base();
+    auto dry = both({"cache", "prune", "--dry-run"}, {"cache", "prune", "--dry-run"}, {});
+    REQUIRE(dry.exit_code == 0);
+    REQUIRE(dry.output["dry_run"] == true);
+    REQUIRE(dry.output["decisions"].size() == 1);
+    REQUIRE(dry.output["decisions"][0]["removed"] == false);
+    REQUIRE(fs::exists(base));
+
+    // The real one removes the base: made again (same image, same base name)
+    // before the other path prunes.
+    auto through = kilnctl_with_config(host.config, {"cache", "prune"});
+    REQUIRE(through.exit_code == 0);
+    REQUIRE_FALSE(fs::exists(base));
+    REQUIRE(kilnd.log().find("rpc POST /v1/cache/prune -> 200") != std::string::npos);
+    old_unused_base();
+    auto direct = kilnctl_with_config(host.config, {"--direct", "cache", "prune"});
+    INFO("through kilnd: " << through.output.dump(2) << "\ndirect: " << direct.output.dump(2));
+    REQUIRE(direct.exit_code == 0);
+    REQUIRE_FALSE(fs::exists(base));
+    REQUIRE(direct.output == through.output);
+    REQUIRE(through.output["decisions"].size() == 1);
+    REQUIRE(through.output["decisions"][0]["removed"] == true);
+  }
+
+  SECTION("every command but boot and fetch on an instances path that has gone since kilnd started") {
+    std::string uuid = kiln::test::random_uuid();
+    fs::path moved = host.scratch / "instances.moved";
+    fs::rename(host.instances, moved);
+    struct PutBack {
+      fs::path from, to;
+      ~PutBack() {
+        std::error_code ignored;
+        fs::rename(from, to, ignored);
+      }
+    } put_back{moved, host.instances};
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"delete", uuid}, {"cache", "prune"}, {"cache", "prune", "--dry-run"}}) {
+      INFO(kiln::describe(args));
+      auto refused = both(args, args, {});
+      REQUIRE(refused.exit_code == 1);
+      REQUIRE(refused.output["error"]["code"] == "not_an_instances_path");
+    }
+    for (const auto& [args, target] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+             {{"instance", "list"}, "/v1/instances"},
+             {{"instance", "show", uuid}, "/v1/instances/" + uuid},
+             {{"cache", "ls"}, "/v1/cache"}}) {
+      INFO(kiln::describe(args));
+      auto refused = same_as_kilnd(args, target, {});
+      REQUIRE(refused.body["error"]["code"] == "not_an_instances_path");
+    }
+    REQUIRE_FALSE(fs::exists(host.instances));  // and nothing was made there
   }
   REQUIRE(kilnd.stop(SIGTERM) == 0);
 }

@@ -1,8 +1,9 @@
 // kilnctl through kilnd: when an agent answers on the socket, the commands
-// that change the host (boot, delete, cache fetch) are sent to it, so its
-// bounded worker pool, single flight and metrics see them; kilnctl follows
-// the operation to its end. Read-only commands work on the directory either
-// way: the filesystem and libvirt are the state, so the answer is the same.
+// that change the host (boot, delete, cache fetch, cache prune) are sent to
+// it, so its bounded worker pool, single flight and metrics see them; kilnctl
+// follows the operation to its end. Read-only commands work on the directory
+// either way: the filesystem and libvirt are the state, so the answer is the
+// same (and the JSON too: one serializer, kiln/rpc/wire.h).
 #pragma once
 
 #include <nlohmann/json.hpp>

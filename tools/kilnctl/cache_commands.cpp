@@ -8,6 +8,7 @@
 #include "agent_route.h"
 #include "commands.h"
 #include "kiln/cache/maintenance.h"
+#include "kiln/rpc/wire.h"
 #include "progress.h"
 #include "kiln/util/text.h"
 
@@ -53,7 +54,7 @@ void add_ls(CLI::App& group, Registry& registry) {
   CLI::App* command = group.add_subcommand("ls", "one row per base: image, sizes, users, last use, state");
   registry.emplace_back(command, [](Context& context) {
     auto entries = cache::list_cache(context.instances_path());
-    context.print(json(entries), entries_text(entries));
+    context.print(kiln::rpc::cache_list_json(entries), entries_text(entries));
     return 0;
   });
 }
@@ -70,12 +71,12 @@ void add_fetch(CLI::App& group, Registry& registry) {
       context.print(result, "image " + *image_id + ": " + result.value("path", std::string()) + ", cached by kilnd\n");
       return 0;
     }
-    auto record = context.cache().lookup(*image_id);
-    auto lease = context.cache().acquire(record, context.json_output() ? nullptr : progress_reporter(*image_id));
+    // The steps kilnd's operation takes (kiln/rpc/steps.h).
+    auto base = *kiln::rpc::fetch_base(context.cache(), *image_id, std::nullopt,
+                                       direct_hooks(context.json_output() ? nullptr : progress_reporter(*image_id)));
     finish_progress();
-    const auto& base = lease.base;
     context.print(json(base),
-                  "image " + record.id + " (" + kiln::printable(record.name) + "): " + base.path.string() + ", " +
+                  "image " + base.record.id + " (" + kiln::printable(base.record.name) + "): " + base.path.string() + ", " +
                       (base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes)
                                                  : std::string("already cached")) + "\n");
     return 0;
@@ -98,21 +99,33 @@ void add_verify(CLI::App& group, Registry& registry) {
   });
 }
 
+// From the wire form, which both paths have: kilnd answers with it.
+std::string prune_text(const json& answer) {
+  bool dry_run = answer.value("dry_run", false);
+  std::ostringstream text;
+  for (const auto& d : answer.value("decisions", json::array())) {
+    bool removed = d.value("removed", false);
+    text << (removed ? "removed " : dry_run ? "would remove " : "kept (busy or in use) ") << d.value("name", "")
+         << " (" << human_bytes(d.value("physical_bytes", std::uint64_t{0})) << "): " << d.value("reason", "") << "\n";
+  }
+  if (answer.value("decisions", json::array()).empty()) text << "nothing to prune\n";
+  return text.str();
+}
+
 void add_prune(CLI::App& group, Registry& registry) {
   auto dry_run = std::make_shared<bool>(false);
   CLI::App* command = group.add_subcommand("prune", "remove unused bases past their age or over the budget");
   command->add_flag("--dry-run", *dry_run, "say what would go, remove nothing");
   registry.emplace_back(command, [dry_run](Context& context) {
-    if (!*dry_run) repair_quietly(context);
-    auto decisions = cache::prune_cache(context.instances_path(), context.settings().cache,
-                                        cache::Clock::now(), *dry_run);
-    std::ostringstream text;
-    for (const auto& d : decisions) {
-      text << (d.removed ? "removed " : *dry_run ? "would remove " : "kept (busy or in use) ") << d.name << " ("
-           << human_bytes(d.physical_bytes) << "): " << d.reason << "\n";
+    json answer;
+    if (const auto* agent = context.agent()) {
+      answer = run_through_agent(*agent, "POST", "/v1/cache/prune", json{{"dry_run", *dry_run}}, "");
+    } else {
+      if (!*dry_run) repair_quietly(context);
+      answer = kiln::rpc::prune_json(*dry_run, cache::prune_cache(context.instances_path(), context.settings().cache,
+                                                                  cache::Clock::now(), *dry_run));
     }
-    if (decisions.empty()) text << "nothing to prune\n";
-    context.print(json(decisions), text.str());
+    context.print(answer, prune_text(answer));
     return 0;
   });
 }

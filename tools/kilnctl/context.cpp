@@ -4,8 +4,17 @@
 #include <iostream>
 
 #include "kiln/config/glance_client.h"
+#include "kiln/instance/inventory.h"
 
 namespace kilnctl {
+
+const std::filesystem::path& Context::instances_path() {
+  if (check_instances_path_) {
+    kiln::instance::require_instances_path(settings_.instances_path);
+    check_instances_path_ = false;
+  }
+  return settings_.instances_path;
+}
 
 const kiln::glance::GlanceClient& Context::glance() {
   if (!glance_) glance_ = kiln::config::make_glance_client(settings_);
@@ -31,7 +40,8 @@ bool Context::serves_the_same_host(const nlohmann::json& health) const {
   }
   std::error_code error;
   std::filesystem::path served = health["instances_path"].get<std::string>();
-  bool same_path = served == instances_path() || std::filesystem::equivalent(served, instances_path(), error);
+  const auto& ours = settings_.instances_path;
+  bool same_path = served == ours || std::filesystem::equivalent(served, ours, error);
   return same_path && health.value("libvirt_uri", "") == settings_.libvirt_uri;
 }
 
@@ -71,6 +81,10 @@ void set_subject(const std::string& uuid, const std::string& image_id) {
 }
 
 const kiln::rpc::ErrorContext& subject() { return subject_of_this_run(); }
+
+kiln::rpc::StepHooks direct_hooks(const kiln::cache::FetchProgress& progress) {
+  return {[](const std::string& step) { subject_of_this_run().step = step; }, progress, nullptr};
+}
 
 std::string human_bytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

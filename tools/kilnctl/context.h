@@ -12,6 +12,7 @@
 #include "kiln/config/settings.h"
 #include "kiln/glance/client.h"
 #include "kiln/rpc/agent_client.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/virt/connection.h"
 
@@ -25,7 +26,12 @@ class Context {
 
   const kiln::config::Settings& settings() const { return settings_; }
   bool json_output() const { return json_output_; }
-  const std::filesystem::path& instances_path() const { return settings_.instances_path; }
+  // The instances path, checked on first use (require_instances_path) when
+  // the command reads it: after set_subject, so the error names the instance
+  // as kilnd's answer does, and whether kilnd runs or not (a read command
+  // reads the path itself either way).
+  const std::filesystem::path& instances_path();
+  void check_instances_path_on_use() { check_instances_path_ = true; }
 
   const kiln::glance::GlanceClient& glance();
   const kiln::cache::ImageCache& cache();
@@ -44,6 +50,7 @@ class Context {
   kiln::config::Settings settings_;
   bool json_output_;
   bool direct_;
+  bool check_instances_path_ = false;
   std::optional<std::unique_ptr<kiln::rpc::AgentClient>> agent_;  // set once probed
   std::unique_ptr<kiln::glance::GlanceClient> glance_;
   std::unique_ptr<kiln::cache::ImageCache> cache_;
@@ -54,6 +61,10 @@ class Context {
 // envelope names them, whether kilnctl works directly or through kilnd.
 void set_subject(const std::string& uuid, const std::string& image_id = "");
 const kiln::rpc::ErrorContext& subject();
+// The hooks of kiln/rpc/steps.h for a command that works directly: each step
+// noted as the subject's, as kilnd's operation notes it; `progress` (nullptr
+// for none) for the download; no download slots.
+kiln::rpc::StepHooks direct_hooks(const kiln::cache::FetchProgress& progress);
 
 // "1.5 GiB"
 std::string human_bytes(std::uint64_t bytes);

@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "kiln/util/error.h"
 #include "kiln/instance/provision.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "agent_route.h"
 #include "progress.h"
@@ -106,12 +107,17 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       context.print(result, agent_boot_text(result));
       return 0;
     }
-    kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(),
-                              context.settings().virt_type, context.settings().start,
-                              context.settings().instance_name_template, context.settings().default_ephemeral_format,
-                              context.settings().disk_cache_mode};
-    auto result = kiln::instance::provision(valid.request, host,
-                                            context.json_output() ? nullptr : progress_reporter("download"));
+    // The steps kilnd's operation takes (kiln/rpc/steps.h), so a failure
+    // names the same step either way.
+    kiln::rpc::refuse_existing_instance(context.instances_path(), valid.request.uuid);
+    auto progress = context.json_output() ? nullptr : progress_reporter("download");
+    auto result = kiln::rpc::boot(valid.request, context.cache(), direct_hooks(progress), [&] {
+      const auto& settings = context.settings();
+      kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(), settings.virt_type,
+                                settings.start, settings.instance_name_template, settings.default_ephemeral_format,
+                                settings.disk_cache_mode};
+      return kiln::instance::provision(valid.request, host, progress);
+    });
     finish_progress();
     context.print(kiln::instance::to_json(result), boot_text(result));
     return 0;
@@ -127,7 +133,9 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       context.print(result, "instance " + *uuid + ": deleted by kilnd (base images stay in the cache)\n");
       return 0;
     }
-    auto result = kiln::instance::delete_instance(*uuid, context.instances_path(), context.libvirt());
+    const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto result = kiln::rpc::delete_instance(
+        *uuid, instances_path, [&]() -> kiln::virt::Connection& { return context.libvirt(); }, direct_hooks(nullptr));
     std::string text = "instance " + *uuid + ": " +
                        (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +
                        " (base images stay in the cache)\n";

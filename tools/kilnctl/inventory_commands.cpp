@@ -6,6 +6,7 @@
 #include "kiln/instance/disk_usage.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/rpc/wire.h"
 #include "kiln/util/text.h"
 
 namespace kilnctl {
@@ -103,16 +104,9 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   CLI::App* list = instance->add_subcommand("list", "every instance: directories and kiln's libvirt domains");
   registry.emplace_back(list, [](Context& context) {
     // Degrades: with libvirt down the directories are still worth showing.
-    std::vector<kiln::instance::InstanceReport> reports;
-    try {
-      reports = kiln::instance::list_instances(context.instances_path(), context.libvirt());
-    } catch (const kiln::Error& error) {
-      if (error.code() != kiln::ErrorCode::kLibvirtError) throw;
-      reports = kiln::instance::list_instances_without_libvirt(context.instances_path(), error.what());
-    }
-    json out = json::array();
-    for (const auto& report : reports) out.push_back(kiln::instance::to_json(report));
-    context.print(out, list_text(reports));
+    auto reports = kiln::instance::survey_instances(context.instances_path(),
+                                                    [&]() -> kiln::virt::Connection& { return context.libvirt(); });
+    context.print(kiln::rpc::instance_list_json(reports), list_text(reports));
     return 0;
   });
 
@@ -121,14 +115,8 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   show->add_option("uuid", *show_uuid, "instance uuid")->required();
   registry.emplace_back(show, [show_uuid](Context& context) {
     set_subject(*show_uuid);
-    std::optional<kiln::instance::InstanceReport> shown;
-    try {
-      shown = kiln::instance::show_instance(*show_uuid, context.instances_path(), context.libvirt());
-    } catch (const kiln::Error& error) {
-      if (error.code() != kiln::ErrorCode::kLibvirtError) throw;
-      shown = kiln::instance::show_instance_without_libvirt(*show_uuid, context.instances_path(), error.what());
-    }
-    const auto& report = *shown;
+    auto report = kiln::instance::survey_instance(*show_uuid, context.instances_path(),
+                                                  [&]() -> kiln::virt::Connection& { return context.libvirt(); });
     context.print(kiln::instance::to_json(report), show_text(report));
     return 0;
   });
@@ -144,7 +132,8 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   recover_command->add_flag("--no-start", recover->no_start, "define the domain but do not start it");
   registry.emplace_back(recover_command, [recover](Context& context) {
     set_subject(recover->uuid);
-    auto result = kiln::instance::recover_instance(recover->uuid, context.instances_path(), context.libvirt(),
+    const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto result = kiln::instance::recover_instance(recover->uuid, instances_path, context.libvirt(),
                                                    !recover->no_start);
     std::string text = "instance " + result.uuid + ": domain " + result.domain_name + " " + result.domain_state +
                        (result.already_defined ? " (libvirt already had it; nothing re-defined)" : " (re-defined from libvirt.xml)") +
@@ -158,7 +147,8 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
       "reconcile", "compare directories with libvirt; remove half-built directories, report the rest");
   reconcile->add_flag("--dry-run", *dry_run, "report what would be done, change nothing");
   registry.emplace_back(reconcile, [dry_run](Context& context) {
-    auto report = kiln::instance::reconcile(context.instances_path(), context.libvirt(), *dry_run);
+    const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto report = kiln::instance::reconcile(instances_path, context.libvirt(), *dry_run);
     context.print(kiln::instance::to_json(report), reconcile_text(report, *dry_run));
     return 0;
   });

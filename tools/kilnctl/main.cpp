@@ -112,11 +112,10 @@ int main(int argc, char** argv) {
     auto settings = kiln::config::load_settings(global.overrides);
     for (const auto& warning : settings.warnings) std::cerr << "kilnctl: warning: " << warning << "\n";
     kilnctl::Context context(std::move(settings), global.json_output, global.direct);
-    // Through kilnd the path is kilnd's, checked when it started (and this
+    // Checked when the command first reads it: a command sent to kilnd
+    // never does (the path is kilnd's, which checks it per request, and this
     // user may not be allowed to read it).
-    if (needs_instances_path(app) && context.agent() == nullptr) {
-      kiln::instance::require_instances_path(context.instances_path());
-    }
+    if (needs_instances_path(app)) context.check_instances_path_on_use();
     for (auto& [command, run] : registry) {
       if (command->parsed()) return run(context);
     }

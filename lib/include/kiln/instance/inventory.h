@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -71,6 +72,17 @@ InstanceReport show_instance_without_libvirt(const std::string& uuid, const std:
                                              const std::string& why);
 std::vector<InstanceReport> list_instances_without_libvirt(const std::filesystem::path& instances_path,
                                                            const std::string& why);
+
+// The operator's views, as kilnctl (direct) and kilnd (GET /v1/instances...)
+// both answer them, so that the two print the same: with libvirt when
+// `connect` gives a connection, else (kLibvirtError from `connect` or from
+// libvirt mid-read) the views without libvirt above, each report marked
+// libvirt_unreachable with libvirt's sentence. Other errors pass.
+using ConnectLibvirt = std::function<virt::Connection&()>;
+std::vector<InstanceReport> survey_instances(const std::filesystem::path& instances_path,
+                                             const ConnectLibvirt& connect);
+InstanceReport survey_instance(const std::string& uuid, const std::filesystem::path& instances_path,
+                               const ConnectLibvirt& connect);
 
 nlohmann::json to_json(const InstanceReport& report);
 

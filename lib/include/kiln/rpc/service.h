@@ -37,6 +37,7 @@
 #include "kiln/rpc/message.h"
 #include "kiln/rpc/metrics.h"
 #include "kiln/rpc/operations.h"
+#include "kiln/rpc/steps.h"
 
 namespace kiln::rpc {
 
@@ -82,15 +83,15 @@ class Service {
   Response metrics_exposition();
   Response accepted(const std::shared_ptr<Operation>& operation);
   std::shared_ptr<Backend> backend() const;
-  // Waits for a download slot when the image's base is not cached yet, then
-  // fetches it. With a flavor's root_gb (a boot), checks first that the
-  // image fits it (kFlavorDiskTooSmall before any byte) and returns nullopt
-  // for a base already cached without asking Glance (provision() will).
-  // Without one (a pre-cache), returns the base as `kilnctl cache fetch`
-  // reports it, cached or not.
-  std::optional<cache::BaseImage> fetch_base(const Backend& backend, const std::string& image_id,
-                                             Operation& operation,
-                                             std::optional<std::uint64_t> root_gb = std::nullopt);
+  // A valid boot request, then a delete of a canonical uuid: checked
+  // against the operations retained and the host, then submitted.
+  Response admit_boot(const nlohmann::json& body, const instance::BootRequest& boot_request);
+  Response admit_delete(const std::string& uuid, const std::shared_ptr<Backend>& backend);
+  // The hooks of kiln/rpc/steps.h for `operation`: its step and bytes, and
+  // one of max_concurrent_downloads slots per download.
+  StepHooks hooks_for(Operation& operation);
+  // Counts a finished fetch's bytes in the metrics (and logs them).
+  void note_download(const Operation& operation, const std::string& image_id, std::uint64_t bytes);
 
   // The boot of `uuid` a new boot must agree with: the latest retained one,
   // unless a delete of the uuid succeeded after it. REQUIRES: mutex_ held.

@@ -10,7 +10,9 @@
 // live in their modules because instance/ and cache/ must not depend on
 // rpc; rpc and the tools use them.
 //
-// This header adds what only the wire needs: the one validator of a boot
+// This header adds what only the wire needs: the bodies of the list-shaped
+// answers (a list is always wrapped in an object named by what it holds, the
+// same for GET /v1/... and kilnctl --json); the one validator of a boot
 // request (the JSON Schema, then what a schema cannot say about NICs), used
 // by kilnd before it answers 202 and by kilnctl, direct or not, before
 // anything starts; and the one error envelope,
@@ -22,11 +24,21 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "kiln/cache/maintenance.h"
+#include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
 #include "kiln/rpc/schema_validation.h"
 #include "kiln/util/error.h"
 
 namespace kiln::rpc {
+
+// {"instances": [InstanceReport...]}: GET /v1/instances, kilnctl instance list.
+nlohmann::json instance_list_json(const std::vector<instance::InstanceReport>& reports);
+// {"bases": [CacheEntry...]}: GET /v1/cache, kilnctl cache ls.
+nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries);
+// {"dry_run": bool, "decisions": [PruneDecision...]}: POST /v1/cache/prune,
+// kilnctl cache prune.
+nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions);
 
 struct ValidBootRequest {
   nlohmann::json body;             // as sent, uuid made lowercase
@@ -71,5 +83,8 @@ void add_error_context(nlohmann::json& error, const ErrorContext& context);
 // context wins over `context`). The message is made valid UTF-8.
 nlohmann::json error_envelope(const Error& error, const ErrorContext& context = {});
 nlohmann::json error_envelope(ErrorCode code, const std::string& message, const std::string& pointer = "");
+// The same by code name (a failed operation keeps its code as a name, as its
+// journal line does).
+nlohmann::json error_envelope(const std::string& code, const std::string& message, const std::string& pointer = "");
 
 }  // namespace kiln::rpc

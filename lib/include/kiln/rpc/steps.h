@@ -1,0 +1,56 @@
+// The steps of a boot, a pre-cache and a delete, run the same way whether
+// kilnd runs them as an operation or kilnctl works directly: the same Glance
+// lookups, the same check of the image against the flavor before any byte
+// is fetched, the same step names. A failure then names the same step on
+// both paths (the error envelope's "step", kiln/rpc/wire.h), and the result
+// says the same about what was downloaded.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "kiln/cache/image_cache.h"
+#include "kiln/instance/inventory.h"
+#include "kiln/instance/provision.h"
+
+namespace kiln::rpc {
+
+// What the caller does as the steps go: kilnd records them on the operation
+// and takes one of its download slots; kilnctl notes the step for its error
+// envelope, shows a progress bar and takes no slot.
+struct StepHooks {
+  std::function<void(const std::string& step)> step;
+  cache::FetchProgress progress;
+  // Called before an image that is not cached yet is fetched; the download
+  // holds what it returns until it ends. nullptr: no slots.
+  std::function<std::shared_ptr<void>()> download_slot;
+};
+
+// Looks the image up ("looking up the image"), then fetches its base
+// ("waiting for a download slot" when not cached, "fetching the image").
+// With a flavor's root_gb (a boot) the image is measured against it first
+// (kFlavorDiskTooSmall before any byte), and a base already cached is left
+// to provision() (which asks Glance once): nullopt. Without one (a
+// pre-cache), returns the base as `cache fetch` reports it, cached or not.
+std::optional<cache::BaseImage> fetch_base(const cache::ImageCache& cache, const std::string& image_id,
+                                           std::optional<std::uint64_t> root_gb, const StepHooks& hooks);
+
+// Throws kInstanceExists when `uuid` has a directory under instances_path:
+// checked before a boot starts (kilnd before it answers 202), not found
+// half-way in.
+void refuse_existing_instance(const std::filesystem::path& instances_path, const std::string& uuid);
+
+// A boot: fetch_base with the flavor's root_gb, then "building the
+// instance": `build` (provision() on the caller's Host, with
+// hooks.progress). The result's base counts what fetch_base downloaded too.
+instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
+                          const StepHooks& hooks, const std::function<instance::BootResult()>& build);
+
+// A delete: the uuid checked (kInvalidUuid before any step), then
+// "destroying and undefining the domain, removing the directory".
+instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
+                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks);
+
+}  // namespace kiln::rpc

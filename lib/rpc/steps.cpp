@@ -1,0 +1,67 @@
+#include "kiln/rpc/steps.h"
+
+#include <filesystem>
+
+#include "kiln/util/error.h"
+#include "kiln/util/layout.h"
+#include "kiln/util/uuid.h"
+
+namespace kiln::rpc {
+
+namespace {
+void say(const StepHooks& hooks, const std::string& step) {
+  if (hooks.step) hooks.step(step);
+}
+}  // namespace
+
+std::optional<cache::BaseImage> fetch_base(const cache::ImageCache& cache, const std::string& image_id,
+                                           std::optional<std::uint64_t> root_gb, const StepHooks& hooks) {
+  // A cached base needs no download slot; provision() still asks Glance
+  // about the image, so a warm boot asks once, not twice.
+  std::error_code error;
+  bool cached = std::filesystem::exists(cache.base_directory() / cache::base_name_for(image_id), error);
+  if (cached && root_gb) return std::nullopt;
+  say(hooks, "looking up the image");
+  auto record = cache.lookup(image_id);
+  // As provision() does, and before the download: an image the flavor cannot
+  // hold must not make room in the cache, or take a download slot, for nothing.
+  if (root_gb) instance::check_root_fits(*root_gb, record);
+  std::shared_ptr<void> slot;
+  if (!cached && hooks.download_slot) {
+    say(hooks, "waiting for a download slot");
+    slot = hooks.download_slot();
+  }
+  say(hooks, "fetching the image");
+  return cache.acquire(record, hooks.progress).base;
+}
+
+void refuse_existing_instance(const std::filesystem::path& instances_path, const std::string& uuid) {
+  std::error_code error;
+  if (std::filesystem::exists(layout::instance_directory(instances_path, uuid), error)) {
+    throw Error(ErrorCode::kInstanceExists, "instance " + uuid + " already exists on this host");
+  }
+}
+
+instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
+                          const StepHooks& hooks, const std::function<instance::BootResult()>& build) {
+  auto fetched = fetch_base(cache, request.image_id, request.root_gb, hooks);
+  say(hooks, "building the instance");
+  auto result = build();
+  // The download happened above, not in provision(): the result says what
+  // this boot fetched.
+  if (fetched) {
+    result.base.downloaded_bytes += fetched->downloaded_bytes;
+    result.base.resumes += fetched->resumes;
+    result.base.phases = fetched->phases;
+  }
+  return result;
+}
+
+instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
+                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks) {
+  std::string canonical = normalize_uuid(uuid);
+  say(hooks, "destroying and undefining the domain, removing the directory");
+  return instance::delete_instance(canonical, instances_path, connect());
+}
+
+}  // namespace kiln::rpc
