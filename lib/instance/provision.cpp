@@ -272,7 +272,7 @@ cache::BaseImage build_root(const BootRequest& request, const Host& host, const 
                          Durability::kCallerSyncs);
   }
   KILN_FAILPOINT("boot.root.overlay_created");
-  spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2"};
+  spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2", std::nullopt};
   return lease.base;
 }
 
@@ -313,7 +313,7 @@ std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& 
                        Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.ephemeral.overlay_created");
   disk_info.add(directory.ephemeral_disk(), "qcow2");
-  spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2"};
+  spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2", std::nullopt};
   return base.path;
 }
 
@@ -331,7 +331,7 @@ std::optional<fs::path> build_swap(const BootRequest& request, const Host& host,
                        Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.swap.overlay_created");
   disk_info.add(directory.swap_disk(), "qcow2");
-  spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2"};
+  spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2", std::nullopt};
   return base.path;
 }
 

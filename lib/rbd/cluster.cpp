@@ -4,8 +4,12 @@
 #include <rbd/librbd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "kiln/util/error.h"
@@ -177,8 +181,13 @@ Cluster Cluster::connect(const ConnectOptions& options) {
   std::string where = "Ceph cluster of " + options.ceph_conf.string() + " as " + who;
   result = rados_conf_read_file(handle, options.ceph_conf.c_str());
   if (result < 0) fail("read " + options.ceph_conf.string(), result);
+  // The wall behind every call: without these librados waits forever for a
+  // monitor (mon_op) or an OSD (osd_op: a PG that never becomes active, a
+  // stopped OSD), and so does every librbd call built on them (an image
+  // open is a few OSD reads). With them a stuck call fails with ETIMEDOUT,
+  // which becomes kRbdError, and a boot fails instead of hanging.
   std::string timeout = std::to_string(std::max<long long>(1, options.connect_timeout.count()));
-  for (const char* option : {"client_mount_timeout", "rados_mon_op_timeout"}) {
+  for (const char* option : {"client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"}) {
     result = rados_conf_set(handle, option, timeout.c_str());
     if (result < 0) fail("set " + std::string(option) + " for the " + where, result);
   }
@@ -250,6 +259,154 @@ void Cluster::clone(const Location& location, Pool& pool, const std::string& chi
   std::string spec = pool.name() + "/" + child;
   if (result == -EEXIST) throw Error(ErrorCode::kConflict, "RBD image " + spec + " already exists");
   if (result < 0) fail("clone " + location.spec() + " to " + spec, result);
+}
+
+// ---- One cluster per process ------------------------------------------
+
+std::shared_ptr<const Cluster> shared_cluster(const ConnectOptions& options) {
+  struct Entry {
+    std::shared_ptr<const Cluster> cluster;
+    std::optional<Error> failure;
+    std::chrono::steady_clock::time_point failed_at;
+  };
+  static std::mutex mutex;
+  static std::map<std::tuple<std::string, std::string, long long>, Entry> clusters;
+  // Held across the connect: a second caller waits for the first connect's
+  // outcome rather than making (and perhaps leaking) a handle of its own.
+  std::lock_guard lock(mutex);
+  Entry& entry = clusters[{options.ceph_conf.lexically_normal().string(), options.user,
+                           static_cast<long long>(options.connect_timeout.count())}];
+  if (entry.cluster) return entry.cluster;
+  if (entry.failure && std::chrono::steady_clock::now() - entry.failed_at < kReconnectAfter) throw *entry.failure;
+  try {
+    entry.cluster = std::make_shared<const Cluster>(Cluster::connect(options));
+    entry.failure.reset();
+    return entry.cluster;
+  } catch (const Error& error) {
+    entry.failure = error;
+    entry.failed_at = std::chrono::steady_clock::now();
+    throw;
+  }
+}
+
+// ---- Monitors ------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void bad_mon_host(std::string_view mon_host, const std::string& why) {
+  std::string shown;
+  for (unsigned char c : mon_host.substr(0, 200)) shown += std::isprint(c) ? static_cast<char>(c) : '?';
+  throw Error(ErrorCode::kRbdError, "mon_host '" + shown + "': " + why);
+}
+
+// "<host>[:<port>]" or "[<ipv6>][:<port>]", a "/<nonce>" suffix dropped.
+Monitor parse_address(std::string_view mon_host, std::string_view address) {
+  if (auto slash = address.find('/'); slash != std::string_view::npos) address = address.substr(0, slash);
+  std::string_view host = address;
+  std::string_view port;
+  if (!address.empty() && address.front() == '[') {
+    auto close = address.find(']');
+    if (close == std::string_view::npos) bad_mon_host(mon_host, "an IPv6 address without ']'");
+    host = address.substr(1, close - 1);
+    std::string_view rest = address.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') bad_mon_host(mon_host, "text after an IPv6 address");
+      port = rest.substr(1);
+    }
+  } else if (std::count(address.begin(), address.end(), ':') == 1) {
+    auto colon = address.find(':');
+    host = address.substr(0, colon);
+    port = address.substr(colon + 1);
+  }
+  if (host.empty() || host.size() > 253) bad_mon_host(mon_host, "a monitor without a host");
+  for (char c : host) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != ':') {
+      bad_mon_host(mon_host, "a monitor host with a character no address has");
+    }
+  }
+  int number = 6789;  // Ceph's v1 port, what a monitor without one listens on
+  if (!port.empty()) {
+    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      bad_mon_host(mon_host, "a monitor port that is not a number");
+    }
+    number = std::stoi(std::string(port));
+    if (number < 1 || number > 65535) bad_mon_host(mon_host, "a monitor port out of range");
+  }
+  return Monitor{std::string(host), number};
+}
+
+bool is_separator(char c) { return c == ',' || c == ';' || std::isspace(static_cast<unsigned char>(c)); }
+
+}  // namespace
+
+std::vector<Monitor> parse_mon_host(std::string_view mon_host) {
+  std::vector<Monitor> monitors;
+  std::size_t i = 0;
+  while (i < mon_host.size()) {
+    if (is_separator(mon_host[i])) {
+      ++i;
+      continue;
+    }
+    if (mon_host.compare(i, 2, "[v") == 0) {  // an address vector: [v2:a:p,v1:a:p]
+      std::size_t close = i + 1;  // the matching ']': an IPv6 address inside has brackets of its own
+      for (int depth = 1; close < mon_host.size(); ++close) {
+        if (mon_host[close] == '[') ++depth;
+        if (mon_host[close] == ']' && --depth == 0) break;
+      }
+      if (close >= mon_host.size()) bad_mon_host(mon_host, "an address vector without ']'");
+      std::string_view vector = mon_host.substr(i + 1, close - i - 1);
+      std::optional<Monitor> v1;
+      while (!vector.empty()) {
+        auto comma = vector.find(',');
+        std::string_view address = vector.substr(0, comma);
+        vector = comma == std::string_view::npos ? std::string_view() : vector.substr(comma + 1);
+        if (address.rfind("v1:", 0) == 0) {
+          if (!v1) v1 = parse_address(mon_host, address.substr(3));
+        } else if (address.rfind("v2:", 0) == 0 || address.rfind("any:", 0) == 0) {
+          parse_address(mon_host, address.substr(address.find(':') + 1));  // checked, not used
+        } else {
+          bad_mon_host(mon_host, "an address in a vector without v1:/v2:");
+        }
+      }
+      if (v1) monitors.push_back(*v1);
+      i = close + 1;
+      continue;
+    }
+    std::size_t end = i;
+    if (mon_host[i] == '[') end = mon_host.find(']', i);  // a plain IPv6 address
+    if (end == std::string_view::npos) bad_mon_host(mon_host, "an IPv6 address without ']'");
+    while (end < mon_host.size() && !is_separator(mon_host[end])) ++end;
+    std::string_view address = mon_host.substr(i, end - i);
+    i = end;
+    if (address.rfind("v2:", 0) == 0) {
+      parse_address(mon_host, address.substr(3));  // a v2-only monitor: QEMU would speak v1 to it
+      continue;
+    }
+    if (address.rfind("v1:", 0) == 0) address = address.substr(3);
+    monitors.push_back(parse_address(mon_host, address));
+  }
+  if (monitors.empty()) bad_mon_host(mon_host, "no monitor with a v1 address");
+  return monitors;
+}
+
+std::vector<Monitor> conf_monitors(const std::filesystem::path& ceph_conf) {
+  // librados reads the file (sections, "mon host" and "mon_host" alike);
+  // the handle never connects, so it is shut down safely.
+  rados_t handle = nullptr;
+  int result = rados_create(&handle, nullptr);
+  if (result < 0) fail("create a Ceph handle to read " + ceph_conf.string(), result);
+  std::unique_ptr<void, void (*)(void*)> guard(handle, [](void* h) { rados_shutdown(static_cast<rados_t>(h)); });
+  result = rados_conf_read_file(handle, ceph_conf.c_str());
+  if (result < 0) fail("read " + ceph_conf.string(), result);
+  std::vector<char> value(4096);
+  while ((result = rados_conf_get(handle, "mon_host", value.data(), value.size())) == -ENAMETOOLONG &&
+         value.size() < (1u << 20)) {
+    value.resize(value.size() * 2);
+  }
+  if (result < 0) fail("mon_host of " + ceph_conf.string(), result);
+  std::string mon_host(value.data());
+  if (mon_host.empty()) throw Error(ErrorCode::kRbdError, ceph_conf.string() + " names no monitor (mon_host)");
+  return parse_mon_host(mon_host);
 }
 
 }  // namespace kiln::rbd

@@ -3,6 +3,7 @@
 // (an image in `images`, a snapshot, its protection) with the rbd command as client.admin, and judge with it.
 // Budget: the whole file runs in about 10 s (each test a few librados connections and rbd commands).
 #include <catch2/catch.hpp>
+#include <signal.h>
 
 #include <fstream>
 #include <map>
@@ -338,4 +339,78 @@ TEST_CASE("stat and exists see images, and a missing image is not_found", "[rbd]
   // nova's user may read Glance's pool, not write it.
   REQUIRE_KILN_ERROR(images.remove(base.image), ErrorCode::kRbdError);
   REQUIRE(rbd_exists("images", base.image));
+}
+
+namespace {
+
+// SIGSTOPs the fixture's OSD for its lifetime (SIGCONT on every exit path, a failed REQUIRE included), so
+// that every OSD op sits unanswered: what a PG that never becomes active, or a hung OSD, does to a client.
+class StoppedOsd {
+ public:
+  StoppedOsd() {
+    std::ifstream in(std::string(KILN_CEPH_DIR) + "/run/ceph-osd.0.pid");
+    in >> pid_;
+    REQUIRE(pid_ > 1);
+    REQUIRE(::kill(pid_, SIGSTOP) == 0);
+  }
+  StoppedOsd(const StoppedOsd&) = delete;
+  StoppedOsd& operator=(const StoppedOsd&) = delete;
+  ~StoppedOsd() { ::kill(pid_, SIGCONT); }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+}  // namespace
+
+// Budget: about 6 s (each call waits out its 1 s op timeout, an open a few in turn). Runs alone
+// (RESOURCE_LOCK ceph in tests/CMakeLists.txt): the stopped OSD would stall every other rbd test.
+TEST_CASE("with the OSD stopped every RBD call fails with rbd_error after the op timeout instead of hanging",
+          "[rbd]") {
+  Location base = glance_image(16);
+  ConnectOptions options;
+  options.ceph_conf = ceph().conf;
+  options.user = "kiln";
+  options.connect_timeout = std::chrono::seconds(1);
+  Cluster cluster = Cluster::connect(options);
+  Pool images = cluster.open_pool("images");
+  Pool vms = cluster.open_pool("vms");
+  std::string uuid = kiln::test::random_uuid();
+  {
+    StoppedOsd stopped;
+    // The image open (rbd_open_read_only) is where librbd 16.2.15 was seen to block for good.
+    REQUIRE_KILN_ERROR_MENTIONS(images.stat(base.image), ErrorCode::kRbdError, "timed out");
+    REQUIRE_KILN_ERROR_MENTIONS(images.snapshot(base.image, "snap"), ErrorCode::kRbdError, "timed out");
+    REQUIRE_KILN_ERROR_MENTIONS(vms.list(), ErrorCode::kRbdError, "timed out");
+    REQUIRE_KILN_ERROR_MENTIONS(clone_root_disk(cluster, base, vms, uuid, 0), ErrorCode::kRbdError, "timed out");
+  }
+  // Once the OSD runs again the same handle works: a timeout does not break the connection.
+  REQUIRE(images.stat(base.image).size_bytes == 16 * kMiB);
+  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
+}
+
+TEST_CASE("the monitors of a ceph.conf are read in the form QEMU takes them (v1 address of each)", "[rbd]") {
+  // The fixture's conf: mon host = [v2:127.0.0.1:<even>,v1:127.0.0.1:<odd>].
+  std::vector<Monitor> monitors = conf_monitors(ceph().conf);
+  REQUIRE(monitors.size() == 1);
+  REQUIRE(monitors[0].host == "127.0.0.1");
+  REQUIRE(monitors[0].port % 2 == 1);
+  REQUIRE(monitors[0].port > 13300);
+  REQUIRE_KILN_ERROR_MENTIONS(conf_monitors("/nonexistent/ceph.conf"), ErrorCode::kRbdError, "/nonexistent/ceph.conf");
+
+  // Every form Ceph writes or reads.
+  using M = std::vector<Monitor>;
+  REQUIRE(parse_mon_host("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300/0,v1:10.0.0.2:6789/0]") ==
+          M{{"10.0.0.1", 6789}, {"10.0.0.2", 6789}});
+  REQUIRE(parse_mon_host("[v2:10.0.0.1:3300,v1:10.0.0.1:6789] [v2:10.0.0.2:3300,v1:10.0.0.2:6789]").size() == 2);
+  REQUIRE(parse_mon_host("10.0.0.1,10.0.0.2:6790; mon3.example.org") ==
+          M{{"10.0.0.1", 6789}, {"10.0.0.2", 6790}, {"mon3.example.org", 6789}});
+  REQUIRE(parse_mon_host("v1:10.0.0.1:6789,v2:10.0.0.2:3300") == M{{"10.0.0.1", 6789}});
+  REQUIRE(parse_mon_host("[::1]:6789,[fd00::2]") == M{{"::1", 6789}, {"fd00::2", 6789}});
+  REQUIRE(parse_mon_host("[v2:[::1]:3300,v1:[::1]:6789]") == M{{"::1", 6789}});
+  for (const char* bad : {"", " , ", "v2:10.0.0.1:3300", "[v2:10.0.0.1:3300]", "10.0.0.1:http", "10.0.0.1:70000",
+                          "[v2:10.0.0.1:3300,v1:10.0.0.1:6789", "10.0.0.1:6789'/><x", "a b\"c", "[::1"}) {
+    INFO(bad);
+    REQUIRE_KILN_ERROR(parse_mon_host(bad), ErrorCode::kRbdError);
+  }
 }

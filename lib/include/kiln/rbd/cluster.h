@@ -7,8 +7,15 @@
 // image or snapshot that does not exist, kConflict for an image name already
 // taken. Nothing reads the environment (CEPH_ARGS, CEPH_CONF): the ceph.conf
 // and the user are the caller's. Every cluster call is bounded by the
-// connect timeout (client_mount_timeout and rados_mon_op_timeout), so an
-// unreachable cluster fails in seconds rather than hanging a boot.
+// connect timeout (client_mount_timeout, rados_mon_op_timeout and
+// rados_osd_op_timeout), so an unreachable cluster, a stopped OSD or a
+// placement group that never becomes active fails the call with kRbdError
+// ("...: Connection timed out") in seconds rather than hanging a boot.
+//
+// One Cluster per process and cluster: shared_cluster() keeps it. A failed
+// connect leaks its librados handle (see Cluster::connect), so connecting
+// per request would leak one per failure; shared_cluster() also remembers a
+// failure for a while instead of connecting again at once.
 //
 // A Cluster may be used from several threads (librados' handle is
 // thread-safe); a Pool must not be shared between threads without a lock.
@@ -18,8 +25,10 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/rbd/location.h"
@@ -131,5 +140,32 @@ class Cluster {
   rados_t handle_ = nullptr;
   std::string fsid_;
 };
+
+// The process's Cluster for `options` (the same ceph.conf, user and
+// timeout): connected on first use, then shared by every caller. A failed
+// connect is remembered for kReconnectAfter and rethrown to the callers in
+// that time, so a down cluster costs one leaked handle per interval, not one
+// per boot. Thread-safe; callers in the meantime wait for the connect.
+inline constexpr std::chrono::seconds kReconnectAfter{10};
+std::shared_ptr<const Cluster> shared_cluster(const ConnectOptions& options);
+
+// The monitors a ceph.conf names (its mon_host, as librados reads the file)
+// in the form QEMU's librbd is given them by libvirt: host and port of each
+// monitor's v1 (legacy) address. Throws kRbdError when the file cannot be
+// read or names no monitor.
+struct Monitor {
+  std::string host;
+  int port = 0;
+  bool operator==(const Monitor&) const = default;
+};
+std::vector<Monitor> conf_monitors(const std::filesystem::path& ceph_conf);
+
+// mon_host as Ceph writes it: monitors separated by ',', ';' or spaces, each
+// an address vector "[v2:<ip>:<port>,v1:<ip>:<port>]", a "v1:"/"v2:"
+// address, or a plain "<host>[:<port>]" (IPv6 in brackets; port 6789 when
+// left out). A monitor's v1 address is taken; a v2-only one is left out (QEMU
+// would speak v1 to it). Throws kRbdError when no monitor is left or an
+// address is malformed. Pure.
+std::vector<Monitor> parse_mon_host(std::string_view mon_host);
 
 }  // namespace kiln::rbd
