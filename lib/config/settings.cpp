@@ -532,8 +532,8 @@ void check_rbd(Settings& settings) {
     throw Error(ErrorCode::kConfigInvalid, "[libvirt] images_type = rbd: images_rbd_ceph_conf " +
                                                rbd.ceph_conf.string() + " is not a readable file");
   }
-  warn(settings, "[libvirt] images_type = rbd is checked but not yet used: instance disks are still qcow2 files "
-                 "under instances_path (kiln's RBD boot path is not built yet)");
+  warn(settings, "[libvirt] images_type = rbd boots only raw images Glance keeps in this Ceph cluster (cloned, "
+                 "nothing downloaded); other images, swap and ephemeral disks are refused for now");
 }
 
 }  // namespace

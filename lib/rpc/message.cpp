@@ -34,6 +34,7 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kRbdLocationInvalid:
     case ErrorCode::kRbdNotSameCluster:
     case ErrorCode::kRbdSnapshotUnprotected:
+    case ErrorCode::kRbdImageNotInCluster:
       return 422;
     case ErrorCode::kOverloaded:
     case ErrorCode::kShuttingDown:

@@ -48,6 +48,7 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kRbdLocationInvalid: return "rbd_location_invalid";
     case ErrorCode::kRbdNotSameCluster: return "rbd_not_same_cluster";
     case ErrorCode::kRbdSnapshotUnprotected: return "rbd_snapshot_unprotected";
+    case ErrorCode::kRbdImageNotInCluster: return "rbd_image_not_in_cluster";
   }
   return "unknown";
 }

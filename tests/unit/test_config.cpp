@@ -295,7 +295,7 @@ TEST_CASE("images_type = rbd takes nova's RBD keys with nova's defaults, and ref
   REQUIRE(rbd.rbd.connect_timeout == std::chrono::seconds(10));
   // Accepted, and said to be not yet acted on: boots still make qcow2 files.
   REQUIRE(rbd.warnings.size() == 1);
-  REQUIRE(rbd.warnings[0].find("images_type = rbd is checked but not yet used") != std::string::npos);
+  REQUIRE(rbd.warnings[0].find("images_type = rbd boots only raw images Glance keeps in this Ceph cluster") != std::string::npos);
   // The keys alone, with the default backend, are nova's keys kiln keeps, with no warning.
   REQUIRE(load_text(scratch, "[libvirt]\nimages_rbd_pool = vms\nrbd_user = nova\n").warnings.empty());
 

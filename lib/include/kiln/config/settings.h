@@ -73,8 +73,8 @@ struct TlsServerSettings {
 };
 
 // [libvirt] images_type and nova's RBD keys, with nova's names, defaults and
-// meanings. Parsed and checked only: lib/rbd has the cluster calls, but the
-// boot path still makes local qcow2 disks (a warning says so when rbd is set).
+// meanings. With rbd, boots clone raw images Glance keeps in the same
+// cluster (kiln::instance::RbdHost); a warning says what is not done yet.
 struct RbdSettings {
   bool enabled = false;                                    // images_type = rbd
   std::string pool = "rbd";                                // images_rbd_pool: the instances' images

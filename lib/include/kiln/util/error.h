@@ -56,7 +56,8 @@ enum class ErrorCode {
   kRbdLocationInvalid, // a Glance RBD location is not rbd://<fsid>/<pool>/<image>/<snapshot> as Glance writes it
   kRbdNotSameCluster,  // a Glance RBD location names another Ceph cluster (fsid) than kiln's
   kRbdSnapshotUnprotected,  // the RBD snapshot to clone is not protected (Glance could delete it under the clone)
-  kLastCode = kRbdSnapshotUnprotected,  // keep last: code_from_name walks up to it
+  kRbdImageNotInCluster,  // images_type = rbd, but the image has no raw RBD location in kiln's cluster to clone
+  kLastCode = kRbdImageNotInCluster,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and
