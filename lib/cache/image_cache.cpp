@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
@@ -83,20 +84,38 @@ void record_use(const fs::path& base_path, BaseInfo& info, Clock::time_point now
 
 std::string base_name_for(const std::string& image_id) { return layout::image_base_name(image_id); }
 
-// Active, usable records by image id, with when Glance gave them; the
-// questions to Glance still in flight (their answers go to all who asked);
-// and the records of the downloads in progress.
+// The last active, usable record Glance gave for each image, with when it
+// was asked for; the questions to Glance still in flight (their answers go
+// to all who asked); and the records of the downloads in progress.
 struct ImageCache::RememberedRecords {
+  using Time = std::chrono::steady_clock::time_point;
+  // A record older than this is forgotten even with no TTL: a boot queued
+  // longer than that asks Glance again, and the map stays small.
+  static constexpr std::chrono::minutes kForgetAfter{10};
+
+  explicit RememberedRecords(std::chrono::seconds ttl) : ttl(ttl) {}
+
+  const std::chrono::seconds ttl;  // CachePolicy::image_record_ttl
   std::mutex mutex;
-  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, glance::ImageRecord>> by_id;
+  std::map<std::string, std::pair<Time, glance::ImageRecord>> by_id;
   std::map<std::string, std::shared_future<glance::ImageRecord>> in_flight;
   std::map<std::string, glance::ImageRecord> downloading;
 
+  // REQUIRES: mutex held.
+  void remember(const std::string& image_id, Time asked_at, const glance::ImageRecord& record) {
+    auto keep = std::max<std::chrono::steady_clock::duration>(ttl, kForgetAfter);
+    std::erase_if(by_id, [&](const auto& entry) { return asked_at - entry.second.first > keep; });
+    by_id.insert_or_assign(image_id, std::pair{asked_at, record});
+  }
+
   // While a base is downloaded, lookups of its image get the record the
   // download is verified against (as fresh as the bytes their boots will
-  // use) instead of asking Glance again: the boots of a storm that queue
-  // behind the download share its record. One download per image at a time:
-  // it runs under the base's lock.
+  // use) instead of asking Glance again. A boot accepted during the download
+  // but queued behind it (kilnd runs max_concurrent_builds at a time) gets
+  // that record too once it is verified: remembered as of the download's
+  // end, so which boots share it depends on when they arrived, not on when a
+  // worker got to them. One download per image at a time: it runs under the
+  // base's lock.
   class Download {
    public:
     Download(RememberedRecords& records, const glance::ImageRecord& record) : records_(records), image_id_(record.id) {
@@ -105,14 +124,19 @@ struct ImageCache::RememberedRecords {
     }
     ~Download() {
       std::lock_guard lock(records_.mutex);
-      records_.downloading.erase(image_id_);
+      auto downloading = records_.downloading.find(image_id_);
+      if (verified_) records_.remember(image_id_, std::chrono::steady_clock::now(), downloading->second);
+      records_.downloading.erase(downloading);
     }
+    // The bytes were verified against the record and published.
+    void verified() { verified_ = true; }
     Download(const Download&) = delete;
     Download& operator=(const Download&) = delete;
 
    private:
     RememberedRecords& records_;
     std::string image_id_;
+    bool verified_ = false;
   };
 };
 
@@ -120,7 +144,7 @@ ImageCache::ImageCache(fs::path instances_path, const glance::GlanceClient& glan
     : instances_path_(std::move(instances_path)),
       glance_(glance),
       policy_(std::move(policy)),
-      records_(std::make_shared<RememberedRecords>()) {}
+      records_(std::make_shared<RememberedRecords>(policy_.image_record_ttl)) {}
 
 fs::path ImageCache::lock_path(const std::string& base_name) const {
   return layout::base_lock_path(instances_path_, base_name);
@@ -128,17 +152,21 @@ fs::path ImageCache::lock_path(const std::string& base_name) const {
 
 // Single flight: a boot storm asks Glance once per image, not once per boot.
 // Sharing an answer that is being given is always safe (every asker would
-// have got the same one); remembering it afterwards is image_record_ttl's call.
-glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
+// have got the same one), and so is an answer to a question asked after the
+// boot arrived; anything older is image_record_ttl's call.
+glance::ImageRecord ImageCache::lookup(const std::string& image_id,
+                                       std::optional<std::chrono::steady_clock::time_point> received_at) const {
   auto now = std::chrono::steady_clock::now();
   std::promise<glance::ImageRecord> answer;
   std::optional<std::shared_future<glance::ImageRecord>> asked_already;
   {
     std::lock_guard lock(records_->mutex);
     auto remembered = records_->by_id.find(image_id);
-    if (policy_.image_record_ttl.count() > 0 && remembered != records_->by_id.end() &&
-        now - remembered->second.first < policy_.image_record_ttl) {
-      return remembered->second.second;
+    if (remembered != records_->by_id.end()) {
+      auto asked_at = remembered->second.first;
+      bool fresh_enough = received_at && asked_at >= *received_at;
+      bool within_ttl = policy_.image_record_ttl.count() > 0 && now - asked_at < policy_.image_record_ttl;
+      if (fresh_enough || within_ttl) return remembered->second.second;
     }
     auto downloading = records_->downloading.find(image_id);
     if (downloading != records_->downloading.end()) return downloading->second;
@@ -154,12 +182,15 @@ glance::ImageRecord ImageCache::lookup(const std::string& image_id) const {
     glance::ImageRecord record = glance_.get_image(image_id);
     check_usable(record, policy_);
     std::lock_guard lock(records_->mutex);
-    if (policy_.image_record_ttl.count() > 0) records_->by_id[image_id] = {now, record};
+    records_->remember(image_id, now, record);
     records_->in_flight.erase(image_id);
     answer.set_value(record);
     return record;
   } catch (...) {
     std::lock_guard lock(records_->mutex);
+    // A refusal (deactivated, deleted) must not leave an older record for
+    // the boots that arrived after it was given.
+    records_->by_id.erase(image_id);
     records_->in_flight.erase(image_id);
     answer.set_exception(std::current_exception());
     throw;
@@ -179,11 +210,12 @@ bool describes_cached_base(const glance::ImageRecord& offered, const BaseInfo& i
   return !info.checksum.empty() && info.checksum == offered.checksum;
 }
 
-glance::ImageRecord ImageCache::lookup(const glance::ImageRecord& offered) const {
+glance::ImageRecord ImageCache::lookup(const glance::ImageRecord& offered,
+                                       std::optional<std::chrono::steady_clock::time_point> received_at) const {
   // Read without the base's lock: an .info only ever describes the bytes
   // of its image id, and acquire() checks the base again under the lock.
   std::optional<BaseInfo> info = load_base_info(base_directory() / base_name_for(offered.id));
-  if (!info || !describes_cached_base(offered, *info)) return lookup(offered.id);
+  if (!info || !describes_cached_base(offered, *info)) return lookup(offered.id, received_at);
   check_usable(offered, policy_);
   glance::ImageRecord record = offered;
   record.offered = true;
@@ -241,6 +273,7 @@ BaseLease ImageCache::acquire(const glance::ImageRecord& given, const FetchProgr
       if (!info) adopted = adopt_foreign_base(policy_, record, base_path);
       if (!adopted) ensure_space(record);
       outcome = adopted ? *adopted : fetch_base(glance_, policy_, record, base_path, progress);
+      download.verified();
     } catch (const Error& failure) {
       record_failure(layout::failure_record_path(instances_path_, name), failure);
       throw;

@@ -141,11 +141,16 @@ struct Images {
 };
 
 Images look_up_images(const BootRequest& request, const cache::ImageCache& cache) {
-  Images images{request.image ? cache.lookup(*request.image) : cache.lookup(request.image_id), std::nullopt,
-                std::nullopt};
+  auto received_at = request.received_at;
+  Images images{request.image ? cache.lookup(*request.image, received_at) : cache.lookup(request.image_id, received_at),
+                std::nullopt, std::nullopt};
   const auto& properties = images.root.properties;
-  if (auto it = properties.find("kernel_id"); it != properties.end()) images.kernel = cache.lookup(it->second);
-  if (auto it = properties.find("ramdisk_id"); it != properties.end()) images.ramdisk = cache.lookup(it->second);
+  if (auto it = properties.find("kernel_id"); it != properties.end()) {
+    images.kernel = cache.lookup(it->second, received_at);
+  }
+  if (auto it = properties.find("ramdisk_id"); it != properties.end()) {
+    images.ramdisk = cache.lookup(it->second, received_at);
+  }
   if (images.is_iso() && request.root_gb == 0) {
     invalid("image " + images.root.id + " is an ISO: the flavor needs root_gb > 0 for the blank root disk");
   }

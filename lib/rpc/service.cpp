@@ -373,8 +373,10 @@ Response Service::precache(const std::string& image_id, const Request& request) 
     throw ValidationError("'" + image_id + "' in the path is not an image id (a UUID)", "");
   }
   auto backend = this->backend();
-  auto operation = runner_.submit({"precache", "", image_id, nullptr, ""}, [this, backend, image_id](Operation& operation) {
-    auto base = *rpc::fetch_base(backend->cache(), image_id, std::nullopt, hooks_for(operation));
+  auto received_at = std::chrono::steady_clock::now();
+  auto operation = runner_.submit({"precache", "", image_id, nullptr, ""},
+                                  [this, backend, image_id, received_at](Operation& operation) {
+    auto base = *rpc::fetch_base(backend->cache(), image_id, std::nullopt, received_at, hooks_for(operation));
     note_download(operation, image_id, base.downloaded_bytes);
     return json(base);
   });

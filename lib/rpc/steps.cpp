@@ -15,14 +15,16 @@ void say(const StepHooks& hooks, const std::string& step) {
 }  // namespace
 
 std::optional<cache::BaseImage> fetch_base(const cache::ImageCache& cache, const std::string& image_id,
-                                           std::optional<std::uint64_t> root_gb, const StepHooks& hooks) {
+                                           std::optional<std::uint64_t> root_gb,
+                                           std::optional<std::chrono::steady_clock::time_point> received_at,
+                                           const StepHooks& hooks) {
   // A cached base needs no download slot; provision() still asks Glance
   // about the image, so a warm boot asks once, not twice.
   std::error_code error;
   bool cached = std::filesystem::exists(cache.base_directory() / cache::base_name_for(image_id), error);
   if (cached && root_gb) return std::nullopt;
   say(hooks, "looking up the image");
-  auto record = cache.lookup(image_id);
+  auto record = cache.lookup(image_id, received_at);
   // As provision() does, and before the download: an image the flavor cannot
   // hold must not make room in the cache, or take a download slot, for nothing.
   if (root_gb) instance::check_root_fits(*root_gb, record);
@@ -45,7 +47,7 @@ void refuse_existing_instance(const std::filesystem::path& instances_path, const
 instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
                           const StepHooks& hooks, const std::function<instance::BootResult()>& build, bool rbd) {
   std::optional<cache::BaseImage> fetched;
-  if (!rbd) fetched = fetch_base(cache, request.image_id, request.root_gb, hooks);
+  if (!rbd) fetched = fetch_base(cache, request.image_id, request.root_gb, request.received_at, hooks);
   say(hooks, "building the instance");
   auto result = build();
   // The download happened above, not in provision(): the result says what

@@ -79,6 +79,7 @@ ValidBootRequest parse_boot_request(const std::string& body) {
                           "/image/id");
   }
   check_nics(valid.request.nics);
+  valid.request.received_at = std::chrono::steady_clock::now();
   return valid;
 }
 

@@ -580,7 +580,7 @@ TEST_CASE("concurrent lookups of one image share one image-record GET, its answe
   REQUIRE(record_gets(image_id) == 2);
 }
 
-TEST_CASE("lookups while the image downloads get the download's record: a boot storm asks Glance once") {
+TEST_CASE("boots accepted while the image downloads get the download's record: a boot storm asks Glance once") {
   kiln::test::ScratchDir scratch;
   std::string image_id = kiln::test::upload_image("storm, downloading", "raw", make_raw(scratch.path(), "image.raw", 1));
   // The download is held 3 s: lookups made meanwhile find it in progress.
@@ -599,6 +599,7 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   REQUIRE(proxy.downloads() == 1);
+  auto accepted_during_download = std::chrono::steady_clock::now();
   // 16 boots arriving one after another during the download, as queued workers do.
   std::vector<std::future<std::uint64_t>> boots;
   for (int i = 0; i < 16; ++i) {
@@ -610,9 +611,48 @@ TEST_CASE("lookups while the image downloads get the download's record: a boot s
   for (auto& boot : boots) REQUIRE(boot.get() == 0);
   REQUIRE(record_gets() == 1);
   REQUIRE(proxy.downloads() == 1);
-  // Once the download is over, a lookup asks Glance again (ttl 0).
-  cache.lookup(image_id);
+  // A boot accepted during the download but queued behind it looks up
+  // afterwards: it gets the download's record too.
+  REQUIRE(cache.lookup(image_id, accepted_during_download).os_hash_value == record.os_hash_value);
+  REQUIRE(record_gets() == 1);
+  // Once the download is over, a boot accepted then asks Glance again (ttl 0).
+  cache.lookup(image_id, std::chrono::steady_clock::now());
   REQUIRE(record_gets() == 2);
+}
+
+TEST_CASE("a record Glance gave after a boot arrived serves that boot, and a boot that arrived later asks again") {
+  kiln::test::ScratchDir scratch;
+  std::string image_id = kiln::test::upload_image("arrivals", "raw", make_raw(scratch.path(), "image.raw", 1));
+  kiln::test::FaultProxy proxy;
+  kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
+  kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
+  auto record_gets = [&] {
+    auto requests = proxy.requests();
+    return std::count_if(requests.begin(), requests.end(),
+                         [&](const std::string& line) { return line.find("GET /v2/images/" + image_id + " ") == 0; });
+  };
+  // Two boots accepted, then the first looks the image up: the second one
+  // (a cold boot's second lookup, a boot queued behind it) takes that answer.
+  auto first_arrived = std::chrono::steady_clock::now();
+  auto second_arrived = std::chrono::steady_clock::now();
+  REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
+  REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
+  REQUIRE(cache.lookup(image_id, second_arrived).id == image_id);
+  REQUIRE(record_gets() == 1);
+  // A boot accepted after Glance answered asks again, and so does a lookup
+  // with no arrival time.
+  auto later = std::chrono::steady_clock::now();
+  cache.lookup(image_id, later);
+  REQUIRE(record_gets() == 2);
+  cache.lookup(image_id);
+  REQUIRE(record_gets() == 3);
+  // Once Glance refuses the image, no boot gets the record it gave before.
+  auto deactivate = kiln::run({{"curl", "-sS", "--fail-with-body", "-X", "POST",
+                                kiln::test::peers().glance_url + "/v2/images/" + image_id + "/actions/deactivate"}});
+  REQUIRE(deactivate.exit_code == 0);
+  REQUIRE_KILN_ERROR(cache.lookup(image_id), kiln::ErrorCode::kImageNotActive);
+  REQUIRE_KILN_ERROR(cache.lookup(image_id, first_arrived), kiln::ErrorCode::kImageNotActive);
+  REQUIRE(record_gets() == 5);
 }
 
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {

@@ -72,7 +72,7 @@ void add_fetch(CLI::App& group, Registry& registry) {
       return 0;
     }
     // The steps kilnd's operation takes (kiln/rpc/steps.h).
-    auto base = *kiln::rpc::fetch_base(context.cache(), *image_id, std::nullopt,
+    auto base = *kiln::rpc::fetch_base(context.cache(), *image_id, std::nullopt, std::nullopt,
                                        direct_hooks(context.json_output() ? nullptr : progress_reporter(*image_id)));
     finish_progress();
     context.print(json(base),

@@ -14,8 +14,9 @@
 // without downloading again (locks/kiln-<name>.failed records it).
 //
 // Thread-safe: the filesystem and the locks are the state; the only memory is
-// the records remembered for CachePolicy::image_record_ttl, the lookups in
-// flight and the records of the downloads in progress, under a mutex.
+// the last record Glance gave for each image (lookup() says who may use it),
+// the lookups in flight and the records of the downloads in progress, under
+// a mutex.
 #pragma once
 
 #include <chrono>
@@ -78,24 +79,35 @@ class ImageCache {
   ImageCache(std::filesystem::path instances_path, const glance::GlanceClient& glance,
              CachePolicy policy = {});
 
-  // Reads the image record from Glance (or, within image_record_ttl, from
-  // memory; concurrent lookups of one image share one request, and while
-  // this cache downloads the image a lookup gets the record the download is
-  // verified against: a boot storm asks Glance once) and checks
-  // that it may become a base: status "active",
-  // disk_format and container_format allowed. Fetches no data.
+  // Reads the image record from Glance and checks that it may become a
+  // base: status "active", disk_format and container_format allowed.
+  // Fetches no data. Glance is not asked again when an answer at least as
+  // fresh as the caller needs is at hand:
+  //  - a request to Glance already in flight for the image (its answer goes
+  //    to everyone who asked while it was in flight);
+  //  - while this cache downloads the image, the record the download is
+  //    verified against;
+  //  - a record Glance gave in answer to a request sent at or after
+  //    `received_at` (when the caller's boot was accepted: such a record is
+  //    as fresh as one asked for when the boot arrived, so the boots of a
+  //    storm queued behind a download share one answer), or within
+  //    image_record_ttl of when it was asked for.
+  // `received_at` nullopt means now: only the first two apply (with a TTL,
+  // the third).
   // Throws kiln::Error: kImageNotFound, kImageNotActive, kImageFormatRefused,
   // kHttpError, kGlanceError.
-  glance::ImageRecord lookup(const std::string& image_id) const;
+  glance::ImageRecord lookup(const std::string& image_id,
+                             std::optional<std::chrono::steady_clock::time_point> received_at = std::nullopt) const;
 
   // The record to boot from when the request carried one (`offered`, the
   // controller's copy of Glance's record, as nova passes image_meta):
   // `offered` itself when it is usable and the base cached for its image was
   // made from the same bytes (its .info has the same disk_format and size
   // and the same os_hash_value, or md5 when neither has an os_hash), so that
-  // a warm boot asks Glance nothing; else lookup(offered.id). Throws as
-  // lookup().
-  glance::ImageRecord lookup(const glance::ImageRecord& offered) const;
+  // a warm boot asks Glance nothing; else lookup(offered.id, received_at).
+  // Throws as lookup().
+  glance::ImageRecord lookup(const glance::ImageRecord& offered,
+                             std::optional<std::chrono::steady_clock::time_point> received_at = std::nullopt) const;
 
   // Returns the base for `record` (from lookup()), downloading, verifying and
   // converting it first if it is not cached, and records the use. A base

@@ -64,6 +64,10 @@ struct BootRequest {
   // image_meta with a boot): a warm boot from it asks Glance nothing
   // (cache::ImageCache::lookup(offered) says when it is used).
   std::optional<glance::ImageRecord> image;
+  // When the request was accepted (kilnd's POST, kilnctl's start), for the
+  // image lookups (cache::ImageCache::lookup): a record Glance gave after
+  // this is fresh enough. Not part of the JSON; nullopt: when looked up.
+  std::optional<std::chrono::steady_clock::time_point> received_at;
 };
 
 // The boot request as schemas/boot-request.schema.json has it (flavor

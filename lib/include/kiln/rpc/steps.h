@@ -35,8 +35,13 @@ struct StepHooks {
 // (kFlavorDiskTooSmall before any byte), and a base already cached is left
 // to provision() (which asks Glance once): nullopt. Without one (a
 // pre-cache), returns the base as `cache fetch` reports it, cached or not.
+// `received_at`: when the request was accepted (cache::ImageCache::lookup),
+// so that provision() finds the record looked up here fresh enough and a
+// cold boot asks Glance once.
 std::optional<cache::BaseImage> fetch_base(const cache::ImageCache& cache, const std::string& image_id,
-                                           std::optional<std::uint64_t> root_gb, const StepHooks& hooks);
+                                           std::optional<std::uint64_t> root_gb,
+                                           std::optional<std::chrono::steady_clock::time_point> received_at,
+                                           const StepHooks& hooks);
 
 // Throws kInstanceExists when `uuid` has a directory under instances_path:
 // checked before a boot starts (kilnd before it answers 202), not found

@@ -49,7 +49,8 @@ struct ValidBootRequest {
 // each NIC as libvirt would take it (virt::check_network_interface: a
 // multicast or all-zero MAC, a bridge NIC without a bridge, ...) and MACs
 // and tap names unique across NICs. Throws ValidationError whose pointer
-// names the field at fault ("/nics/1/mac").
+// names the field at fault ("/nics/1/mac"). The request's received_at is
+// now: the boot's image lookups need a record no older than this.
 ValidBootRequest parse_boot_request(const std::string& body);
 // The same for a request kilnctl built from its options.
 ValidBootRequest parse_boot_request(const instance::BootRequest& request);
