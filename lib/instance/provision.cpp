@@ -492,10 +492,8 @@ std::unique_ptr<RbdClone> build_rbd_root(const BootRequest& request, const Host&
                                          const InstanceDir& directory, virt::DomainSpec& spec, BootResult& result) {
   const RbdHost& rbd = *host.rbd;
   rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
-  KILN_FAILPOINT("boot.rbd.before_clone");
   rbd::ImageInfo disk = rbd::clone_root_disk(*rbd.cluster, source, pool, directory.uuid(), request.root_gb * kGiB);
   auto clone = std::make_unique<RbdClone>(std::move(pool), disk.name);
-  KILN_FAILPOINT("boot.rbd.cloned");
   result.root_bytes = disk.size_bytes;
   result.rbd_disk = rbd.pool + "/" + disk.name;
   result.rbd_parent = source.spec();
@@ -730,7 +728,6 @@ DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_
   if (rbd) {
     rbd::Pool pool = rbd->cluster->open_pool(rbd->pool);
     result.rbd_images = rbd::remove_instance_images(pool, directory.uuid());
-    KILN_FAILPOINT("delete.rbd_removed");
   }
   if (result.directory_found) remove_instance_directory(directory, instances_path);
   KILN_FAILPOINT("delete.removed");

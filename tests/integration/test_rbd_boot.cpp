@@ -180,7 +180,7 @@ TEST_CASE("images_type = rbd boots a Glance RBD image as a clone: nothing downlo
   REQUIRE(virsh({"dominfo", uuid}).exit_code != 0);
 }
 
-TEST_CASE("images_type = rbd refuses an image Glance keeps elsewhere before anything is created", "[rbd]") {
+TEST_CASE("images_type = rbd refuses an image Glance keeps elsewhere, swap and a missing secret before anything is created, and a failed boot removes its clone", "[rbd]") {
   kiln::test::ScratchDir scratch;
   // A raw image in Glance's file store: no rbd:// location.
   std::filesystem::path file = scratch / "plain.raw";
@@ -214,6 +214,16 @@ TEST_CASE("images_type = rbd refuses an image Glance keeps elsewhere before anyt
   REQUIRE(swap.exit_code != 0);
   REQUIRE(swap.output["error"]["code"] == "invalid_argument");
   REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
+
+  // A boot that fails after its clone (libvirt refuses the definition: 512 vCPUs on a pc machine) removes
+  // the clone and the directory again.
+  auto undone = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", in_ceph, "--uuid",
+                                    uuid, "--vcpus", "512", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"});
+  INFO(undone.output.dump());
+  REQUIRE(undone.exit_code != 0);
+  REQUIRE(undone.output["error"]["code"] == "libvirt_error");
+  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
+  REQUIRE_FALSE(std::filesystem::exists(instances / uuid));
 
   // A secret libvirt does not have: refused before the clone, naming the secret.
   std::string missing = kiln::test::random_uuid();
