@@ -8,8 +8,9 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <thread>
 
-#include "cluster_decompressor.h"
+#include "cluster_pipeline.h"
 #include "kiln/util/data_digest.h"
 
 namespace kiln::image {
@@ -93,6 +94,7 @@ const std::string& Qcow2Stream::why() const {
 void Qcow2Stream::fail(std::string why) {
   if (failure_) return;
   failure_ = std::move(why);
+  if (pipeline_) pipeline_->cancel();
   targets_.clear();
   late_.clear();
   claimed_ = {};
@@ -139,7 +141,7 @@ void Qcow2Stream::process(std::uint64_t offset, std::span<const char> data) {
     const std::uint64_t count = std::min(host + target.length, end) - start;
     std::span<const char> slice = data.subspan(start - offset, count);
     if (target.kind == Kind::kData) {
-      write_data(target.guest + target.filled, slice);
+      emit(target.guest + target.filled, slice);
     } else {
       target.bytes.insert(target.bytes.end(), slice.begin(), slice.end());
     }
@@ -341,14 +343,27 @@ void Qcow2Stream::decompress(std::uint64_t guest, std::span<const char> bytes) {
   // add up to kMaxExpansion times the image at most.
   decompressed_ += cluster_size_;
   if (decompressed_ > max_decompressed_) return fail("compressed clusters expand past the bound on decompression");
-  if (!decompressor_) {
-    decompressor_ = std::make_unique<ClusterDecompressor>(
+  if (!pipeline_) {
+    // Decompression is most of the CPU a compressed image costs: it runs on
+    // every core, the download's thread only parses and writes.
+    unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+    pipeline_ = std::make_unique<ClusterPipeline>(
         compression_type_ == kCompressionZstd ? ClusterDecompressor::Type::kZstd : ClusterDecompressor::Type::kZlib,
-        cluster_bits_);
+        cluster_bits_, workers, [this](std::uint64_t at, std::span<const char> cluster, bool ok) {
+          if (!ok) return fail("a compressed cluster that is not exactly one cluster");
+          write_data(at, cluster);
+        });
   }
-  cluster_.resize(cluster_size_);
-  if (!decompressor_->decompress(bytes, cluster_)) return fail("a compressed cluster that is not exactly one cluster");
-  write_data(guest, cluster_);
+  pipeline_->submit(guest, bytes);
+}
+
+// Data goes out in the order it came, behind the compressed clusters before it.
+void Qcow2Stream::emit(std::uint64_t guest, std::span<const char> bytes) {
+  if (pipeline_) {
+    pipeline_->pass(guest, bytes);
+  } else {
+    write_data(guest, bytes);
+  }
 }
 
 void Qcow2Stream::write_data(std::uint64_t guest, std::span<const char> bytes) {
@@ -426,11 +441,12 @@ bool Qcow2Stream::finish(int image_fd) {
       done += static_cast<std::size_t>(count);
     }
     if (target.kind == Kind::kData) {
-      write_data(target.guest, buffer);
+      emit(target.guest, buffer);
     } else {
       complete(host, target, buffer);
     }
   }
+  if (pipeline_ && !failed()) pipeline_->drain();
   return !failed();
 }
 

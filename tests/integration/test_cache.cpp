@@ -100,6 +100,13 @@ fs::path base_of(const fs::path& instances, const std::string& image_id) {
   return instances / "_base" / kiln::cache::base_name_for(image_id);
 }
 
+// The GETs of `image_id`'s record the proxy passed to Glance.
+long record_gets(const kiln::test::FaultProxy& proxy, const std::string& image_id) {
+  auto requests = proxy.requests();
+  return std::count_if(requests.begin(), requests.end(),
+                       [&](const std::string& line) { return line.starts_with("GET /v2/images/" + image_id + " "); });
+}
+
 }  // namespace
 
 TEST_CASE("16 threads and 3 processes acquiring one uncached image download it once") {
@@ -455,25 +462,18 @@ TEST_CASE("within image_record_ttl a lookup is answered from memory, without it 
   std::string image_id = kiln::test::upload_image("remembered", "raw", image);
   kiln::test::FaultProxy proxy;
   kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
-  auto record_gets = [&] {
-    int gets = 0;
-    for (const auto& request : proxy.requests()) {
-      if (request.find("GET /v2/images/" + image_id + " ") == 0) ++gets;
-    }
-    return gets;
-  };
 
   kiln::cache::ImageCache fresh(scratch / "instances", glance, kiln::cache::CachePolicy{});
   fresh.lookup(image_id);
   fresh.lookup(image_id);
-  REQUIRE(record_gets() == 2);
+  REQUIRE(record_gets(proxy, image_id) == 2);
 
   kiln::cache::CachePolicy policy;
   policy.image_record_ttl = std::chrono::seconds(3600);
   kiln::cache::ImageCache remembering(scratch / "instances", glance, policy);
   REQUIRE(remembering.lookup(image_id).id == image_id);
   REQUIRE(remembering.lookup(image_id).id == image_id);
-  REQUIRE(record_gets() == 3);
+  REQUIRE(record_gets(proxy, image_id) == 3);
 
   // Refusals are never remembered: a queued image is asked about every time.
   std::string queued = kiln::test::upload_image("queued", "raw", "");
@@ -487,21 +487,14 @@ TEST_CASE("an offered image record boots a cached base without asking Glance, an
   kiln::test::FaultProxy proxy;
   kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
   kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});
-  auto record_gets = [&] {
-    int gets = 0;
-    for (const auto& request : proxy.requests()) {
-      if (request.find("GET /v2/images/" + image_id + " ") == 0) ++gets;
-    }
-    return gets;
-  };
   kiln::glance::ImageRecord offered = glance.get_image(image_id);
-  REQUIRE(record_gets() == 1);
+  REQUIRE(record_gets(proxy, image_id) == 1);
   offered.offered = true;
 
   // Not cached yet: Glance is asked, and its record (not the offer) is used.
   auto looked_up = cache.lookup(offered);
   REQUIRE_FALSE(looked_up.offered);
-  REQUIRE(record_gets() == 2);
+  REQUIRE(record_gets(proxy, image_id) == 2);
 
   // A base that must be fetched for an offered record is fetched by Glance's
   // record and verified against Glance's digest, never the offer's.
@@ -513,7 +506,7 @@ TEST_CASE("an offered image record boots a cached base without asking Glance, an
     REQUIRE(lease.base.record.os_hash_value == offered.os_hash_value);
     REQUIRE_FALSE(lease.base.record.offered);
   }
-  REQUIRE(record_gets() == 3);
+  REQUIRE(record_gets(proxy, image_id) == 3);
   REQUIRE(proxy.downloads() == 1);
 
   // Cached from the same bytes: the offer is used, Glance hears nothing.
@@ -523,7 +516,7 @@ TEST_CASE("an offered image record boots a cached base without asking Glance, an
     auto lease = cache.acquire(warm);
     REQUIRE(lease.base.downloaded_bytes == 0);
   }
-  REQUIRE(record_gets() == 3);
+  REQUIRE(record_gets(proxy, image_id) == 3);
 
   // An offer that disagrees with the cached base's .info (another digest,
   // size or format) is not trusted: Glance is asked.
@@ -534,7 +527,7 @@ TEST_CASE("an offered image record boots a cached base without asking Glance, an
   kiln::glance::ImageRecord reformatted = offered;
   reformatted.disk_format = "qcow2";
   REQUIRE_FALSE(cache.lookup(reformatted).offered);
-  REQUIRE(record_gets() == 6);
+  REQUIRE(record_gets(proxy, image_id) == 6);
   REQUIRE(proxy.downloads() == 1);
 
   // An offer that says the image may not be booted is refused like Glance's.
@@ -566,18 +559,13 @@ TEST_CASE("concurrent lookups of one image share one image-record GET, its answe
     for (auto& lookup : lookups) answers.push_back(lookup.get());
     return answers;
   };
-  auto record_gets = [&](const std::string& id) {
-    auto requests = proxy.requests();
-    return std::count_if(requests.begin(), requests.end(),
-                         [&](const std::string& line) { return line.find("GET /v2/images/" + id + " ") == 0; });
-  };
   REQUIRE(storm(image_id) == std::vector<std::string>(16, image_id));
-  REQUIRE(record_gets(image_id) == 1);
+  REQUIRE(record_gets(proxy, image_id) == 1);
   REQUIRE(storm(queued) == std::vector<std::string>(16, "image_not_active"));
-  REQUIRE(record_gets(queued) == 1);
+  REQUIRE(record_gets(proxy, queued) == 1);
   // Nothing is remembered once answered (ttl 0): the next lookup asks again.
   cache.lookup(image_id);
-  REQUIRE(record_gets(image_id) == 2);
+  REQUIRE(record_gets(proxy, image_id) == 2);
 }
 
 TEST_CASE("boots accepted while the image downloads get the download's record: a boot storm asks Glance once") {
@@ -587,11 +575,6 @@ TEST_CASE("boots accepted while the image downloads get the download's record: a
   kiln::test::FaultProxy proxy({"--delay-downloads", "3"});
   kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
   kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
-  auto record_gets = [&] {
-    auto requests = proxy.requests();
-    return std::count_if(requests.begin(), requests.end(),
-                         [&](const std::string& line) { return line.find("GET /v2/images/" + image_id + " ") == 0; });
-  };
   auto record = cache.lookup(image_id);
   auto first = std::async(std::launch::async, [&] { return cache.acquire(record).base.downloaded_bytes; });
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -609,15 +592,15 @@ TEST_CASE("boots accepted while the image downloads get the download's record: a
   }
   REQUIRE(first.get() > 0);
   for (auto& boot : boots) REQUIRE(boot.get() == 0);
-  REQUIRE(record_gets() == 1);
+  REQUIRE(record_gets(proxy, image_id) == 1);
   REQUIRE(proxy.downloads() == 1);
   // A boot accepted during the download but queued behind it looks up
   // afterwards: it gets the download's record too.
   REQUIRE(cache.lookup(image_id, accepted_during_download).os_hash_value == record.os_hash_value);
-  REQUIRE(record_gets() == 1);
+  REQUIRE(record_gets(proxy, image_id) == 1);
   // Once the download is over, a boot accepted then asks Glance again (ttl 0).
   cache.lookup(image_id, std::chrono::steady_clock::now());
-  REQUIRE(record_gets() == 2);
+  REQUIRE(record_gets(proxy, image_id) == 2);
 }
 
 TEST_CASE("a record Glance gave after a boot arrived serves that boot, and a boot that arrived later asks again") {
@@ -626,11 +609,6 @@ TEST_CASE("a record Glance gave after a boot arrived serves that boot, and a boo
   kiln::test::FaultProxy proxy;
   kiln::glance::GlanceClient glance({kiln::http::parse_url(proxy.url())});
   kiln::cache::ImageCache cache(scratch / "instances", glance, kiln::cache::CachePolicy{});  // ttl 0
-  auto record_gets = [&] {
-    auto requests = proxy.requests();
-    return std::count_if(requests.begin(), requests.end(),
-                         [&](const std::string& line) { return line.find("GET /v2/images/" + image_id + " ") == 0; });
-  };
   // Two boots accepted, then the first looks the image up: the second one
   // (a cold boot's second lookup, a boot queued behind it) takes that answer.
   auto first_arrived = std::chrono::steady_clock::now();
@@ -638,21 +616,21 @@ TEST_CASE("a record Glance gave after a boot arrived serves that boot, and a boo
   REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
   REQUIRE(cache.lookup(image_id, first_arrived).id == image_id);
   REQUIRE(cache.lookup(image_id, second_arrived).id == image_id);
-  REQUIRE(record_gets() == 1);
+  REQUIRE(record_gets(proxy, image_id) == 1);
   // A boot accepted after Glance answered asks again, and so does a lookup
   // with no arrival time.
   auto later = std::chrono::steady_clock::now();
   cache.lookup(image_id, later);
-  REQUIRE(record_gets() == 2);
+  REQUIRE(record_gets(proxy, image_id) == 2);
   cache.lookup(image_id);
-  REQUIRE(record_gets() == 3);
+  REQUIRE(record_gets(proxy, image_id) == 3);
   // Once Glance refuses the image, no boot gets the record it gave before.
   auto deactivate = kiln::run({{"curl", "-sS", "--fail-with-body", "-X", "POST",
                                 kiln::test::peers().glance_url + "/v2/images/" + image_id + "/actions/deactivate"}});
   REQUIRE(deactivate.exit_code == 0);
   REQUIRE_KILN_ERROR(cache.lookup(image_id), kiln::ErrorCode::kImageNotActive);
   REQUIRE_KILN_ERROR(cache.lookup(image_id, first_arrived), kiln::ErrorCode::kImageNotActive);
-  REQUIRE(record_gets() == 5);
+  REQUIRE(record_gets(proxy, image_id) == 5);
 }
 
 TEST_CASE("an image record whose id is not the id asked for is refused before any byte is fetched") {
@@ -752,17 +730,11 @@ TEST_CASE("an ext4 disk turned read-only fails every fetch with the real error a
 TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries times") {
   kiln::test::ScratchDir scratch;
   std::string image_id = kiln::test::upload_image("flaky record", "raw", make_raw(scratch.path(), "image.raw", 2));
-  auto record_gets = [&](const kiln::test::FaultProxy& proxy) {
-    auto requests = proxy.requests();
-    return std::count_if(requests.begin(), requests.end(), [&](const std::string& line) {
-      return line.starts_with("GET /v2/images/" + image_id + " ");
-    });
-  };
 
   kiln::test::FaultProxy flaky({"--fail-records", "2"});
   auto fetched = cache_command(scratch / "a", flaky.url(), kSmallReserve, {"cache", "fetch", image_id});
   REQUIRE(fetched.exit_code == 0);  // num_retries defaults to 3
-  REQUIRE(record_gets(flaky) == 3);
+  REQUIRE(record_gets(flaky, image_id) == 3);
 
   kiln::test::FaultProxy down({"--fail-records", "100"});
   auto refused = cache_command(scratch / "b", down.url(), kSmallReserve + "num_retries = 1\n",
@@ -770,7 +742,7 @@ TEST_CASE("a 503 on the image record is retried as nova retries it, num_retries 
   REQUIRE(refused.exit_code == 1);
   REQUIRE(refused.output["error"]["code"] == "glance_error");
   REQUIRE(refused.output["error"]["message"].get<std::string>().find("503") != std::string::npos);
-  REQUIRE(record_gets(down) == 2);
+  REQUIRE(record_gets(down, image_id) == 2);
   REQUIRE(down.downloads() == 0);
 }
 
@@ -995,7 +967,7 @@ TEST_CASE("a qcow2 the streaming converter does not handle is converted by qemu-
   REQUIRE_FALSE(fs::exists(base_of(instances, image_id).string() + ".converted"));
 }
 
-TEST_CASE("a compressed qcow2, zlib or zstd, is converted by qemu-img by default, and its base is right") {
+TEST_CASE("a compressed qcow2, zlib or zstd, is converted while it downloads, and its base is right") {
   kiln::test::ScratchDir scratch;
   // Compressible text with random data among it (stored plain by qemu-img convert -c).
   fs::path raw = scratch / "source.raw";
@@ -1012,10 +984,10 @@ TEST_CASE("a compressed qcow2, zlib or zstd, is converted by qemu-img by default
     auto fetched = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "fetch", image_id});
     INFO(type << ": " << fetched.output.dump());
     REQUIRE(fetched.exit_code == 0);
-    // CachePolicy::stream_compressed_qcow2 is off: the stream gives up at the
-    // first compressed cluster (tests/unit/test_qcow2_stream.cpp streams them).
-    REQUIRE(fetched.output["phases_ms"].contains("convert"));
-    REQUIRE_FALSE(fetched.output["phases_ms"].contains("convert_streamed"));
+    // CachePolicy::stream_compressed_qcow2 is on: the clusters are
+    // decompressed on worker threads as they arrive, qemu-img converts nothing.
+    REQUIRE(fetched.output["phases_ms"].contains("convert_streamed"));
+    REQUIRE_FALSE(fetched.output["phases_ms"].contains("convert"));
     REQUIRE(kiln::read_file(base_of(instances, image_id)) == kiln::read_file(raw));
     REQUIRE_FALSE(fs::exists(base_of(instances, image_id).string() + ".converted"));
     auto verified = cache_command(instances, kiln::test::peers().glance_url, kSmallReserve, {"cache", "verify"});

@@ -29,12 +29,13 @@
 // offsets is bounded (offsets < 2^56, sizes bounded below), so no read or
 // write goes outside a buffer it sized itself; the tables it holds are bounded
 // (L1 <= 4 MiB, one L2 table = one cluster <= 2 MiB, a compressed cluster's
-// bytes <= 4 MiB, pending clusters <= kMaxPending), which keeps its memory
-// within a few MiB; it writes only into its own output file, at guest offsets
+// bytes <= 4 MiB, pending clusters <= kMaxPending, clusters being
+// decompressed about 8 MiB), which keeps its memory within a few tens of MiB; it writes only into its own output file, at guest offsets
 // below the image's virtual size, each guest cluster once, and at most
 // `max_written_bytes` of data; decompression (zlib and libzstd, as qemu uses
 // them, through ClusterDecompressor: never more than one cluster of output,
-// zstd's window bounded to a cluster) adds up to at most kMaxExpansion times
+// zstd's window bounded to a cluster; on one worker thread per core, the
+// clusters written in the order they arrived, lib/image/cluster_pipeline.h) adds up to at most kMaxExpansion times
 // the download's size. It opens no file named by the image and runs no code.
 // libFuzzer runs it under ASan and UBSan with qemu-img as the judge
 // (tools/fuzz-qcow2-stream, a CTest). The
@@ -44,7 +45,7 @@
 // raw file that is thrown away when those checks refuse the image, or, if they
 // pass, a raw file with the content the image's own tables describe.
 //
-// Not thread-safe: one feeder.
+// Not thread-safe: one feeder (decompression workers are its own).
 #pragma once
 
 #include <cstdint>
@@ -62,7 +63,7 @@
 
 namespace kiln::image {
 
-class ClusterDecompressor;  // lib/image/cluster_decompressor.h
+class ClusterPipeline;  // lib/image/cluster_pipeline.h
 
 class Qcow2Stream {
  public:
@@ -78,7 +79,7 @@ class Qcow2Stream {
   // `max_written_bytes` bounds the data written (zeros stay holes and do not
   // count): the room the caller set aside for the output. With
   // `decompress` false it gives up at the first compressed cluster instead
-  // (qemu-img, which decompresses on several threads, then converts it).
+  // (qemu-img then converts it after the download).
   Qcow2Stream(std::filesystem::path output, std::uint64_t image_size,
               std::uint64_t max_written_bytes = std::numeric_limits<std::uint64_t>::max(), bool decompress = true);
   ~Qcow2Stream();
@@ -130,6 +131,7 @@ class Qcow2Stream {
   void want(std::uint64_t offset, Target target);
   void write_data(std::uint64_t guest, std::span<const char> bytes);
   void decompress(std::uint64_t guest, std::span<const char> bytes);
+  void emit(std::uint64_t guest, std::span<const char> bytes);
 
   std::filesystem::path output_path_;
   std::uint64_t image_size_;
@@ -149,8 +151,7 @@ class Qcow2Stream {
   std::map<std::uint64_t, Target> late_;     // host offset already passed: read back at finish()
   std::vector<std::uint64_t> claimed_;       // bitmap of host clusters in use
   std::vector<std::uint64_t> compressed_;    // bitmap of host clusters holding compressed clusters
-  std::unique_ptr<ClusterDecompressor> decompressor_;  // made for the first compressed cluster
-  std::vector<char> cluster_;                // one decompressed cluster
+  std::unique_ptr<ClusterPipeline> pipeline_;  // made for the first compressed cluster
   std::uint64_t decompressed_ = 0;
   std::uint64_t written_ = 0;
   std::optional<DataDigest> digest_ = DataDigest();  // gone once a write comes out of order
