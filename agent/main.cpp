@@ -250,6 +250,12 @@ int main(int argc, char** argv) {
       KILN_FAILPOINT("kilnd.start.reconciled");
       auto choice = kiln::virt::resolve_virt_type(settings.virt_type, libvirt);
       spdlog::info("kilnd: guests get domain type {}: {}", choice.type, choice.reason);
+      // nova leaves the ceph secret to the operator; said at start, and every RBD boot refuses without it.
+      if (settings.rbd.enabled && !libvirt.has_ceph_secret(settings.rbd.secret_uuid)) {
+        spdlog::warn("kilnd: images_type = rbd, but libvirt has no ceph secret {} (rbd_secret_uuid): RBD boots are "
+                     "refused until it is defined (virsh secret-define, secret-set-value)",
+                     settings.rbd.secret_uuid);
+      }
     }
     spdlog::info("kilnd: ready: instances_path={} socket={} libvirt={} bus={}", settings.instances_path.string(),
                  settings.rpc.unix_socket.string(), settings.libvirt_uri,

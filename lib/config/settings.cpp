@@ -13,6 +13,7 @@
 #include "kiln/util/error.h"
 #include "kiln/util/ini.h"
 #include "kiln/util/layout.h"
+#include "kiln/util/uuid.h"
 #include "kiln/virt/domain_spec.h"
 
 namespace kiln::config {
@@ -196,6 +197,32 @@ std::string parse_ephemeral_format(const std::string& value) {
   return value;
 }
 
+// A Ceph pool or Glance store name: printable ASCII without the separators
+// of "<pool>/<image>@<snap>" and QEMU's "rbd:" options (see kiln/rbd/location.h).
+std::string parse_ceph_name(const std::string& value) {
+  if (value.empty()) throw Error(ErrorCode::kInvalidArgument, "the value is empty");
+  for (unsigned char c : value) {
+    if (c <= 0x20 || c >= 0x7f || c == '/' || c == '@' || c == ':' || c == '\\') {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "'" + value + "' is not a Ceph name kiln uses (printable ASCII without space, / @ : \\)");
+    }
+  }
+  return value;
+}
+
+// nova's rbd_user: the id of a client.<id> Ceph user, as librados takes it.
+std::string parse_ceph_user(const std::string& value) {
+  if (value.rfind("client.", 0) == 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "'" + value + "' names the Ceph user with its type: write the id alone ('" + value.substr(7) + "')");
+  }
+  if (value.empty() || value.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                           std::string::npos) {
+    throw Error(ErrorCode::kInvalidArgument, "'" + value + "' is not a Ceph user id (letters, digits, _ . -)");
+  }
+  return value;
+}
+
 // nova's "file=directsync,block=none,network=writeback": kiln's disks are all
 // files, so only file= applies; other disk types have nothing to act on.
 std::string parse_cache_modes(const std::string& value) {
@@ -268,13 +295,25 @@ const std::map<std::string, Setter>& known_keys() {
          s.rpc.max_concurrent_builds = static_cast<unsigned>(builds == 0 ? 1000 : builds);
        }},
       {"libvirt.images_type",
-       [](Settings&, const std::string& v) {
-         // Another backend (raw, flat, lvm, rbd, ploop) means disks somewhere
-         // kiln would not put them: refused rather than silently qcow2.
-         if (v != "default" && v != "qcow2") {
-           throw Error(ErrorCode::kInvalidArgument, "'" + v + "' is not supported: kiln's disks are qcow2 (default, qcow2)");
+       [](Settings& s, const std::string& v) {
+         // Another backend (raw, flat, lvm, ploop) means disks somewhere kiln
+         // would not put them: refused rather than silently qcow2.
+         if (v != "default" && v != "qcow2" && v != "rbd") {
+           throw Error(ErrorCode::kInvalidArgument,
+                       "'" + v + "' is not supported: kiln's disks are qcow2 files (default, qcow2) or RBD images (rbd)");
          }
+         s.rbd.enabled = v == "rbd";
        }},
+      {"libvirt.images_rbd_pool", [](Settings& s, const std::string& v) { s.rbd.pool = parse_ceph_name(v); }},
+      {"libvirt.images_rbd_ceph_conf",
+       [](Settings& s, const std::string& v) { s.rbd.ceph_conf = parse_absolute_path(v); }},
+      {"libvirt.rbd_user", [](Settings& s, const std::string& v) { s.rbd.user = parse_ceph_user(v); }},
+      {"libvirt.rbd_secret_uuid",
+       [](Settings& s, const std::string& v) { s.rbd.secret_uuid = v.empty() ? "" : normalize_uuid(v); }},
+      {"libvirt.images_rbd_glance_store_name",
+       [](Settings& s, const std::string& v) { s.rbd.glance_store_name = v.empty() ? "" : parse_ceph_name(v); }},
+      {"libvirt.rbd_connect_timeout",
+       [](Settings& s, const std::string& v) { s.rbd.connect_timeout = std::chrono::seconds(parse_positive(v, 3600)); }},
       {"libvirt.disk_cachemodes", [](Settings& s, const std::string& v) { s.disk_cache_mode = parse_cache_modes(v); }},
       {"glance.cafile",
        [](Settings& s, const std::string& v) { s.glance_tls.ca_file = parse_readable_file(v); }},
@@ -478,6 +517,25 @@ auto parse_flag(const char* flag, const std::string& value, Parse parse) {
   }
 }
 
+// What images_type = rbd needs besides its keys' own checks. Only the file
+// names are checked here; the cluster is asked when it is first used.
+void check_rbd(Settings& settings) {
+  const RbdSettings& rbd = settings.rbd;
+  if (!rbd.enabled) return;
+  if (rbd.secret_uuid.empty()) {
+    throw Error(ErrorCode::kConfigInvalid,
+                "[libvirt] images_type = rbd needs rbd_secret_uuid: the uuid of the libvirt secret (type ceph) that "
+                "holds the key of rbd_user, which QEMU uses to open the disks");
+  }
+  std::error_code error;
+  if (!fs::is_regular_file(rbd.ceph_conf, error)) {
+    throw Error(ErrorCode::kConfigInvalid, "[libvirt] images_type = rbd: images_rbd_ceph_conf " +
+                                               rbd.ceph_conf.string() + " is not a readable file");
+  }
+  warn(settings, "[libvirt] images_type = rbd boots only raw images Glance keeps in this Ceph cluster (cloned, "
+                 "nothing downloaded); other images, swap and ephemeral disks are refused for now");
+}
+
 }  // namespace
 
 bool ListenAddress::is_loopback() const {
@@ -513,6 +571,7 @@ Settings load_settings(const Overrides& overrides) {
     });
   }
   check_listeners(settings);
+  check_rbd(settings);
   return settings;
 }
 

@@ -36,6 +36,14 @@ void DiskInfo::add(const std::filesystem::path& disk, const std::string& format)
   }
 }
 
+void DiskInfo::add_rbd(const std::string& pool, const std::string& image) {
+  std::string key = "rbd:" + pool + "/" + image;
+  auto [it, inserted] = entries_.emplace(key, "raw");
+  if (!inserted && it->second != "raw") {
+    throw Error(ErrorCode::kInvalidArgument, "disk.info already records " + key + " as " + it->second);
+  }
+}
+
 std::string DiskInfo::to_json() const { return nlohmann::json(entries_).dump() + "\n"; }
 
 void DiskInfo::save(const std::filesystem::path& file, Durability durability) const {

@@ -1,5 +1,6 @@
 #include "kiln/glance/image_record.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -55,6 +56,19 @@ void from_json(const json& record, ImageRecord& image) {
   image.checksum = string_or_empty(record, "checksum");
   image.os_hash_algo = string_or_empty(record, "os_hash_algo");
   image.os_hash_value = string_or_empty(record, "os_hash_value");
+  auto add_location = [&image](const json& url) {
+    if (!url.is_string() || url.get<std::string>().empty()) return;
+    std::string text = url.get<std::string>();
+    if (std::find(image.locations.begin(), image.locations.end(), text) == image.locations.end()) {
+      image.locations.push_back(std::move(text));
+    }
+  };
+  if (auto it = record.find("direct_url"); it != record.end()) add_location(*it);
+  if (auto it = record.find("locations"); it != record.end() && it->is_array()) {
+    for (const json& location : *it) {
+      if (location.is_object() && location.contains("url")) add_location(location["url"]);
+    }
+  }
   for (const auto& [key, value] : record.items()) {
     if (value.is_string() && !schema_keys().contains(key)) {
       image.properties[key] = value.get<std::string>();

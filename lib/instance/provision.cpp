@@ -17,6 +17,8 @@
 #include "kiln/disk/overlay.h"
 #include "kiln/disk/swap.h"
 #include "kiln/image/inspector.h"
+#include "kiln/rbd/instance_disks.h"
+#include "kiln/rbd/location.h"
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
@@ -277,7 +279,7 @@ cache::BaseImage build_root(const BootRequest& request, const Host& host, const 
                          Durability::kCallerSyncs);
   }
   KILN_FAILPOINT("boot.root.overlay_created");
-  spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2"};
+  spec.root_disk = virt::DiskFile{directory.disk().string(), "qcow2", std::nullopt};
   return lease.base;
 }
 
@@ -318,7 +320,7 @@ std::optional<fs::path> build_ephemeral(const BootRequest& request, const Host& 
                        Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.ephemeral.overlay_created");
   disk_info.add(directory.ephemeral_disk(), "qcow2");
-  spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2"};
+  spec.ephemeral_disk = virt::DiskFile{directory.ephemeral_disk().string(), "qcow2", std::nullopt};
   return base.path;
 }
 
@@ -336,7 +338,7 @@ std::optional<fs::path> build_swap(const BootRequest& request, const Host& host,
                        Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.swap.overlay_created");
   disk_info.add(directory.swap_disk(), "qcow2");
-  spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2"};
+  spec.swap_disk = virt::DiskFile{directory.swap_disk().string(), "qcow2", std::nullopt};
   return base.path;
 }
 
@@ -409,6 +411,100 @@ Undo undefine_again(virt::Connection& libvirt, const std::string& uuid) {
                   "directory; then the boot can be retried");
 }
 
+// ---- images_type = rbd ----------------------------------------------------
+
+// The snapshot an RBD boot clones: the first rbd:// location of the image in
+// the host's cluster. Everything is checked before anything is created.
+rbd::Location check_rbd_boot(const BootRequest& request, const Host& host, const Images& images,
+                             const std::string& uuid) {
+  const RbdHost& rbd = *host.rbd;
+  const glance::ImageRecord& image = images.root;
+  if (images.kernel || images.ramdisk) {
+    invalid("image " + image.id + " boots a kernel_id/ramdisk_id pair, which kiln does not boot from RBD yet");
+  }
+  if (request.swap_mb != 0 || request.ephemeral_gb != 0) {
+    invalid("swap and ephemeral disks are not made in RBD yet (images_type = rbd): the flavor must have "
+            "swap_mb = 0 and ephemeral_gb = 0");
+  }
+  const std::string later = ": kiln clones only raw images Glance keeps in this Ceph cluster (downloading "
+                            "others once into a base image in the pool is not built yet)";
+  if (image.disk_format != "raw") {
+    throw Error(ErrorCode::kRbdImageNotInCluster,
+                "image " + image.id + " is " + (image.disk_format.empty() ? "of no format" : image.disk_format) + later);
+  }
+  std::optional<rbd::Location> found;
+  std::string elsewhere;
+  for (const std::string& url : image.locations) {
+    if (url.rfind("rbd://", 0) != 0) continue;
+    rbd::Location location = rbd::parse_location(url);  // kRbdLocationInvalid: never guessed at
+    if (location.fsid == rbd.cluster->fsid()) {
+      found = location;
+      break;
+    }
+    elsewhere = location.fsid;
+  }
+  if (!found) {
+    throw Error(ErrorCode::kRbdImageNotInCluster,
+                "image " + image.id + " has no RBD location in Ceph cluster " + rbd.cluster->fsid() +
+                    (elsewhere.empty() ? " (Glance shows none: is show_image_direct_url set?)"
+                                       : " (only in cluster " + elsewhere + ")") + later);
+  }
+  rbd.cluster->check_cloneable(*found);
+  if (!host.libvirt.has_ceph_secret(rbd.secret_uuid)) {
+    throw Error(ErrorCode::kConfigInvalid,
+                "libvirt has no ceph secret " + rbd.secret_uuid + " (rbd_secret_uuid), which QEMU needs to open "
+                "the instance's RBD disk: define it (virsh secret-define, usage type ceph) and set client." +
+                    (rbd.user.empty() ? std::string("admin") : rbd.user) + "'s key (virsh secret-set-value)");
+  }
+  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
+  std::string disk = rbd::instance_image_name(uuid, layout::kRootDisk);
+  if (pool.image_exists(disk)) {
+    throw Error(ErrorCode::kInstanceExists, "RBD image " + rbd.pool + "/" + disk + " already exists");
+  }
+  return *found;
+}
+
+// The clone a boot made, removed again unless the boot keeps it.
+class RbdClone {
+ public:
+  RbdClone(rbd::Pool pool, std::string image) : pool_(std::move(pool)), image_(std::move(image)) {}
+  RbdClone(const RbdClone&) = delete;
+  RbdClone& operator=(const RbdClone&) = delete;
+  ~RbdClone() {
+    if (kept_) return;
+    try {
+      pool_.remove(image_);
+    } catch (const Error&) {
+      // The boot's own failure is the one reported; the image stays for a delete.
+    }
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  rbd::Pool pool_;
+  std::string image_;
+  bool kept_ = false;
+};
+
+// Clones the image's snapshot into the pool as <uuid>_disk, grown to the
+// flavor, and points the spec's root disk at it (a network disk).
+std::unique_ptr<RbdClone> build_rbd_root(const BootRequest& request, const Host& host, const rbd::Location& source,
+                                         const InstanceDir& directory, virt::DomainSpec& spec, BootResult& result) {
+  const RbdHost& rbd = *host.rbd;
+  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
+  rbd::ImageInfo disk = rbd::clone_root_disk(*rbd.cluster, source, pool, directory.uuid(), request.root_gb * kGiB);
+  auto clone = std::make_unique<RbdClone>(std::move(pool), disk.name);
+  result.root_bytes = disk.size_bytes;
+  result.rbd_disk = rbd.pool + "/" + disk.name;
+  result.rbd_parent = source.spec();
+  std::vector<virt::CephMonitor> monitors;
+  for (const rbd::Monitor& monitor : rbd.monitors) monitors.push_back({monitor.host, monitor.port});
+  spec.root_disk = virt::DiskFile{"", "raw",
+                                  virt::RbdSource{result.rbd_disk, monitors, rbd.user.empty() ? "admin" : rbd.user,
+                                                  rbd.secret_uuid}};
+  return clone;
+}
+
 }  // namespace
 
 BootResult provision(const BootRequest& request, const Host& host, const cache::FetchProgress& progress) {
@@ -418,7 +514,13 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   check_flavor(request);
   check_absent(directory, host.libvirt);
   std::string domain_type = virt::resolve_virt_type(host.virt_type, host.libvirt).type;
-  Images images = look_up_images(request, host.cache);
+  // An RBD boot asks Glance itself: a controller's copy of the record is not
+  // trusted with the location that is cloned.
+  BootRequest asked = request;
+  if (host.rbd) asked.image.reset();
+  Images images = look_up_images(asked, host.cache);
+  std::optional<rbd::Location> rbd_source;
+  if (host.rbd) rbd_source = check_rbd_boot(request, host, images, directory.uuid());
   virt::DomainSpec spec = initial_spec(request, directory, name, domain_type, images);
 
   std::error_code error;
@@ -444,12 +546,18 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   KILN_FAILPOINT("boot.marker.created");
   BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
   HeldBases held;
-  result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes, held);
+  std::unique_ptr<RbdClone> clone;
+  disk::DiskInfo disk_info;
+  if (rbd_source) {
+    clone = build_rbd_root(request, host, *rbd_source, directory, spec, result);
+    disk_info.add_rbd(host.rbd->pool, rbd::instance_image_name(directory.uuid(), layout::kRootDisk));
+  } else {
+    result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes, held);
+    disk_info.add(directory.disk(), "qcow2");
+  }
   marker.record("root_disk");
   fetch_kernel(host, images, spec, held);
   KILN_FAILPOINT("boot.kernel.fetched");
-  disk::DiskInfo disk_info;
-  disk_info.add(directory.disk(), "qcow2");
   result.ephemeral_base = build_ephemeral(request, host, images, directory, staging, spec, disk_info, held);
   result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
   disk_info.save(staging.disk_info(), Durability::kCallerSyncs);
@@ -484,11 +592,17 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
     // The boot has succeeded: from here on the instance is whole. (Inside the
     // try: should the marker not go, the boot is undone, not left half-owned.)
     marker.finish();
-  } catch (const Error& failure) {
-    undo_definition(host, directory, domain.has_value(), marker, directory_guard, failure);
+    if (clone) clone->keep();
   } catch (const std::exception& failure) {
-    undo_definition(host, directory, domain.has_value(), marker, directory_guard,
-                    Error(ErrorCode::kInternalError, failure.what()));
+    const auto* error = dynamic_cast<const Error*>(&failure);
+    try {
+      undo_definition(host, directory, domain.has_value(), marker, directory_guard,
+                      error ? *error : Error(ErrorCode::kInternalError, failure.what()));
+    } catch (const Error& undone) {
+      // A domain that may still be defined may still open its RBD disk: kept with the directory.
+      if (undone.code() == ErrorCode::kRollbackIncomplete && clone) clone->keep();
+      throw;
+    }
   }
   KILN_FAILPOINT("boot.marker.removed");
   directory_guard.keep();
@@ -526,6 +640,7 @@ void from_json(const nlohmann::json& in, BootRequest& request) {
 
 void to_json(nlohmann::json& out, const DeleteResult& result) {
   out = {{"uuid", result.uuid}, {"domain_found", result.domain_found}, {"directory_found", result.directory_found}};
+  if (!result.rbd_images.empty()) out["rbd_images"] = result.rbd_images;
 }
 
 nlohmann::json to_json(const BootResult& result) {
@@ -541,6 +656,12 @@ nlohmann::json to_json(const BootResult& result) {
       {"console_log", dir.console_log().string()},
       {"libvirt_xml", dir.libvirt_xml().string()},
   };
+  if (!result.rbd_disk.empty()) {
+    // An RBD clone: no file, no base in the cache; the disk's parent is Glance's snapshot.
+    out["disk"] = {{"rbd", result.rbd_disk}, {"format", "raw"}, {"virtual_size", result.root_bytes},
+                   {"parent", result.rbd_parent}};
+    out["base"] = nullptr;
+  }
   if (result.swap_base) {
     out["swap"] = {{"path", dir.swap_disk().string()}, {"backing_file", result.swap_base->string()}};
   }
@@ -587,7 +708,7 @@ void remove_instance_directory(const InstanceDir& directory, const fs::path& ins
 }  // namespace
 
 DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_path,
-                             virt::Connection& libvirt) {
+                             virt::Connection& libvirt, const RbdHost* rbd) {
   InstanceDir directory(instances_path, uuid);
   DeleteResult result;
   result.uuid = directory.uuid();
@@ -602,6 +723,11 @@ DeleteResult delete_instance(const std::string& uuid, const fs::path& instances_
     KILN_FAILPOINT("delete.destroyed");
     if (domain->is_persistent()) domain->undefine();
     KILN_FAILPOINT("delete.undefined");
+  }
+  // Only now: a running guest holds its image open, and Ceph refuses to remove an open image.
+  if (rbd) {
+    rbd::Pool pool = rbd->cluster->open_pool(rbd->pool);
+    result.rbd_images = rbd::remove_instance_images(pool, directory.uuid());
   }
   if (result.directory_found) remove_instance_directory(directory, instances_path);
   KILN_FAILPOINT("delete.removed");

@@ -31,6 +31,10 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kChecksumMismatch:
     case ErrorCode::kImageQemuDisagrees:
     case ErrorCode::kUnsupportedImageProperty:
+    case ErrorCode::kRbdLocationInvalid:
+    case ErrorCode::kRbdNotSameCluster:
+    case ErrorCode::kRbdSnapshotUnprotected:
+    case ErrorCode::kRbdImageNotInCluster:
       return 422;
     case ErrorCode::kOverloaded:
     case ErrorCode::kShuttingDown:
@@ -46,6 +50,7 @@ unsigned http_status_for(ErrorCode code) {
     case ErrorCode::kLibvirtError:
     case ErrorCode::kDomainStartFailed:
     case ErrorCode::kRollbackIncomplete:  // libvirt went away mid-boot: a peer's fault, retried after reconcile
+    case ErrorCode::kRbdError:            // Ceph is a peer, as Glance and libvirt are
     case ErrorCode::kBusError:            // the broker, a peer
       return 502;
     default:

@@ -313,13 +313,14 @@ Response Service::admit_boot(const json& body, const instance::BootRequest& boot
     const auto& settings = backend->settings();
     auto result = rpc::boot(boot_request, backend->cache(), hooks_for(operation), [&] {
       virt::Connection libvirt(settings.libvirt_uri);
+      auto rbd = rpc::rbd_host(settings);
       instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
                           settings.instance_name_template, settings.default_ephemeral_format,
-                          settings.disk_cache_mode};
+                          settings.disk_cache_mode, rbd ? &*rbd : nullptr};
       return instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
         operation.set_bytes(done, total);
       });
-    });
+    }, settings.rbd.enabled);
     note_download(operation, boot_request.image_id, result.base.downloaded_bytes);
     metrics_.count_boot();
     spdlog::info("operation={} uuid={} image={} booted: domain {} {}", operation.id(), boot_request.uuid,
@@ -354,9 +355,11 @@ Response Service::admit_delete(const std::string& uuid, const std::shared_ptr<Ba
   if (pending && !pending->finished()) return accepted(pending);
   auto operation = runner_.submit({"delete", uuid, "", nullptr, ""}, [backend, uuid](Operation& operation) {
     std::optional<virt::Connection> libvirt;
+    auto rbd = rpc::rbd_host(backend->settings());
     auto result = rpc::delete_instance(uuid, backend->settings().instances_path, [&]() -> virt::Connection& {
       return libvirt.emplace(backend->settings().libvirt_uri);
-    }, StepHooks{[&operation](const std::string& step) { operation.set_step(step); }, nullptr, nullptr});
+    }, StepHooks{[&operation](const std::string& step) { operation.set_step(step); }, nullptr, nullptr},
+                                       rbd ? &*rbd : nullptr);
     spdlog::info("operation={} uuid={} deleted (domain found: {}, directory found: {})", operation.id(), uuid,
                  result.domain_found, result.directory_found);
     return json(result);

@@ -45,8 +45,9 @@ void refuse_existing_instance(const std::filesystem::path& instances_path, const
 }
 
 instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
-                          const StepHooks& hooks, const std::function<instance::BootResult()>& build) {
-  auto fetched = fetch_base(cache, request.image_id, request.root_gb, request.received_at, hooks);
+                          const StepHooks& hooks, const std::function<instance::BootResult()>& build, bool rbd) {
+  std::optional<cache::BaseImage> fetched;
+  if (!rbd) fetched = fetch_base(cache, request.image_id, request.root_gb, request.received_at, hooks);
   say(hooks, "building the instance");
   auto result = build();
   // The download happened above, not in provision(): the result says what
@@ -59,11 +60,24 @@ instance::BootResult boot(const instance::BootRequest& request, const cache::Ima
   return result;
 }
 
+std::optional<instance::RbdHost> rbd_host(const config::Settings& settings) {
+  const config::RbdSettings& rbd = settings.rbd;
+  if (!rbd.enabled) return std::nullopt;
+  rbd::ConnectOptions options;
+  options.ceph_conf = rbd.ceph_conf;
+  options.user = rbd.user;
+  options.connect_timeout = rbd.connect_timeout;
+  return instance::RbdHost{rbd::shared_cluster(options), rbd.pool, rbd.user, rbd.secret_uuid,
+                           rbd::conf_monitors(rbd.ceph_conf)};
+}
+
 instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks) {
+                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks,
+                                       const instance::RbdHost* rbd) {
   std::string canonical = normalize_uuid(uuid);
-  say(hooks, "destroying and undefining the domain, removing the directory");
-  return instance::delete_instance(canonical, instances_path, connect());
+  say(hooks, rbd ? "destroying and undefining the domain, removing its RBD images and the directory"
+                 : "destroying and undefining the domain, removing the directory");
+  return instance::delete_instance(canonical, instances_path, connect(), rbd);
 }
 
 }  // namespace kiln::rpc

@@ -44,6 +44,11 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kRollbackIncomplete: return "rollback_incomplete";
     case ErrorCode::kBusError: return "bus_error";
     case ErrorCode::kNotAnInstancesPath: return "not_an_instances_path";
+    case ErrorCode::kRbdError: return "rbd_error";
+    case ErrorCode::kRbdLocationInvalid: return "rbd_location_invalid";
+    case ErrorCode::kRbdNotSameCluster: return "rbd_not_same_cluster";
+    case ErrorCode::kRbdSnapshotUnprotected: return "rbd_snapshot_unprotected";
+    case ErrorCode::kRbdImageNotInCluster: return "rbd_image_not_in_cluster";
   }
   return "unknown";
 }

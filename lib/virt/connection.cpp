@@ -107,6 +107,14 @@ std::optional<std::string> Domain::title() const {
   return text;
 }
 
+std::string Domain::xml() const {
+  char* xml = virDomainGetXMLDesc(handle_.get(), VIR_DOMAIN_XML_INACTIVE);
+  if (xml == nullptr) throw_libvirt_error("cannot read the definition of domain " + name_);
+  std::string text(xml);
+  std::free(xml);
+  return text;
+}
+
 void Domain::start() {
   if (virDomainCreate(handle_.get()) != 0) throw_libvirt_error("cannot start domain " + name_);
 }
@@ -185,6 +193,19 @@ bool Connection::offers_kvm() {
                               "domain[@type='kvm']")
                  .node();
   return kvm;
+}
+
+bool Connection::has_ceph_secret(const std::string& uuid) {
+  virSecretPtr secret = virSecretLookupByUUIDString(handle_.get(), uuid.c_str());
+  if (secret == nullptr) {
+    virErrorPtr error = virGetLastError();
+    if (error != nullptr && error->code == VIR_ERR_NO_SECRET) return false;
+    throw_libvirt_error("cannot look up libvirt secret " + uuid);
+  }
+  int usage = virSecretGetUsageType(secret);
+  virSecretFree(secret);
+  if (usage < 0) throw_libvirt_error("cannot read the usage of libvirt secret " + uuid);
+  return usage == VIR_SECRET_USAGE_TYPE_CEPH;
 }
 
 std::string Connection::driver() {

@@ -41,12 +41,14 @@ std::vector<PlannedDisk> plan_disks(const DomainSpec& spec) {
   TargetNames names;
   for (const auto* file : {&spec.root_disk, &spec.ephemeral_disk, &spec.swap_disk}) {
     if (!file->has_value()) continue;
+    // An RBD disk is cached writeback, as nova's disk_cachemodes network=writeback advises for Ceph:
+    // librbd's own cache then serves the guest, and flushes still reach the cluster.
     planned.push_back({(*file)->path, (*file)->format, "disk", spec.disk_bus, names.next(spec.disk_bus),
-                       spec.cache_mode, false});
+                       (*file)->rbd ? "writeback" : spec.cache_mode, false, (*file)->rbd});
   }
   std::string cdrom_bus = effective_cdrom_bus(spec);
   for (const std::string& image : spec.cdrom_images) {
-    planned.push_back({image, "raw", "cdrom", cdrom_bus, names.next(cdrom_bus), spec.cache_mode, true});
+    planned.push_back({image, "raw", "cdrom", cdrom_bus, names.next(cdrom_bus), spec.cache_mode, true, std::nullopt});
   }
   return planned;
 }

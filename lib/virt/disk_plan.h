@@ -1,6 +1,7 @@
 // Private to lib/virt: where each disk of a spec goes in the guest.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ struct PlannedDisk {
   std::string target;  // "vda", "sdb", "hdc"
   std::string cache_mode;
   bool read_only = false;
+  std::optional<RbdSource> rbd;  // a network disk instead of the file `path`
 };
 
 // The spec's disks in guest order (root, ephemeral, swap, cdroms), each

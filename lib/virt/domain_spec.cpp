@@ -62,8 +62,48 @@ void check_identity(const DomainSpec& spec) {
   require_absolute_path("console log", spec.console_log);
 }
 
+// What a Ceph name may hold here: QEMU's rbd: filename separates options
+// with ':' (escaped with '\\'), RBD separates pool, image and snapshot with
+// '/' and '@', and none of Glance's or nova's names needs a space or a control.
+bool is_plain_ceph_name(std::string_view name) {
+  return !name.empty() && name.size() <= 255 && std::none_of(name.begin(), name.end(), [](char c) {
+    auto byte = static_cast<unsigned char>(c);
+    return byte <= 0x20 || byte >= 0x7f || c == '/' || c == '@' || c == ':' || c == '\\' || c == '\'' ||
+           c == '"' || c == '<' || c == '>' || c == '&';
+  });
+}
+
+void check_rbd_source(const std::string& what, const RbdSource& rbd) {
+  auto slash = rbd.name.find('/');
+  if (slash == std::string::npos || !is_plain_ceph_name(rbd.name.substr(0, slash)) ||
+      !is_plain_ceph_name(rbd.name.substr(slash + 1))) {
+    refuse(what + " RBD name " + quoted(rbd.name) + " is not <pool>/<image> of plain Ceph names");
+  }
+  if (rbd.monitors.empty()) refuse(what + " has no Ceph monitor");
+  for (const CephMonitor& monitor : rbd.monitors) {
+    bool plain = !monitor.host.empty() && monitor.host.size() <= 253 &&
+                 std::all_of(monitor.host.begin(), monitor.host.end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':';
+                 });
+    if (!plain) refuse(what + " monitor host " + quoted(monitor.host) + " is not an address or a DNS name");
+    if (monitor.port < 1 || monitor.port > 65535) {
+      refuse(what + " monitor port " + std::to_string(monitor.port) + " is out of range");
+    }
+  }
+  if (!is_plain_ceph_name(rbd.username)) refuse(what + " Ceph user " + quoted(rbd.username) + " is not a plain name");
+  if (!is_canonical_uuid(rbd.secret_uuid)) {
+    refuse(what + " secret uuid " + quoted(rbd.secret_uuid) + " is not a canonical UUID");
+  }
+}
+
 void check_disk_file(const std::string& what, const std::optional<DiskFile>& file) {
   if (!file) return;
+  if (file->rbd) {
+    if (!file->path.empty()) refuse(what + " is an RBD image and a file at once");
+    if (file->format != "raw") refuse(what + " is an RBD image, which is raw, not " + quoted(file->format));
+    check_rbd_source(what, *file->rbd);
+    return;
+  }
   require_absolute_path(what + " path", file->path);
   require_one_of(what + " format", file->format, kDiskFormats);
 }

@@ -147,15 +147,31 @@ void add_clock(pugi::xml_node domain, const DomainSpec& spec) {
   if (windows) add_timer(clock, "hypervclock", "present", "yes");
 }
 
+// <source protocol='rbd' name='pool/image'> with the monitors, and the
+// <auth> QEMU logs in with: libvirt hands it the secret's value itself.
+void add_rbd_source(pugi::xml_node node, const RbdSource& rbd) {
+  pugi::xml_node source = child_with(node, "source", "protocol", "rbd");
+  set(source, "name", rbd.name);
+  for (const CephMonitor& monitor : rbd.monitors) {
+    set(child_with(source, "host", "name", monitor.host), "port", std::to_string(monitor.port));
+  }
+  pugi::xml_node auth = child_with(node, "auth", "username", rbd.username);
+  set(child_with(auth, "secret", "type", "ceph"), "uuid", rbd.secret_uuid);
+}
+
 void add_disk(pugi::xml_node devices, const PlannedDisk& disk) {
   pugi::xml_node node = devices.append_child("disk");
-  set(node, "type", "file");
+  set(node, "type", disk.rbd ? "network" : "file");
   set(node, "device", disk.device);
   pugi::xml_node driver = node.append_child("driver");
   set(driver, "name", "qemu");
   set(driver, "type", disk.format);
   set(driver, "cache", disk.cache_mode);
-  child_with(node, "source", "file", disk.path);
+  if (disk.rbd) {
+    add_rbd_source(node, *disk.rbd);
+  } else {
+    child_with(node, "source", "file", disk.path);
+  }
   pugi::xml_node target = child_with(node, "target", "dev", disk.target);
   set(target, "bus", disk.bus);
   if (disk.read_only) node.append_child("readonly");

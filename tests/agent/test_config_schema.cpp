@@ -198,6 +198,13 @@ TEST_CASE("bad values fail the schema, and the loader refuses the same values", 
       {"tls", "cert_file", ""},
       {"libvirt", "virt_type", "xen"},
       {"libvirt", "connection_uri", ""},
+      {"libvirt", "images_type", "lvm"},
+      {"libvirt", "images_rbd_pool", "vms/x"},
+      {"libvirt", "images_rbd_pool", "a:b"},
+      {"libvirt", "images_rbd_ceph_conf", "ceph.conf"},
+      {"libvirt", "rbd_user", "client.nova"},
+      {"libvirt", "rbd_secret_uuid", "not-a-uuid"},
+      {"libvirt", "rbd_connect_timeout", "5s"},
   };
   for (const Case& bad : cases) {
     INFO("[" << bad.section << "] " << bad.key << " = '" << bad.value << "'");

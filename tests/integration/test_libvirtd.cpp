@@ -61,7 +61,7 @@ kiln::virt::DomainSpec guest_in(const kiln::test::ScratchDir& scratch) {
   spec.name = "kiln-test-" + spec.uuid;
   spec.memory_mb = 256;
   spec.vcpus = 1;
-  spec.root_disk = kiln::virt::DiskFile{disk.string(), "qcow2"};
+  spec.root_disk = kiln::virt::DiskFile{disk.string(), "qcow2", std::nullopt};
   spec.cache_mode = "writeback";  // /tmp may be a tmpfs, which has no O_DIRECT
   spec.console_log = (scratch / "console.log").string();
   spec.image_id = kiln::test::random_uuid();

@@ -262,11 +262,57 @@ TEST_CASE("nova.conf's names set kiln's settings with nova's meaning") {
   auto refuse = [&](const std::string& text, const std::string& fragment) {
     REQUIRE_KILN_ERROR_MENTIONS(load_text(scratch, text), ErrorCode::kConfigInvalid, fragment);
   };
-  refuse("[libvirt]\nimages_type = rbd\n", "kiln.conf:2: bad value for [libvirt] images_type");
+  refuse("[libvirt]\nimages_type = lvm\n", "kiln.conf:2: bad value for [libvirt] images_type");
   refuse("[libvirt]\ndisk_cachemodes = file=fast\n", "bad value for [libvirt] disk_cachemodes");
   refuse("[image_cache]\nsubdirectory_name = _cache\n", "bad value for [image_cache] subdirectory_name");
   refuse("[DEFAULT]\ndefault_ephemeral_format = xfs\n", "bad value for [DEFAULT] default_ephemeral_format");
   refuse("[DEFAULT]\ninstance_name_template = vm\n", "exactly once");  // every domain the same name
   refuse("[DEFAULT]\ninstance_name_template = %(uuid)s-%s\n", "exactly once");
   refuse("[DEFAULT]\ninstance_name_template = vm-%(hostname)s-%s\n", "conversion");
+}
+
+TEST_CASE("images_type = rbd takes nova's RBD keys with nova's defaults, and refuses what could not work") {
+  kiln::test::ScratchDir scratch;
+  kiln::test::write_text(scratch / "ceph.conf", "[global]\n");
+  const std::string conf = "images_rbd_ceph_conf = " + (scratch / "ceph.conf").string() + "\n";
+
+  auto defaults = load_text(scratch, "[DEFAULT]\n");
+  REQUIRE_FALSE(defaults.rbd.enabled);  // local qcow2 files stay the default
+  REQUIRE(defaults.rbd.pool == "rbd");
+  REQUIRE(defaults.rbd.ceph_conf == "/etc/ceph/ceph.conf");
+  REQUIRE(defaults.rbd.user == "");
+  REQUIRE(defaults.rbd.connect_timeout == std::chrono::seconds(5));
+
+  auto rbd = load_text(scratch, "[libvirt]\nimages_type = rbd\nimages_rbd_pool = vms\n" + conf +
+                                    "rbd_user = nova\nrbd_secret_uuid = 457EB676-33DA-42EC-9A8C-9293D545C337\n"
+                                    "images_rbd_glance_store_name = ceph-1\nrbd_connect_timeout = 10\n");
+  REQUIRE(rbd.rbd.enabled);
+  REQUIRE(rbd.rbd.pool == "vms");
+  REQUIRE(rbd.rbd.ceph_conf == scratch / "ceph.conf");
+  REQUIRE(rbd.rbd.user == "nova");
+  REQUIRE(rbd.rbd.secret_uuid == "457eb676-33da-42ec-9a8c-9293d545c337");
+  REQUIRE(rbd.rbd.glance_store_name == "ceph-1");
+  REQUIRE(rbd.rbd.connect_timeout == std::chrono::seconds(10));
+  // Accepted, and said to be not yet acted on: boots still make qcow2 files.
+  REQUIRE(rbd.warnings.size() == 1);
+  REQUIRE(rbd.warnings[0].find("images_type = rbd boots only raw images Glance keeps in this Ceph cluster") != std::string::npos);
+  // The keys alone, with the default backend, are nova's keys kiln keeps, with no warning.
+  REQUIRE(load_text(scratch, "[libvirt]\nimages_rbd_pool = vms\nrbd_user = nova\n").warnings.empty());
+
+  auto refuse = [&](const std::string& text, const std::string& fragment) {
+    REQUIRE_KILN_ERROR_MENTIONS(load_text(scratch, text), ErrorCode::kConfigInvalid, fragment);
+  };
+  refuse("[libvirt]\nimages_type = rbd\n" + conf, "needs rbd_secret_uuid");
+  refuse("[libvirt]\nimages_type = rbd\nrbd_secret_uuid = 457eb676-33da-42ec-9a8c-9293d545c337\n"
+         "images_rbd_ceph_conf = /nonexistent/ceph.conf\n",
+         "/nonexistent/ceph.conf is not a readable file");
+  refuse("[libvirt]\nrbd_secret_uuid = 457eb676-33da-42ec-9a8c\n", "bad value for [libvirt] rbd_secret_uuid");
+  refuse("[libvirt]\nrbd_user = client.nova\n", "write the id alone ('nova')");
+  refuse("[libvirt]\nrbd_user = no va\n", "bad value for [libvirt] rbd_user");
+  refuse("[libvirt]\nimages_rbd_pool = vms/x\n", "bad value for [libvirt] images_rbd_pool");
+  refuse("[libvirt]\nimages_rbd_pool = vms@x\n", "bad value for [libvirt] images_rbd_pool");
+  refuse("[libvirt]\nimages_rbd_pool =\n", "bad value for [libvirt] images_rbd_pool");
+  refuse("[libvirt]\nimages_rbd_ceph_conf = ceph.conf\n", "bad value for [libvirt] images_rbd_ceph_conf");
+  refuse("[libvirt]\nrbd_connect_timeout = 0\n", "bad value for [libvirt] rbd_connect_timeout");
+  refuse("[libvirt]\nimages_rbd_glance_store_name = a:b\n", "bad value for [libvirt] images_rbd_glance_store_name");
 }

@@ -46,6 +46,27 @@ TEST_CASE("an image record written as JSON reads back the same, in Glance's flat
   REQUIRE_KILN_ERROR(nlohmann::json::array().get<kiln::glance::ImageRecord>(), ErrorCode::kGlanceError);
 }
 
+TEST_CASE("an image record keeps direct_url and the locations' urls, in order and without repeats") {
+  auto record = kiln::glance::parse_image_record(R"({
+    "id": "c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11", "status": "active",
+    "direct_url": "rbd://0f9d8a36-7f40-4c4e-9d0b-6f1a2b3c4d5e/images/c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11/snap",
+    "locations": [
+      {"url": "rbd://0f9d8a36-7f40-4c4e-9d0b-6f1a2b3c4d5e/images/c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11/snap",
+       "metadata": {"store": "ceph"}},
+      {"url": "file:///var/lib/glance/images/c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11", "metadata": {}},
+      {"metadata": {}}, {"url": 7}, "x"
+    ]})");
+  REQUIRE(record.locations ==
+          std::vector<std::string>{
+              "rbd://0f9d8a36-7f40-4c4e-9d0b-6f1a2b3c4d5e/images/c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11/snap",
+              "file:///var/lib/glance/images/c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11"});
+  REQUIRE_FALSE(record.properties.contains("direct_url"));
+  // Not written back: an offered record carries no location kiln would clone.
+  nlohmann::json written = record;
+  REQUIRE_FALSE(written.contains("direct_url"));
+  REQUIRE(kiln::glance::parse_image_record(written.dump()).locations.empty());
+}
+
 TEST_CASE("a reply that is not an image record is a glance_error") {
   REQUIRE_KILN_ERROR(kiln::glance::parse_image_record("<html>"), ErrorCode::kGlanceError);
   REQUIRE_KILN_ERROR(kiln::glance::parse_image_record("{\"images\": []}"), ErrorCode::kGlanceError);

@@ -51,7 +51,7 @@ InstanceDir make_instance(const fs::path& instances_path, kiln::virt::Connection
   spec.memory_mb = 64;
   spec.vcpus = 1;
   spec.uuid = directory.uuid();
-  spec.root_disk = kiln::virt::DiskFile{directory.disk().string(), "qcow2"};
+  spec.root_disk = kiln::virt::DiskFile{directory.disk().string(), "qcow2", std::nullopt};
   spec.console_log = directory.console_log().string();
   spec.image_id = "c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11";
   spec.display_name = "web";

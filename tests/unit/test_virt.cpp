@@ -29,8 +29,8 @@ DomainSpec sample_spec(const std::string& uuid) {
   spec.uuid = uuid;
   spec.memory_mb = 512;
   spec.vcpus = 2;
-  spec.root_disk = kiln::virt::DiskFile{instance_path(uuid, "disk"), "qcow2"};
-  spec.swap_disk = kiln::virt::DiskFile{instance_path(uuid, "disk.swap"), "qcow2"};
+  spec.root_disk = kiln::virt::DiskFile{instance_path(uuid, "disk"), "qcow2", std::nullopt};
+  spec.swap_disk = kiln::virt::DiskFile{instance_path(uuid, "disk.swap"), "qcow2", std::nullopt};
   spec.console_log = instance_path(uuid, "console.log");
   spec.nvram_path = instance_path(uuid, "nvram");
   spec.image_id = "c1a1c7b6-1b0e-4a5c-8a47-3c0c5e1f2a11";
@@ -137,7 +137,7 @@ std::vector<Row> property_table() {
       {"an ephemeral disk sits between root and swap",
        {},
        [](DomainSpec& spec) {
-         spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2"};
+         spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2", std::nullopt};
        },
        {{"/domain/devices/disk[target/@dev='vdb']/source/@file", "(local)"},
         {"/domain/devices/disk[target/@dev='vdc']/source/@file", "(swap)"}}},
@@ -305,7 +305,7 @@ std::vector<Row> property_table() {
         {"img_signature", "ignored: not a hypervisor property"}},
        [](DomainSpec& spec) {
          with_iso(spec);
-         spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2"};
+         spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2", std::nullopt};
          spec.interfaces = {bridge_nic("fa:16:3e:00:00:0a", "tapaaaa"),
                             ethernet_nic("fa:16:3e:00:00:0b", "tapbbbb")};
        },
@@ -446,7 +446,7 @@ TEST_CASE("every row of the image property table gives XML that validates and de
 
 TEST_CASE("disk targets follow the bus in the order root, ephemeral, swap, cdroms") {
   auto spec = spec_with({{"hw_disk_bus", "sata"}, {"hw_cdrom_bus", "sata"}});
-  spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2"};
+  spec.ephemeral_disk = kiln::virt::DiskFile{instance_path(spec.uuid, "disk.local"), "qcow2", std::nullopt};
   spec.cdrom_images = {"/srv/first.iso", "/srv/second.iso"};
   auto document = parse(kiln::virt::build_domain_xml(spec));
   std::vector<std::string> targets;
@@ -580,7 +580,7 @@ TEST_CASE("a spec that cannot become a bootable domain is refused, naming what i
       {[](DomainSpec& spec) { spec.cache_mode = "sometimes"; }, "cache mode 'sometimes' is not supported"},
       {[](DomainSpec& spec) {
          spec.disk_bus = "ide";
-         spec.ephemeral_disk = kiln::virt::DiskFile{"/srv/disk.local", "qcow2"};
+         spec.ephemeral_disk = kiln::virt::DiskFile{"/srv/disk.local", "qcow2", std::nullopt};
          spec.cdrom_images = {"/srv/a.iso", "/srv/b.iso"};
        },
        "5 devices on the ide bus, which holds at most 4 (hda to hdd)"},
@@ -663,4 +663,84 @@ TEST_CASE("libvirt's refusal carries its code and message") {
   REQUIRE_KILN_ERROR_MENTIONS(libvirt.define("<domain type='kvm'><name>x</name></domain>"),
                               ErrorCode::kLibvirtError, "libvirt error");
   REQUIRE_KILN_ERROR(kiln::virt::Connection("nonsense:///nowhere"), ErrorCode::kLibvirtError);
+}
+
+namespace {
+
+kiln::virt::RbdSource sample_rbd(const std::string& uuid) {
+  return {"vms/" + uuid + "_disk", {{"127.0.0.1", 16789}, {"10.0.0.2", 6789}}, "kiln",
+          "5c9d1c8e-2f1e-4a7b-9c3d-0e1f2a3b4c5d"};
+}
+
+}  // namespace
+
+TEST_CASE("an RBD root disk is a network disk with its monitors and the ceph secret, and defines on the test driver") {
+  kiln::test::ScratchDir scratch;
+  std::string uuid = kiln::test::random_uuid();
+  DomainSpec spec = sample_spec(uuid);
+  spec.root_disk = kiln::virt::DiskFile{"", "raw", sample_rbd(uuid)};
+  std::string xml = kiln::virt::build_domain_xml(spec);
+  INFO(xml);
+  auto document = parse(xml);
+  const std::string disk = "/domain/devices/disk[target/@dev='vda']";
+  REQUIRE(value_at(document, disk + "/@type") == "network");
+  REQUIRE(value_at(document, disk + "/@device") == "disk");
+  REQUIRE(value_at(document, disk + "/driver/@type") == "raw");
+  REQUIRE(value_at(document, disk + "/driver/@cache") == "writeback");
+  REQUIRE(value_at(document, disk + "/source/@protocol") == "rbd");
+  REQUIRE(value_at(document, disk + "/source/@name") == "vms/" + uuid + "_disk");
+  REQUIRE(count_at(document, disk + "/source/host") == 2);
+  REQUIRE(value_at(document, disk + "/source/host[1]/@name") == "127.0.0.1");
+  REQUIRE(value_at(document, disk + "/source/host[1]/@port") == "16789");
+  REQUIRE(value_at(document, disk + "/source/host[2]/@port") == "6789");
+  REQUIRE(value_at(document, disk + "/auth/@username") == "kiln");
+  REQUIRE(value_at(document, disk + "/auth/secret/@type") == "ceph");
+  REQUIRE(value_at(document, disk + "/auth/secret/@uuid") == "5c9d1c8e-2f1e-4a7b-9c3d-0e1f2a3b4c5d");
+  REQUIRE(value_at(document, disk + "/target/@bus") == "virtio");
+  REQUIRE(count_at(document, disk + "/source/@file") == 0);
+  // The swap file beside it keeps the host's cache mode and stays a file.
+  REQUIRE(value_at(document, "/domain/devices/disk[target/@dev='vdb']/@type") == "file");
+  REQUIRE(value_at(document, "/domain/devices/disk[target/@dev='vdb']/driver/@cache") == "none");
+  require_valid_for_libvirt(scratch, xml);
+  // libvirt's own parser keeps the network source as written.
+  kiln::virt::Connection libvirt("test:///default");
+  auto domain = libvirt.define(xml);
+  REQUIRE(domain.uuid() == uuid);
+  auto defined = parse(domain.xml());
+  REQUIRE(value_at(defined, disk + "/@type") == "network");
+  REQUIRE(value_at(defined, disk + "/source/@name") == "vms/" + uuid + "_disk");
+  REQUIRE(value_at(defined, disk + "/source/host[1]/@port") == "16789");
+  REQUIRE(value_at(defined, disk + "/auth/secret/@uuid") == "5c9d1c8e-2f1e-4a7b-9c3d-0e1f2a3b4c5d");
+  domain.undefine();
+}
+
+TEST_CASE("an RBD disk whose names could break out of the XML or QEMU's rbd options is refused") {
+  std::string uuid = kiln::test::random_uuid();
+  auto refused = [&](const std::function<void(kiln::virt::RbdSource&)>& change, const std::string& mention) {
+    DomainSpec spec = sample_spec(uuid);
+    kiln::virt::RbdSource rbd = sample_rbd(uuid);
+    change(rbd);
+    spec.root_disk = kiln::virt::DiskFile{"", "raw", rbd};
+    REQUIRE_KILN_ERROR_MENTIONS(kiln::virt::build_domain_xml(spec), ErrorCode::kInvalidArgument, mention);
+  };
+  refused([](auto& rbd) { rbd.name = "vms"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "vms/a/b"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "vms/x:id=admin"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "vms/x@snap"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "vms/x'/><disk"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "vms/x\ny"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.name = "/x"; }, "<pool>/<image>");
+  refused([](auto& rbd) { rbd.monitors.clear(); }, "no Ceph monitor");
+  refused([](auto& rbd) { rbd.monitors[0].host = "127.0.0.1\"/><x"; }, "monitor host");
+  refused([](auto& rbd) { rbd.monitors[0].host = ""; }, "monitor host");
+  refused([](auto& rbd) { rbd.monitors[0].port = 0; }, "monitor port");
+  refused([](auto& rbd) { rbd.monitors[0].port = 65536; }, "monitor port");
+  refused([](auto& rbd) { rbd.username = "kiln:key=x"; }, "Ceph user");
+  refused([](auto& rbd) { rbd.username = ""; }, "Ceph user");
+  refused([](auto& rbd) { rbd.secret_uuid = "not-a-uuid"; }, "secret uuid");
+  DomainSpec spec = sample_spec(uuid);
+  spec.root_disk = kiln::virt::DiskFile{"/var/lib/kiln/disk", "raw", sample_rbd(uuid)};
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::virt::build_domain_xml(spec), ErrorCode::kInvalidArgument, "at once");
+  spec.root_disk = kiln::virt::DiskFile{"", "qcow2", sample_rbd(uuid)};
+  REQUIRE_KILN_ERROR_MENTIONS(kiln::virt::build_domain_xml(spec), ErrorCode::kInvalidArgument, "raw");
 }

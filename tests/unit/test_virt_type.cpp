@@ -99,7 +99,7 @@ kiln::virt::DomainSpec small_spec(const std::string& uuid) {
   spec.name = "kiln-start-" + uuid;
   spec.memory_mb = 128;
   spec.vcpus = 1;
-  spec.root_disk = kiln::virt::DiskFile{"/var/lib/kiln/instances/" + uuid + "/disk", "qcow2"};
+  spec.root_disk = kiln::virt::DiskFile{"/var/lib/kiln/instances/" + uuid + "/disk", "qcow2", std::nullopt};
   spec.console_log = "/var/lib/kiln/instances/" + uuid + "/console.log";
   return spec;
 }

@@ -22,8 +22,14 @@ std::string boot_text(const kiln::instance::BootResult& result) {
   std::ostringstream out;
   out << "instance " << dir.uuid() << ": domain " << result.domain_name << " (" << result.domain_type << ") "
       << result.domain_state << "\n"
-      << "  directory    " << dir.path().string() << "\n"
-      << "  disk         qcow2, " << human_bytes(result.root_bytes) << " virtual, backed by "
+      << "  directory    " << dir.path().string() << "\n";
+  if (!result.rbd_disk.empty()) {
+    out << "  disk         RBD " << result.rbd_disk << ", raw, " << human_bytes(result.root_bytes)
+        << " virtual, a clone of " << result.rbd_parent << ", nothing downloaded\n"
+        << "  also         disk.info, console.log, libvirt.xml\n";
+    return out.str();
+  }
+  out << "  disk         qcow2, " << human_bytes(result.root_bytes) << " virtual, backed by "
       << base.path.string() << "\n";
   if (result.swap_base) out << "  disk.swap    qcow2, backed by " << result.swap_base->string() << "\n";
   if (result.ephemeral_base) out << "  disk.local   qcow2, backed by " << result.ephemeral_base->string() << "\n";
@@ -113,11 +119,12 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
     auto progress = context.json_output() ? nullptr : progress_reporter("download");
     auto result = kiln::rpc::boot(valid.request, context.cache(), direct_hooks(progress), [&] {
       const auto& settings = context.settings();
+      auto rbd = kiln::rpc::rbd_host(settings);
       kiln::instance::Host host{context.instances_path(), context.cache(), context.libvirt(), settings.virt_type,
                                 settings.start, settings.instance_name_template, settings.default_ephemeral_format,
-                                settings.disk_cache_mode};
+                                settings.disk_cache_mode, rbd ? &*rbd : nullptr};
       return kiln::instance::provision(valid.request, host, progress);
-    });
+    }, context.settings().rbd.enabled);
     finish_progress();
     context.print(kiln::instance::to_json(result), boot_text(result));
     return 0;
@@ -134,11 +141,15 @@ void add_instance_commands(CLI::App& app, Registry& registry) {
       return 0;
     }
     const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto rbd = kiln::rpc::rbd_host(context.settings());
     auto result = kiln::rpc::delete_instance(
-        *uuid, instances_path, [&]() -> kiln::virt::Connection& { return context.libvirt(); }, direct_hooks(nullptr));
+        *uuid, instances_path, [&]() -> kiln::virt::Connection& { return context.libvirt(); }, direct_hooks(nullptr),
+        rbd ? &*rbd : nullptr);
     std::string text = "instance " + *uuid + ": " +
                        (result.domain_found || result.directory_found ? "deleted" : "nothing to delete") +
-                       " (base images stay in the cache)\n";
+                       " (base images stay in the cache" +
+                       (result.rbd_images.empty() ? std::string() : ", RBD images removed: " + std::to_string(result.rbd_images.size())) +
+                       ")\n";
     context.print(json(result), text);
     return 0;
   });

@@ -72,6 +72,19 @@ struct TlsServerSettings {
   std::string ca_file;
 };
 
+// [libvirt] images_type and nova's RBD keys, with nova's names, defaults and
+// meanings. With rbd, boots clone raw images Glance keeps in the same
+// cluster (kiln::instance::RbdHost); a warning says what is not done yet.
+struct RbdSettings {
+  bool enabled = false;                                    // images_type = rbd
+  std::string pool = "rbd";                                // images_rbd_pool: the instances' images
+  std::filesystem::path ceph_conf = "/etc/ceph/ceph.conf";  // images_rbd_ceph_conf
+  std::string user;                                        // rbd_user, without "client."; "" = client.admin
+  std::string secret_uuid;                                 // rbd_secret_uuid: libvirt's ceph secret, lower-case
+  std::string glance_store_name;                           // images_rbd_glance_store_name; "" = none
+  std::chrono::seconds connect_timeout{5};                 // rbd_connect_timeout
+};
+
 // [amqp]: the message bus kilnd also serves on (kiln/bus/agent_bus.h); an
 // empty url leaves it off. amqps:// URLs verify the broker against ca_file
 // and may present cert_file/key_file as the client's certificate.
@@ -119,6 +132,8 @@ struct Settings {
   // [libvirt] disk_cachemodes' file= mode; "" = default (none, or writeback
   // where the instances path refuses O_DIRECT).
   std::string disk_cache_mode;
+  // [libvirt] images_type = rbd and its keys.
+  RbdSettings rbd;
   // One sentence per nova.conf key kiln accepted without acting on it, each
   // key once, with the file and line: the caller logs them.
   std::vector<std::string> warnings;

@@ -1,7 +1,7 @@
 // disk.info: the pinned format of each of an instance's disks.
 //
 // A one-line JSON object mapping absolute disk paths to formats ("qcow2"),
-// as Nova writes it. It exists so that a guest writing a qcow2 header into a
+// as Nova writes it; an RBD disk is "rbd:<pool>/<image>": "raw". It exists so that a guest writing a qcow2 header into a
 // raw disk can never change how the host opens that disk (CVE-2014-0134):
 // an entry, once written, never changes format. Saved atomically.
 #pragma once
@@ -23,6 +23,9 @@ class DiskInfo {
   // Records `format` for `disk`. Throws kiln::Error kInvalidArgument if the
   // disk is already recorded with another format, or the path is not absolute.
   void add(const std::filesystem::path& disk, const std::string& format);
+  // Records an RBD image as "rbd:<pool>/<image>" (QEMU's spelling of it),
+  // always raw: RBD clones are raw images. Throws as add().
+  void add_rbd(const std::string& pool, const std::string& image);
 
   // One line of JSON with a trailing newline.
   std::string to_json() const;

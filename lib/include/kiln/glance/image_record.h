@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kiln::glance {
 
@@ -26,6 +27,12 @@ struct ImageRecord {
   std::string os_hash_algo;                   // "" when null
   std::string os_hash_value;                  // "" when null
   std::map<std::string, std::string> properties;  // custom string properties
+  // Where Glance's store keeps the data, when Glance shows it
+  // (show_image_direct_url / show_multiple_locations): direct_url first, then
+  // each locations[].url, without repeats. An RBD store's are
+  // rbd://<fsid>/<pool>/<image>/<snapshot> (kiln/rbd/location.h). Read from
+  // Glance only: to_json leaves them out, so an offered record carries none.
+  std::vector<std::string> locations;
   // True for a controller's copy of the record, passed with a boot request
   // as nova passes image_meta, false for what Glance itself answered. The
   // image cache boots from an offered record only a base it already holds

@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -41,6 +42,7 @@
 
 #include "kiln/cache/image_cache.h"
 #include "kiln/instance/instance_dir.h"
+#include "kiln/rbd/cluster.h"
 #include "kiln/virt/connection.h"
 #include "kiln/virt/domain_spec.h"
 #include "kiln/virt/guest_start.h"
@@ -77,6 +79,17 @@ struct BootRequest {
 void to_json(nlohmann::json& out, const BootRequest& request);
 void from_json(const nlohmann::json& in, BootRequest& request);
 
+// [libvirt] images_type = rbd: the instance's root disk is a clone, in
+// `pool`, of the protected snapshot Glance's RBD store keeps the image in,
+// and QEMU opens it as `user` with the libvirt ceph secret `secret_uuid`.
+struct RbdHost {
+  std::shared_ptr<const rbd::Cluster> cluster;  // the process's (rbd::shared_cluster)
+  std::string pool;         // nova's images_rbd_pool
+  std::string user;         // nova's rbd_user; "" = admin
+  std::string secret_uuid;  // nova's rbd_secret_uuid, canonical
+  std::vector<rbd::Monitor> monitors;  // of images_rbd_ceph_conf (rbd::conf_monitors)
+};
+
 struct Host {
   std::filesystem::path instances_path;  // absolute
   const cache::ImageCache& cache;
@@ -90,6 +103,8 @@ struct Host {
   // The file= mode of nova's [libvirt] disk_cachemodes; "" or "default" = none
   // where the instances path takes O_DIRECT, else writeback.
   std::string cache_mode{};
+  // Set: disks in Ceph (provision_rbd's rules below); nullptr: qcow2 files.
+  const RbdHost* rbd = nullptr;
 };
 
 struct BootResult {
@@ -101,6 +116,10 @@ struct BootResult {
   std::string domain_name;
   std::string domain_type;
   std::string domain_state;
+  // images_type = rbd: the root disk "<pool>/<uuid>_disk" and the snapshot
+  // it was cloned from ("<pool>/<image>@<snap>"); `base` is then empty.
+  std::string rbd_disk{};
+  std::string rbd_parent{};
 };
 
 // What kilnctl --json prints and kilnd's boot operation returns as its result.
@@ -112,6 +131,21 @@ nlohmann::json to_json(const BootResult& result);
 // root disk and are not measured. Throws kiln::Error kFlavorDiskTooSmall.
 void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image);
 
+// With host.rbd set the boot clones instead of downloading: the image
+// (always asked of Glance, never an offered record) must be active, raw, of
+// allowed formats, and have an rbd:// location (direct_url or locations) in
+// host.rbd's cluster whose snapshot is protected; its clone
+// <pool>/<uuid>_disk is grown to the flavor's root_gb. Nothing is
+// downloaded and the instance directory holds no disk: console.log,
+// disk.info ({"rbd:<pool>/<uuid>_disk": "raw"}) and libvirt.xml (a network
+// disk). Refused before anything is created: an image without such a
+// location (kRbdImageNotInCluster: kiln's own base images in the pool are
+// not built yet), a qcow2 or ISO image (kRbdImageNotInCluster), kernel_id /
+// ramdisk_id images, swap or ephemeral disks (kInvalidArgument: not in RBD
+// yet), an unprotected or missing snapshot (kRbdSnapshotUnprotected,
+// kNotFound), a libvirt without the ceph secret (kConfigInvalid), an
+// existing <uuid>_disk (kInstanceExists). A failed boot removes its clone,
+// except when a rollback stays pending (the domain may still use it).
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
 // kFlavorDiskTooSmall, kLibvirtError, kDomainStartFailed, kRollbackIncomplete
 // and every ImageCache::acquire error).
@@ -123,15 +157,18 @@ struct DeleteResult {
   std::string uuid;  // canonical
   bool domain_found = false;
   bool directory_found = false;
+  std::vector<std::string> rbd_images{};  // the <uuid>_* images removed from the pool (images_type = rbd)
 };
 
 // {"uuid", "domain_found", "directory_found"}: kilnctl delete --json and
 // kilnd's delete operation result.
 void to_json(nlohmann::json& out, const DeleteResult& result);
 
-// Destroys and undefines the domain with this uuid, if any, and removes the
-// instance directory, if any. Bases stay in the cache.
+// Destroys and undefines the domain with this uuid, if any, then with `rbd`
+// removes the pool's <uuid>_* images (a failure there keeps the directory,
+// marked, for a retry), and removes the instance directory, if any. Bases
+// stay in the cache; Glance's RBD images are never touched.
 DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                             virt::Connection& libvirt);
+                             virt::Connection& libvirt, const RbdHost* rbd = nullptr);
 
 }  // namespace kiln::instance

@@ -66,8 +66,9 @@ struct Response {
 
 // not_found 404; conflict, instance_exists 409; overloaded, shutting_down,
 // interrupted 503; insufficient_space 507; invalid_* and flavor_disk_too_small
-// 400; image lookups 404/409/422; upstream failures (glance, http, libvirt,
-// rollback_incomplete) 502; everything else, io_error included, 500: a local
+// 400; image lookups 404/409/422 (and an RBD location that is invalid, of
+// another cluster or unprotected 422); upstream failures (glance, http,
+// libvirt, rollback_incomplete, rbd_error) 502; everything else, io_error included, 500: a local
 // fault is never a 502.
 unsigned http_status_for(ErrorCode code);
 

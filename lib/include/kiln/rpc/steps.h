@@ -12,6 +12,7 @@
 #include <string>
 
 #include "kiln/cache/image_cache.h"
+#include "kiln/config/settings.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
 
@@ -50,12 +51,23 @@ void refuse_existing_instance(const std::filesystem::path& instances_path, const
 // A boot: fetch_base with the flavor's root_gb, then "building the
 // instance": `build` (provision() on the caller's Host, with
 // hooks.progress). The result's base counts what fetch_base downloaded too.
+// With `rbd` (images_type = rbd) nothing is fetched: provision() clones.
 instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
-                          const StepHooks& hooks, const std::function<instance::BootResult()>& build);
+                          const StepHooks& hooks, const std::function<instance::BootResult()>& build,
+                          bool rbd = false);
+
+// images_type = rbd: what a Host needs to put disks in Ceph, from the
+// settings: the process's connection to the cluster (rbd::shared_cluster,
+// bounded by rbd_connect_timeout), the pool, the user, the secret and the
+// monitors of images_rbd_ceph_conf. nullopt when images_type is not rbd.
+// Throws kRbdError when the cluster cannot be reached or the conf read.
+std::optional<instance::RbdHost> rbd_host(const config::Settings& settings);
 
 // A delete: the uuid checked (kInvalidUuid before any step), then
-// "destroying and undefining the domain, removing the directory".
+// "destroying and undefining the domain, removing the directory" (and with
+// `rbd`, the instance's images in the pool).
 instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks);
+                                       const instance::ConnectLibvirt& connect, const StepHooks& hooks,
+                                       const instance::RbdHost* rbd = nullptr);
 
 }  // namespace kiln::rpc

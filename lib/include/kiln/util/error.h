@@ -52,7 +52,12 @@ enum class ErrorCode {
   kRollbackIncomplete, // a failed boot could not be undone (libvirt unreachable): its directory waits for reconcile
   kBusError,           // the message bus (RabbitMQ) refused, dropped or could not be reached
   kNotAnInstancesPath, // the instances path is missing, not a directory, or holds nothing of kiln's
-  kLastCode = kNotAnInstancesPath,  // keep last: code_from_name walks up to it
+  kRbdError,           // Ceph refused an RBD call or could not be reached; librados' reason is in the sentence
+  kRbdLocationInvalid, // a Glance RBD location is not rbd://<fsid>/<pool>/<image>/<snapshot> as Glance writes it
+  kRbdNotSameCluster,  // a Glance RBD location names another Ceph cluster (fsid) than kiln's
+  kRbdSnapshotUnprotected,  // the RBD snapshot to clone is not protected (Glance could delete it under the clone)
+  kRbdImageNotInCluster,  // images_type = rbd, but the image has no raw RBD location in kiln's cluster to clone
+  kLastCode = kRbdImageNotInCluster,  // keep last: code_from_name walks up to it
 };
 
 // The stable name of a code, e.g. "image_not_found". Used in JSON output and

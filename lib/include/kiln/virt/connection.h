@@ -39,6 +39,8 @@ class Domain {
   // The domain's <title> (kiln: the request's display name), or nothing when
   // it has none (domains defined before kiln kept the display name there).
   std::optional<std::string> title() const;
+  // The definition as libvirt now holds it (virDomainGetXMLDesc, inactive).
+  std::string xml() const;
 
   void start();
   void suspend();   // pauses the vCPUs (virsh suspend)
@@ -69,6 +71,10 @@ class Connection {
   // Whether the host's capabilities offer a kvm domain type for x86_64
   // guests. That KVM also works is virt_type.h's question.
   bool offers_kvm();
+  // Whether libvirt holds a secret with this uuid whose usage type is ceph:
+  // what an RBD network disk's <auth><secret type='ceph' uuid=.../> needs
+  // (nova leaves defining it, and setting the key, to the operator).
+  bool has_ceph_secret(const std::string& uuid);
   // The connection's driver name, e.g. "QEMU", "Test".
   std::string driver();
   // False once libvirt is out of reach on this connection (virConnectIsAlive):

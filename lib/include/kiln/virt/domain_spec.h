@@ -45,10 +45,28 @@ inline constexpr const char* kOvmfSecureBootVariablesTemplate = "/usr/share/OVMF
 inline constexpr std::array<std::string_view, 2> kInputBuses{"usb", "virtio"};
 inline constexpr std::array<std::string_view, 5> kWatchdogActions{"disabled", "pause", "poweroff", "reset", "none"};
 
-// A disk image file of the instance.
+// A monitor of a Ceph cluster, as QEMU's librbd reaches it.
+struct CephMonitor {
+  std::string host;  // an IP address or a DNS name: letters, digits, '.', '-', ':'
+  int port = 0;      // 1..65535
+};
+
+// An RBD image as a network disk (<disk type='network'>, protocol rbd): QEMU
+// opens it itself through librbd, as the Ceph user `username`, whose key is
+// the libvirt secret (usage type ceph) with uuid `secret_uuid`.
+struct RbdSource {
+  std::string name;  // "<pool>/<image>": Ceph names, no '/', '@', ':', '\', space or control character
+  std::vector<CephMonitor> monitors;  // at least one
+  std::string username;               // the Ceph user without "client."
+  std::string secret_uuid;            // canonical
+};
+
+// A disk image of the instance: a file, or with `rbd` an RBD image (then
+// `path` is empty and `format` is "raw").
 struct DiskFile {
   std::string path;    // absolute
   std::string format;  // one of kDiskFormats
+  std::optional<RbdSource> rbd;
 };
 
 // A guest NIC backed by a tap device, which libvirt creates when the domain
