@@ -30,6 +30,7 @@
 #include "kiln/virt/image_properties.h"
 #include "kiln/virt/virt_type.h"
 #include "provisioning_marker.h"
+#include "rbd_disks.h"
 
 namespace kiln::instance {
 
@@ -411,98 +412,17 @@ Undo undefine_again(virt::Connection& libvirt, const std::string& uuid) {
                   "directory; then the boot can be retried");
 }
 
-// ---- images_type = rbd ----------------------------------------------------
-
-// The snapshot an RBD boot clones: the first rbd:// location of the image in
-// the host's cluster. Everything is checked before anything is created.
-rbd::Location check_rbd_boot(const BootRequest& request, const Host& host, const Images& images,
-                             const std::string& uuid) {
-  const RbdHost& rbd = *host.rbd;
-  const glance::ImageRecord& image = images.root;
-  if (images.kernel || images.ramdisk) {
-    invalid("image " + image.id + " boots a kernel_id/ramdisk_id pair, which kiln does not boot from RBD yet");
-  }
-  if (request.swap_mb != 0 || request.ephemeral_gb != 0) {
-    invalid("swap and ephemeral disks are not made in RBD yet (images_type = rbd): the flavor must have "
-            "swap_mb = 0 and ephemeral_gb = 0");
-  }
-  const std::string later = ": kiln clones only raw images Glance keeps in this Ceph cluster (downloading "
-                            "others once into a base image in the pool is not built yet)";
-  if (image.disk_format != "raw") {
-    throw Error(ErrorCode::kRbdImageNotInCluster,
-                "image " + image.id + " is " + (image.disk_format.empty() ? "of no format" : image.disk_format) + later);
-  }
-  std::optional<rbd::Location> found;
-  std::string elsewhere;
-  for (const std::string& url : image.locations) {
-    if (url.rfind("rbd://", 0) != 0) continue;
-    rbd::Location location = rbd::parse_location(url);  // kRbdLocationInvalid: never guessed at
-    if (location.fsid == rbd.cluster->fsid()) {
-      found = location;
-      break;
-    }
-    elsewhere = location.fsid;
-  }
-  if (!found) {
-    throw Error(ErrorCode::kRbdImageNotInCluster,
-                "image " + image.id + " has no RBD location in Ceph cluster " + rbd.cluster->fsid() +
-                    (elsewhere.empty() ? " (Glance shows none: is show_image_direct_url set?)"
-                                       : " (only in cluster " + elsewhere + ")") + later);
-  }
-  rbd.cluster->check_cloneable(*found);
-  if (!host.libvirt.has_ceph_secret(rbd.secret_uuid)) {
-    throw Error(ErrorCode::kConfigInvalid,
-                "libvirt has no ceph secret " + rbd.secret_uuid + " (rbd_secret_uuid), which QEMU needs to open "
-                "the instance's RBD disk: define it (virsh secret-define, usage type ceph) and set client." +
-                    (rbd.user.empty() ? std::string("admin") : rbd.user) + "'s key (virsh secret-set-value)");
-  }
-  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
-  std::string disk = rbd::instance_image_name(uuid, layout::kRootDisk);
-  if (pool.image_exists(disk)) {
-    throw Error(ErrorCode::kInstanceExists, "RBD image " + rbd.pool + "/" + disk + " already exists");
-  }
-  return *found;
-}
-
-// The clone a boot made, removed again unless the boot keeps it.
-class RbdClone {
- public:
-  RbdClone(rbd::Pool pool, std::string image) : pool_(std::move(pool)), image_(std::move(image)) {}
-  RbdClone(const RbdClone&) = delete;
-  RbdClone& operator=(const RbdClone&) = delete;
-  ~RbdClone() {
-    if (kept_) return;
-    try {
-      pool_.remove(image_);
-    } catch (const Error&) {
-      // The boot's own failure is the one reported; the image stays for a delete.
-    }
-  }
-  void keep() { kept_ = true; }
-
- private:
-  rbd::Pool pool_;
-  std::string image_;
-  bool kept_ = false;
-};
-
-// Clones the image's snapshot into the pool as <uuid>_disk, grown to the
-// flavor, and points the spec's root disk at it (a network disk).
-std::unique_ptr<RbdClone> build_rbd_root(const BootRequest& request, const Host& host, const rbd::Location& source,
-                                         const InstanceDir& directory, virt::DomainSpec& spec, BootResult& result) {
-  const RbdHost& rbd = *host.rbd;
-  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
-  rbd::ImageInfo disk = rbd::clone_root_disk(*rbd.cluster, source, pool, directory.uuid(), request.root_gb * kGiB);
-  auto clone = std::make_unique<RbdClone>(std::move(pool), disk.name);
-  result.root_bytes = disk.size_bytes;
-  result.rbd_disk = rbd.pool + "/" + disk.name;
-  result.rbd_parent = source.spec();
-  std::vector<virt::CephMonitor> monitors;
-  for (const rbd::Monitor& monitor : rbd.monitors) monitors.push_back({monitor.host, monitor.port});
-  spec.root_disk = virt::DiskFile{"", "raw",
-                                  virt::RbdSource{result.rbd_disk, monitors, rbd.user.empty() ? "admin" : rbd.user,
-                                                  rbd.secret_uuid}};
-  return clone;
+// images_type = rbd: the image's verified raw base from the host's cache,
+// for the pool base the first boot of the image in the cluster writes. The
+// result counts the download.
+LocalBaseSource verified_base(const Host& host, const glance::ImageRecord& image,
+                              const cache::FetchProgress& progress, BootResult& result) {
+  return [&host, &image, &progress, &result] {
+    cache::BaseLease lease = host.cache.acquire(image, progress);
+    require_safe_base(lease.base, host.cache.policy());
+    result.base = lease.base;
+    return rbd::LocalFile{lease.base.path, lease.lock, {{rbd::kImageIdKey, image.id}}};
+  };
 }
 
 }  // namespace
@@ -519,8 +439,8 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   BootRequest asked = request;
   if (host.rbd) asked.image.reset();
   Images images = look_up_images(asked, host.cache);
-  std::optional<rbd::Location> rbd_source;
-  if (host.rbd) rbd_source = check_rbd_boot(request, host, images, directory.uuid());
+  std::optional<RbdRoot> rbd_root;
+  if (host.rbd) rbd_root = check_rbd_boot(host, images.root, images.kernel.has_value(), directory.uuid());
   virt::DomainSpec spec = initial_spec(request, directory, name, domain_type, images);
 
   std::error_code error;
@@ -546,20 +466,22 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
   KILN_FAILPOINT("boot.marker.created");
   BootResult result{directory, {}, std::nullopt, std::nullopt, 0, name, domain_type, ""};
   HeldBases held;
-  std::unique_ptr<RbdClone> clone;
+  std::optional<RbdClones> clones;
   disk::DiskInfo disk_info;
-  if (rbd_source) {
-    clone = build_rbd_root(request, host, *rbd_source, directory, spec, result);
-    disk_info.add_rbd(host.rbd->pool, rbd::instance_image_name(directory.uuid(), layout::kRootDisk));
+  if (rbd_root) {
+    clones.emplace(*host.rbd);
+    build_rbd_disks(request, host, images.root, *rbd_root, verified_base(host, images.root, progress, result),
+                    ephemeral_filesystem(host, images), directory, spec, disk_info, result, *clones);
+    marker.record("root_disk");
   } else {
     result.base = build_root(request, host, images, directory, staging, progress, spec, result.root_bytes, held);
     disk_info.add(directory.disk(), "qcow2");
+    marker.record("root_disk");
+    fetch_kernel(host, images, spec, held);
+    KILN_FAILPOINT("boot.kernel.fetched");
+    result.ephemeral_base = build_ephemeral(request, host, images, directory, staging, spec, disk_info, held);
+    result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
   }
-  marker.record("root_disk");
-  fetch_kernel(host, images, spec, held);
-  KILN_FAILPOINT("boot.kernel.fetched");
-  result.ephemeral_base = build_ephemeral(request, host, images, directory, staging, spec, disk_info, held);
-  result.swap_base = build_swap(request, host, directory, staging, spec, disk_info, held);
   disk_info.save(staging.disk_info(), Durability::kCallerSyncs);
   KILN_FAILPOINT("boot.disk_info.written");
   create_console_log(staging);
@@ -592,7 +514,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
     // The boot has succeeded: from here on the instance is whole. (Inside the
     // try: should the marker not go, the boot is undone, not left half-owned.)
     marker.finish();
-    if (clone) clone->keep();
+    if (clones) clones->keep();
   } catch (const std::exception& failure) {
     const auto* error = dynamic_cast<const Error*>(&failure);
     try {
@@ -600,7 +522,7 @@ BootResult provision(const BootRequest& request, const Host& host, const cache::
                       error ? *error : Error(ErrorCode::kInternalError, failure.what()));
     } catch (const Error& undone) {
       // A domain that may still be defined may still open its RBD disk: kept with the directory.
-      if (undone.code() == ErrorCode::kRollbackIncomplete && clone) clone->keep();
+      if (undone.code() == ErrorCode::kRollbackIncomplete && clones) clones->keep();
       throw;
     }
   }
@@ -656,11 +578,17 @@ nlohmann::json to_json(const BootResult& result) {
       {"console_log", dir.console_log().string()},
       {"libvirt_xml", dir.libvirt_xml().string()},
   };
-  if (!result.rbd_disk.empty()) {
-    // An RBD clone: no file, no base in the cache; the disk's parent is Glance's snapshot.
-    out["disk"] = {{"rbd", result.rbd_disk}, {"format", "raw"}, {"virtual_size", result.root_bytes},
-                   {"parent", result.rbd_parent}};
-    out["base"] = nullptr;
+  if (result.rbd_root) {
+    // RBD clones: no disk files. The root's parent is Glance's snapshot or
+    // kiln's pool base; "base" is the local base only when this boot
+    // downloaded the image to write that pool base.
+    out["disk"] = {{"rbd", result.rbd_root->image}, {"format", "raw"}, {"virtual_size", result.root_bytes},
+                   {"parent", result.rbd_root->parent}, {"pool_base_imported", result.rbd_base_imported}};
+    if (result.base.path.empty()) out["base"] = nullptr;
+    if (result.rbd_swap) out["swap"] = {{"rbd", result.rbd_swap->image}, {"parent", result.rbd_swap->parent}};
+    if (result.rbd_ephemeral) {
+      out["ephemeral"] = {{"rbd", result.rbd_ephemeral->image}, {"parent", result.rbd_ephemeral->parent}};
+    }
   }
   if (result.swap_base) {
     out["swap"] = {{"path", dir.swap_disk().string()}, {"backing_file", result.swap_base->string()}};

@@ -14,40 +14,11 @@
 
 #include "kiln/util/error.h"
 #include "kiln/util/uuid.h"
+#include "handles.h"
 
 namespace kiln::rbd {
 
 namespace {
-
-[[noreturn]] void fail(const std::string& what, int result) {
-  throw Error(ErrorCode::kRbdError, what + ": " + std::strerror(-result));
-}
-
-// ENOENT on an image is the caller's "no such image", not Ceph failing.
-[[noreturn]] void fail_image(const std::string& what, const std::string& spec, int result) {
-  if (result == -ENOENT) throw Error(ErrorCode::kNotFound, "RBD image " + spec + " does not exist");
-  fail(what + " " + spec, result);
-}
-
-// An open image, closed on every path.
-class OpenImage {
- public:
-  // `snapshot` "" = the image head. Read-only opens need no write caps
-  // (client.kiln may only read Glance's pool) and take no exclusive lock.
-  OpenImage(rados_ioctx_t io, const std::string& pool, const std::string& name, bool read_only,
-            const char* snapshot = nullptr) {
-    int result = read_only ? rbd_open_read_only(io, name.c_str(), &image_, snapshot)
-                           : rbd_open(io, name.c_str(), &image_, snapshot);
-    if (result < 0) fail_image("open RBD image", pool + "/" + name, result);
-  }
-  OpenImage(const OpenImage&) = delete;
-  OpenImage& operator=(const OpenImage&) = delete;
-  ~OpenImage() { rbd_close(image_); }
-  rbd_image_t get() const { return image_; }
-
- private:
-  rbd_image_t image_ = nullptr;
-};
 
 std::uint64_t image_size(const OpenImage& image, const std::string& spec) {
   std::uint64_t size = 0;

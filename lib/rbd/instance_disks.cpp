@@ -12,7 +12,12 @@ std::string instance_image_name(std::string_view uuid, std::string_view disk) {
 
 ImageInfo clone_root_disk(const Cluster& cluster, const Location& location, Pool& pool, std::string_view uuid,
                           std::uint64_t root_bytes) {
-  std::string child = instance_image_name(uuid, layout::kRootDisk);
+  return clone_instance_disk(cluster, location, pool, uuid, layout::kRootDisk, root_bytes);
+}
+
+ImageInfo clone_instance_disk(const Cluster& cluster, const Location& location, Pool& pool, std::string_view uuid,
+                              std::string_view disk, std::uint64_t root_bytes) {
+  std::string child = instance_image_name(uuid, disk);
   // The size check before the clone (which checks the rest): a refused
   // flavor leaves nothing to undo. A missing or unprotected snapshot is
   // refused here already, by the clone's own checks.

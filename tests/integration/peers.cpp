@@ -5,22 +5,15 @@
 #include <map>
 
 #include "kiln/util/fs.h"
+#include "scratch.h"
 
 namespace kiln::test {
 
 const Peers& peers() {
   static const Peers loaded = [] {
-    std::ifstream file(KILN_PEERS_ENV);
-    if (!file) {
-      FAIL("peers are not running: " KILN_PEERS_ENV " is missing (the 'peers: start' test must run first)");
-    }
-    std::map<std::string, std::string> values;
-    std::string line;
-    while (std::getline(file, line)) {
-      auto equals = line.find('=');
-      if (equals != std::string::npos) values[line.substr(0, equals)] = line.substr(equals + 1);
-    }
-    return Peers{values["GLANCE_URL"], values["GLANCE_DATADIR"], values["LIBVIRT_URI"]};
+    auto values = read_env_file(KILN_PEERS_ENV);
+    if (!values) FAIL("peers are not running: " KILN_PEERS_ENV " is missing (the 'peers: start' test must run first)");
+    return Peers{(*values)["GLANCE_URL"], (*values)["GLANCE_DATADIR"], (*values)["LIBVIRT_URI"]};
   }();
   return loaded;
 }

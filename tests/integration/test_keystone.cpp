@@ -26,17 +26,12 @@ namespace {
 // A value from KILN_KEYSTONE_ENV; fails the test loudly when the peers are not running.
 std::string peer(const std::string& key) {
   static const std::map<std::string, std::string> values = [] {
-    std::ifstream file(KILN_KEYSTONE_ENV);
-    if (!file) {
+    auto read = kiln::test::read_env_file(KILN_KEYSTONE_ENV);
+    if (!read) {
       FAIL("Keystone is not running: " KILN_KEYSTONE_ENV
            " is missing (the 'keystone: start' test must run first; its output says what failed)");
     }
-    std::map<std::string, std::string> read;
-    for (std::string line; std::getline(file, line);) {
-      auto equals = line.find('=');
-      if (equals != std::string::npos) read[line.substr(0, equals)] = line.substr(equals + 1);
-    }
-    return read;
+    return *read;
   }();
   auto it = values.find(key);
   if (it == values.end()) FAIL(KILN_KEYSTONE_ENV " has no " << key);

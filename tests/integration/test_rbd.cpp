@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "assertions.h"
+#include "ceph_support.h"
 #include "kiln/rbd/cluster.h"
 #include "kiln/rbd/instance_disks.h"
 #include "kiln/rbd/location.h"
@@ -26,47 +27,10 @@ using namespace kiln::rbd;
 
 constexpr std::uint64_t kMiB = 1024 * 1024;
 
-struct CephEnv {
-  std::string conf;
-  std::string fsid;
-};
-
-// tools/peers/ceph's ceph.env; fails loudly when the cluster is not running.
-const CephEnv& ceph() {
-  static const CephEnv env = [] {
-    std::ifstream in(std::string(KILN_CEPH_DIR) + "/ceph.env");
-    INFO("no " << KILN_CEPH_DIR << "/ceph.env: run through ctest, which starts the ceph fixture");
-    REQUIRE(in.good());
-    std::map<std::string, std::string> values;
-    std::string line;
-    while (std::getline(in, line)) {
-      auto equals = line.find('=');
-      if (equals != std::string::npos) values[line.substr(0, equals)] = line.substr(equals + 1);
-    }
-    return CephEnv{values.at("CEPH_CONF"), values.at("FSID")};
-  }();
-  return env;
-}
-
-// The rbd command as client.admin: Glance's part, and the judge of kiln's.
-std::string rbd_admin(std::vector<std::string> args) {
-  std::vector<std::string> argv = {"rbd", "--conf", ceph().conf};
-  argv.insert(argv.end(), args.begin(), args.end());
-  kiln::CommandResult result = kiln::run(kiln::Command(argv, {}, std::chrono::seconds(60)));
-  INFO(kiln::describe(argv) << ": " << result.err);
-  REQUIRE(result.exit_code == 0);
-  return result.out;
-}
-
-nlohmann::json rbd_info(const std::string& spec) { return nlohmann::json::parse(rbd_admin({"info", "--format", "json", spec})); }
-
-bool rbd_exists(const std::string& pool, const std::string& image) {
-  auto names = nlohmann::json::parse(rbd_admin({"ls", "--format", "json", pool}));
-  for (const auto& name : names) {
-    if (name == image) return true;
-  }
-  return false;
-}
+using kiln::test::ceph;
+using kiln::test::rbd_admin;
+using kiln::test::rbd_exists;
+using kiln::test::rbd_info;
 
 // What Glance's rbd store leaves: images/<id> of `size_mb`, snapshot "snap", protected unless told.
 Location glance_image(std::uint64_t size_mb, bool protect = true) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "assertions.h"
+#include "ceph_support.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/subprocess.h"
 #include "peers.h"
@@ -22,26 +23,16 @@ using kiln::test::kilnctl;
 using kiln::test::virsh;
 using nlohmann::json;
 
-std::map<std::string, std::string> read_env(const std::string& file) {
-  std::ifstream in(file);
-  INFO("no " << file << ": run through ctest, which starts the ceph and peers-rbd fixtures");
-  REQUIRE(in.good());
-  std::map<std::string, std::string> values;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto equals = line.find('=');
-    if (equals != std::string::npos) values[line.substr(0, equals)] = line.substr(equals + 1);
-  }
-  return values;
-}
-
-const std::map<std::string, std::string>& ceph_env() {
-  static const auto env = read_env(std::string(KILN_CEPH_DIR) + "/ceph.env");
-  return env;
-}
+using kiln::test::ceph;
+using kiln::test::rbd_admin;
+using kiln::test::rbd_exists;
 
 const std::map<std::string, std::string>& peers_env() {
-  static const auto env = read_env(KILN_PEERS_ENV);
+  static const auto env = [] {
+    auto values = kiln::test::read_env_file(KILN_PEERS_ENV);
+    if (!values) FAIL("no " KILN_PEERS_ENV ": run through ctest, which starts the ceph and peers-rbd fixtures");
+    return *values;
+  }();
   return env;
 }
 
@@ -50,19 +41,6 @@ std::string run_ok(std::vector<std::string> argv) {
   INFO(kiln::describe(argv) << "\n" << result.out << result.err);
   REQUIRE(result.exit_code == 0);
   return result.out;
-}
-
-std::string rbd_admin(std::vector<std::string> args) {
-  std::vector<std::string> argv = {"rbd", "--conf", ceph_env().at("CEPH_CONF")};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return run_ok(argv);
-}
-
-bool rbd_exists(const std::string& pool, const std::string& image) {
-  for (const auto& name : json::parse(rbd_admin({"ls", "--format", "json", pool}))) {
-    if (name == image) return true;
-  }
-  return false;
 }
 
 // The libvirt ceph secret nova expects the operator to define: client.kiln's key, under a uuid kiln is told.
@@ -77,7 +55,7 @@ const std::string& ceph_secret() {
     auto defined = virsh({"secret-define", (scratch / "secret.xml").string()});
     INFO(defined.out << defined.err);
     REQUIRE(defined.exit_code == 0);
-    std::string key = run_ok({"ceph", "--conf", ceph_env().at("CEPH_CONF"), "auth", "get-key", "client.kiln"});
+    std::string key = run_ok({"ceph", "--conf", ceph().conf, "auth", "get-key", "client.kiln"});
     auto set = virsh({"secret-set-value", "--secret", id, "--base64", key});
     INFO(set.out << set.err);
     REQUIRE(set.exit_code == 0);
@@ -90,7 +68,7 @@ const std::string& ceph_secret() {
 std::filesystem::path write_rbd_config(const kiln::test::ScratchDir& scratch, const std::string& secret) {
   std::filesystem::path config = scratch / "kiln.conf";
   kiln::test::write_text(config, "[libvirt]\nimages_type = rbd\nimages_rbd_pool = vms\nimages_rbd_ceph_conf = " +
-                                     ceph_env().at("CEPH_CONF") + "\nrbd_user = kiln\nrbd_secret_uuid = " + secret +
+                                     ceph().conf + "\nrbd_user = kiln\nrbd_secret_uuid = " + secret +
                                      "\nrbd_connect_timeout = 5\n");
   return config;
 }
@@ -132,7 +110,7 @@ TEST_CASE("images_type = rbd boots a Glance RBD image as a clone: nothing downlo
   json record = json::parse(run_ok({"curl", "-sS", peers_env().at("GLANCE_URL") + "/v2/images/" + image}));
   INFO(record.dump());
   REQUIRE(record["status"] == "active");
-  REQUIRE(record["direct_url"] == "rbd://" + ceph_env().at("FSID") + "/images/" + image + "/snap");
+  REQUIRE(record["direct_url"] == "rbd://" + ceph().fsid + "/images/" + image + "/snap");
   std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
   std::filesystem::path instances = scratch / "instances";
   std::string uuid = kiln::test::random_uuid();

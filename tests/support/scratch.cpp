@@ -66,4 +66,15 @@ std::string tree_snapshot(const fs::path& root) {
   return snapshot;
 }
 
+std::optional<std::map<std::string, std::string>> read_env_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::map<std::string, std::string> values;
+  for (std::string line; std::getline(in, line);) {
+    auto equals = line.find('=');
+    if (equals != std::string::npos) values[line.substr(0, equals)] = line.substr(equals + 1);
+  }
+  return values;
+}
+
 }  // namespace kiln::test

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <string>
 
 namespace kiln::test {
@@ -25,6 +27,10 @@ class ScratchDir {
 std::string random_uuid();
 
 void write_text(const std::filesystem::path& path, const std::string& text);
+
+// The KEY=VALUE lines of a fixture's env file (tools/peers/start, tools/peers/ceph,
+// the Keystone peer); nullopt when the file is missing (the fixture did not run).
+std::optional<std::map<std::string, std::string>> read_env_file(const std::filesystem::path& path);
 
 // Every file and directory under `root` with its size, one per line, sorted:
 // a snapshot to prove that a failed command changed nothing.

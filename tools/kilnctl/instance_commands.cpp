@@ -23,10 +23,18 @@ std::string boot_text(const kiln::instance::BootResult& result) {
   out << "instance " << dir.uuid() << ": domain " << result.domain_name << " (" << result.domain_type << ") "
       << result.domain_state << "\n"
       << "  directory    " << dir.path().string() << "\n";
-  if (!result.rbd_disk.empty()) {
-    out << "  disk         RBD " << result.rbd_disk << ", raw, " << human_bytes(result.root_bytes)
-        << " virtual, a clone of " << result.rbd_parent << ", nothing downloaded\n"
-        << "  also         disk.info, console.log, libvirt.xml\n";
+  if (result.rbd_root) {
+    out << "  disk         RBD " << result.rbd_root->image << ", raw, " << human_bytes(result.root_bytes)
+        << " virtual, a clone of " << result.rbd_root->parent << "\n";
+    if (result.rbd_swap) out << "  disk.swap    RBD " << result.rbd_swap->image << ", a clone of " << result.rbd_swap->parent << "\n";
+    if (result.rbd_ephemeral) {
+      out << "  disk.local   RBD " << result.rbd_ephemeral->image << ", a clone of " << result.rbd_ephemeral->parent << "\n";
+    }
+    out << "  base         "
+        << (!result.rbd_base_imported ? std::string("nothing downloaded")
+            : base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes) + ", written into the pool once for every host"
+                                        : std::string("from the local cache, written into the pool once for every host"))
+        << "\n  also         disk.info, console.log, libvirt.xml\n";
     return out.str();
   }
   out << "  disk         qcow2, " << human_bytes(result.root_bytes) << " virtual, backed by "

@@ -107,6 +107,12 @@ struct Host {
   const RbdHost* rbd = nullptr;
 };
 
+// An instance disk in Ceph: a clone of a protected snapshot.
+struct RbdDisk {
+  std::string image;   // "<pool>/<name>"
+  std::string parent;  // "<pool>/<image>@<snapshot>"
+};
+
 struct BootResult {
   InstanceDir directory;
   cache::BaseImage base;
@@ -116,10 +122,14 @@ struct BootResult {
   std::string domain_name;
   std::string domain_type;
   std::string domain_state;
-  // images_type = rbd: the root disk "<pool>/<uuid>_disk" and the snapshot
-  // it was cloned from ("<pool>/<image>@<snap>"); `base` is then empty.
-  std::string rbd_disk{};
-  std::string rbd_parent{};
+  // images_type = rbd: each disk's image ("<pool>/<uuid>_disk", ...) and the
+  // snapshot it is a clone of ("<pool>/<image>@<snap>"): Glance's, or a kiln
+  // pool base's. `base` is then set only when this boot downloaded the image
+  // to write its pool base (rbd_base_imported).
+  std::optional<RbdDisk> rbd_root{};
+  std::optional<RbdDisk> rbd_swap{};
+  std::optional<RbdDisk> rbd_ephemeral{};
+  bool rbd_base_imported = false;
 };
 
 // What kilnctl --json prints and kilnd's boot operation returns as its result.

@@ -31,6 +31,11 @@ std::string instance_image_name(std::string_view uuid, std::string_view disk);
 ImageInfo clone_root_disk(const Cluster& cluster, const Location& location, Pool& pool, std::string_view uuid,
                           std::uint64_t root_bytes);
 
+// The same for any of the instance's disks: `pool`/<uuid>_<disk> (swap and
+// ephemeral disks are clones of kiln's pool bases, kiln/rbd/pool_base.h).
+ImageInfo clone_instance_disk(const Cluster& cluster, const Location& location, Pool& pool, std::string_view uuid,
+                              std::string_view disk, std::uint64_t root_bytes);
+
 // Removes every image of `pool` named "<uuid>_*"; returns their names,
 // sorted. Nothing to remove is no error. Throws kRbdError when Ceph refuses
 // one (still open by a guest, or it has snapshots): those removed before it

@@ -1,0 +1,98 @@
+// kiln's base images in the instances pool: what an RBD host clones when
+// Glance does not keep the image in this cluster as a raw snapshot (another
+// store, qcow2, vmdk, ...), and what swap and ephemeral disks are cloned
+// from. The first host that needs one downloads, verifies and converts the
+// image through its own image cache (kiln/cache), and writes that verified
+// raw file into the pool as "kiln-base-<base name>" with a protected
+// snapshot "snap"; from then on every instance on every host is a clone of
+// that snapshot and nothing is downloaded again.
+//
+// Promises:
+// - A base under its final name is whole: the bytes go to "<name>.part",
+//   which gets its metadata, its snapshot and the snapshot's protection, and
+//   is renamed only then. A ".part" is an import cut short (a crash, a lost
+//   lock); the next importer removes it.
+// - One import per base across the cluster: only the holder of the RADOS
+//   exclusive lock "kiln-import" on the object "<name>.lock" imports; every
+//   other host waits for it and then clones what it published. The holder
+//   renews the lock while it works, so a host that dies holding it frees it
+//   kImportLockLifetime later, and an import whose lock was lost is not published.
+// - The base is as sparse as the file: zero blocks are not written.
+// - A base with clones cannot be removed: Ceph refuses to unprotect a
+//   snapshot that has children, and remove_pool_base() relies on that.
+// Thread-safety: every function opens its own I/O contexts; a Cluster may
+// be shared (kiln/rbd/cluster.h).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/rbd/cluster.h"
+#include "kiln/rbd/location.h"
+
+namespace kiln::rbd {
+
+inline constexpr std::string_view kPoolBasePrefix = "kiln-base-";
+inline constexpr std::string_view kPoolBaseSnapshot = "snap";
+inline constexpr std::chrono::seconds kImportLockLifetime{30};
+// Metadata keys on a pool base: which Glance image it holds (absent for
+// swap and ephemeral bases) and the DataDigest of the file it was written from.
+inline constexpr const char* kImageIdKey = "kiln.image_id";
+inline constexpr const char* kBaseDigestKey = "kiln.base_digest";
+
+// "kiln-base-" + the local base's name (cache::base_name_for, disk::swap_base_name,
+// disk::ephemeral_base_name): one naming for both stores.
+std::string pool_base_name(std::string_view local_base_name);
+
+// A local raw file to import, and what keeps it from being pruned or
+// replaced until the import has read it (the cache's lock on it).
+struct LocalFile {
+  std::filesystem::path path;
+  std::shared_ptr<void> hold;
+  std::map<std::string, std::string> metadata;  // set on the pool base (kImageIdKey, kBaseDigestKey)
+};
+
+struct PoolBase {
+  Location location;  // the protected snapshot to clone
+  std::uint64_t size_bytes = 0;
+  bool imported = false;            // this call wrote it; false: it was there, or another host wrote it
+  std::uint64_t written_bytes = 0;  // data written by this call (zero blocks skipped)
+  std::chrono::milliseconds waited{0};  // waiting for another host's import
+};
+
+// The published base `name` in `pool` (the name from pool_base_name), made
+// if it is not there: `local_file` is called at most once, with the import
+// lock held, and its file written into the pool with its metadata. Waits
+// at most `wait_limit` for another host's import. Throws kRbdError (Ceph
+// failing, the wait running out, the lock lost during the import), and
+// whatever `local_file` throws (a failed download leaves nothing in the
+// pool but the lock object, free again).
+PoolBase ensure_pool_base(const Cluster& cluster, const std::string& pool, const std::string& name,
+                          const std::function<LocalFile()>& local_file,
+                          std::chrono::seconds wait_limit = std::chrono::hours(1));
+
+// A published base as the cache commands show it.
+struct PoolBaseInfo {
+  std::string name;
+  std::uint64_t size_bytes = 0;
+  std::string image_id;  // kImageIdKey; "" for swap and ephemeral bases
+  std::vector<std::string> clones;  // "<pool>/<image>" of the snapshot's children, sorted
+};
+
+// Every "kiln-base-*" image of `pool` with a snapshot "snap" (a ".part" is
+// not a base), sorted by name.
+std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool);
+
+// Removes base `name` (its snapshot first). Throws kConflict when the
+// snapshot has clones, leaving the base as it was; kNotFound when there is
+// no such image.
+void remove_pool_base(Pool& pool, const std::string& name);
+
+}  // namespace kiln::rbd
