@@ -532,8 +532,8 @@ void check_rbd(Settings& settings) {
     throw Error(ErrorCode::kConfigInvalid, "[libvirt] images_type = rbd: images_rbd_ceph_conf " +
                                                rbd.ceph_conf.string() + " is not a readable file");
   }
-  warn(settings, "[libvirt] images_type = rbd boots only raw images Glance keeps in this Ceph cluster (cloned, "
-                 "nothing downloaded); other images, swap and ephemeral disks are refused for now");
+  warn(settings, "[libvirt] images_type = rbd does not boot ISO images or kernel_id/ramdisk_id images yet: they "
+                 "are refused");
 }
 
 }  // namespace

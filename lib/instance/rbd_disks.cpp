@@ -6,7 +6,6 @@
 #include "kiln/rbd/instance_disks.h"
 #include "kiln/rbd/location.h"
 #include "kiln/util/error.h"
-#include "kiln/util/failpoint.h"
 #include "kiln/util/layout.h"
 #include "kiln/util/lock.h"
 
@@ -48,9 +47,19 @@ RbdDisk clone_disk(const RbdHost& rbd, const rbd::Location& source, const std::s
 }
 
 // The pool base made from a local swap or ephemeral base (mkswap / mkfs'd once per host, imported once per cluster).
-rbd::Location scratch_base(const RbdHost& rbd, const std::string& local_name,
+// The local file is made in _base, which an RBD host may not have yet (it
+// needs none for images Glance keeps in the cluster).
+rbd::Location scratch_base(const Host& host, const std::string& local_name,
                            const std::function<rbd::LocalFile()>& make) {
-  return rbd::ensure_pool_base(*rbd.cluster, rbd.pool, rbd::pool_base_name(local_name), make).location;
+  const RbdHost& rbd = *host.rbd;
+  return rbd::ensure_pool_base(*rbd.cluster, rbd.pool, rbd::pool_base_name(local_name), [&] {
+    for (const std::filesystem::path& directory : {host.cache.base_directory(), host.cache.lock_directory()}) {
+      std::error_code error;
+      std::filesystem::create_directories(directory, error);
+      if (error) throw_io_error("cannot create " + directory.string(), error.value());
+    }
+    return make();
+  }).location;
 }
 
 }  // namespace
@@ -107,18 +116,16 @@ void build_rbd_disks(const BootRequest& request, const Host& host, const glance:
   if (root.glance_snapshot) {
     source = *root.glance_snapshot;
   } else {
-    KILN_FAILPOINT("boot.rbd.before_pool_base");
     rbd::PoolBase base =
         rbd::ensure_pool_base(*rbd.cluster, rbd.pool, rbd::pool_base_name(cache::base_name_for(image.id)), root_base);
     result.rbd_base_imported = base.imported;
     source = base.location;
   }
-  KILN_FAILPOINT("boot.rbd.before_clone");
   result.rbd_root = clone_disk(rbd, source, uuid, layout::kRootDisk, request.root_gb * kGiB, disk_info, made,
                                &result.root_bytes);
   spec.root_disk = network_disk(rbd, result.rbd_root->image);
   if (request.ephemeral_gb != 0) {
-    rbd::Location base = scratch_base(rbd, disk::ephemeral_base_name(request.ephemeral_gb, ephemeral_filesystem), [&] {
+    rbd::Location base = scratch_base(host, disk::ephemeral_base_name(request.ephemeral_gb, ephemeral_filesystem), [&] {
       disk::EphemeralBase local = disk::ensure_ephemeral_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                               request.ephemeral_gb, ephemeral_filesystem);
       return rbd::LocalFile{local.path, std::make_shared<FileLock>(std::move(local.lock)), {}};
@@ -127,7 +134,7 @@ void build_rbd_disks(const BootRequest& request, const Host& host, const glance:
     spec.ephemeral_disk = network_disk(rbd, result.rbd_ephemeral->image);
   }
   if (request.swap_mb != 0) {
-    rbd::Location base = scratch_base(rbd, disk::swap_base_name(request.swap_mb), [&] {
+    rbd::Location base = scratch_base(host, disk::swap_base_name(request.swap_mb), [&] {
       disk::SwapBase local = disk::ensure_swap_base(host.cache.base_directory(), host.cache.lock_directory(),
                                                     request.swap_mb);
       return rbd::LocalFile{local.path, std::make_shared<FileLock>(std::move(local.lock)), {}};

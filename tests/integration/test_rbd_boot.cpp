@@ -90,6 +90,19 @@ std::string upload_to_ceph(const kiln::test::ScratchDir& scratch, const std::str
   return id;
 }
 
+// An image in Glance's file store (no rbd:// location).
+std::string upload_to_file_store(const std::filesystem::path& file, const std::string& disk_format) {
+  std::string glance = peers_env().at("GLANCE_URL");
+  json created = json::parse(run_ok({"curl", "-sS", "--fail-with-body", "-X", "POST", glance + "/v2/images", "-H",
+                                     "Content-Type: application/json", "-d",
+                                     json{{"name", "file-store"}, {"disk_format", disk_format}, {"container_format", "bare"}}
+                                         .dump()}));
+  std::string id = created["id"];
+  run_ok({"curl", "-sS", "--fail-with-body", "-X", "PUT", glance + "/v2/images/" + id + "/file", "-H",
+          "Content-Type: application/octet-stream", "--data-binary", "@" + file.string()});
+  return id;
+}
+
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path);
   REQUIRE(in.good());
@@ -158,49 +171,107 @@ TEST_CASE("images_type = rbd boots a Glance RBD image as a clone: nothing downlo
   REQUIRE(virsh({"dominfo", uuid}).exit_code != 0);
 }
 
-TEST_CASE("images_type = rbd refuses an image Glance keeps elsewhere, swap and a missing secret before anything is created, and a failed boot removes its clone", "[rbd]") {
+TEST_CASE("an image Glance keeps elsewhere is downloaded once into a pool base that every host clones, with swap and ephemeral disks cloned too",
+          "[rbd]") {
   kiln::test::ScratchDir scratch;
-  // A raw image in Glance's file store: no rbd:// location.
-  std::filesystem::path file = scratch / "plain.raw";
-  run_ok({"qemu-img", "create", "-q", "-f", "raw", file.string(), "8M"});
-  std::string glance = peers_env().at("GLANCE_URL");
-  json created = json::parse(run_ok({"curl", "-sS", "--fail-with-body", "-X", "POST", glance + "/v2/images", "-H",
-                                     "Content-Type: application/json", "-d",
-                                     json{{"name", "file-store"}, {"disk_format", "raw"}, {"container_format", "bare"}}
-                                         .dump()}));
-  std::string image = created["id"];
-  run_ok({"curl", "-sS", "--fail-with-body", "-X", "PUT", glance + "/v2/images/" + image + "/file", "-H",
-          "Content-Type: application/octet-stream", "--data-binary", "@" + file.string()});
+  // A qcow2 image in Glance's file store: no rbd:// location, not raw.
+  std::filesystem::path file = scratch / "plain.qcow2";
+  run_ok({"qemu-img", "create", "-q", "-f", "qcow2", file.string(), "64M"});
+  run_ok({"qemu-io", "-f", "qcow2", "-c", "write -P 0x6b 0 2M", file.string()});
+  std::string image = upload_to_file_store(file, "qcow2");
+  std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
+  std::string base = "kiln-base-" + kiln::cache::base_name_for(image);
+  std::vector<std::string> uuids;
+
+  // Two hosts: two instances paths, one pool. The first downloads and writes the pool base, the second clones it.
+  for (const char* host : {"host-a", "host-b"}) {
+    std::filesystem::path instances = scratch / host;
+    std::string uuid = uuids.emplace_back(kiln::test::random_uuid());
+    auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid",
+                                      uuid, "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "64",
+                                      "--ephemeral-gb", "1"});
+    INFO(host << ": " << booted.output.dump() << "\n" << booted.err);
+    REQUIRE(booted.exit_code == 0);
+    REQUIRE(booted.output["domain"]["state"] == "running");
+    REQUIRE(booted.output["disk"]["rbd"] == "vms/" + uuid + "_disk");
+    REQUIRE(booted.output["disk"]["parent"] == "vms/" + base + "@snap");
+    REQUIRE(booted.output["disk"]["virtual_size"] == 1024 * 1024 * 1024);
+    REQUIRE(booted.output["swap"]["rbd"] == "vms/" + uuid + "_disk.swap");
+    REQUIRE(booted.output["swap"]["parent"] == "vms/kiln-base-swap_64@snap");
+    REQUIRE(booted.output["ephemeral"]["rbd"] == "vms/" + uuid + "_disk.local");
+    REQUIRE(booted.output["ephemeral"]["parent"].get<std::string>().rfind("vms/kiln-base-ephemeral_1_", 0) == 0);
+    bool first = std::string(host) == "host-a";
+    REQUIRE(booted.output["disk"]["pool_base_imported"] == first);
+    if (first) {
+      REQUIRE(booted.output["base"]["downloaded_bytes"].get<std::uint64_t>() > 0);
+    } else {
+      REQUIRE(booted.output["base"].is_null());
+    }
+    std::filesystem::path directory = instances / uuid;
+    REQUIRE_FALSE(std::filesystem::exists(directory / "disk"));
+    REQUIRE_FALSE(std::filesystem::exists(directory / "disk.swap"));
+    REQUIRE(json::parse(read_text(directory / "disk.info")) ==
+            json{{"rbd:vms/" + uuid + "_disk", "raw"}, {"rbd:vms/" + uuid + "_disk.swap", "raw"},
+                 {"rbd:vms/" + uuid + "_disk.local", "raw"}});
+    std::string xml = read_text(directory / "libvirt.xml");
+    for (const char* disk : {"_disk\"", "_disk.swap\"", "_disk.local\""}) {
+      REQUIRE(xml.find("protocol=\"rbd\" name=\"vms/" + uuid + disk) != std::string::npos);
+    }
+    json info = json::parse(rbd_admin({"info", "--format", "json", "vms/" + uuid + "_disk"}));
+    REQUIRE(info["parent"]["image"] == base);
+    REQUIRE(json::parse(rbd_admin({"status", "--format", "json", "vms/" + uuid + "_disk.swap"}))["watchers"].size() == 1);
+  }
+  // One download for the cluster: Glance served the file once.
+  std::string log = glance_log();
+  std::size_t gets = 0;
+  for (std::size_t at = 0; (at = log.find("GET /v2/images/" + image + "/file", at)) != std::string::npos; ++at) ++gets;
+  REQUIRE(gets == 1);
+  // The pool base holds the image's bytes, converted to raw.
+  rbd_admin({"export", "vms/" + base + "@snap", (scratch / "exported.raw").string()});
+  run_ok({"qemu-img", "compare", "-f", "qcow2", "-F", "raw", file.string(), (scratch / "exported.raw").string()});
+
+  // A delete removes the instance's clones; the pool bases stay for the next boot.
+  for (std::size_t i = 0; i < uuids.size(); ++i) {
+    auto deleted = kilnctl(scratch / (i == 0 ? "host-a" : "host-b"),
+                           {"--config", config.string(), "--direct", "delete", uuids[i]});
+    INFO(deleted.output.dump() << "\n" << deleted.err);
+    REQUIRE(deleted.exit_code == 0);
+    REQUIRE(deleted.output["rbd_images"] ==
+            json::array({uuids[i] + "_disk", uuids[i] + "_disk.local", uuids[i] + "_disk.swap"}));
+  }
+  REQUIRE(rbd_exists("vms", base));
+  REQUIRE(rbd_exists("vms", "kiln-base-swap_64"));
+}
+
+TEST_CASE("images_type = rbd refuses an ISO and a missing secret before anything is created, and a failed boot removes its clones",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
   std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
   std::filesystem::path instances = scratch / "instances";
   std::string uuid = kiln::test::random_uuid();
-
-  auto refused = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
+  std::filesystem::path iso_file = scratch / "image.iso";
+  run_ok({"qemu-img", "create", "-q", "-f", "raw", iso_file.string(), "1M"});
+  std::string iso = upload_to_file_store(iso_file, "iso");
+  auto refused = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", iso, "--uuid", uuid,
                                      "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"});
   INFO(refused.output.dump() << "\n" << refused.err);
   REQUIRE(refused.exit_code != 0);
-  REQUIRE(refused.output["error"]["code"] == "rbd_image_not_in_cluster");
-  REQUIRE(glance_log().find("GET /v2/images/" + image + "/file") == std::string::npos);
+  REQUIRE(refused.output["error"]["code"] == "invalid_argument");
+  REQUIRE(glance_log().find("GET /v2/images/" + iso + "/file") == std::string::npos);
   REQUIRE_FALSE(std::filesystem::exists(instances / uuid));
   REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
-  REQUIRE(virsh({"dominfo", uuid}).exit_code != 0);
 
-  // Swap in RBD is the next slice: refused up front too, for an image that is in the cluster.
+  // A boot that fails after its clones (libvirt refuses the definition: 512 vCPUs on a pc machine) removes
+  // them and the directory again.
   std::string in_ceph = upload_to_ceph(scratch, "8M");
-  auto swap = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", in_ceph, "--uuid", uuid,
-                                  "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "64"});
-  REQUIRE(swap.exit_code != 0);
-  REQUIRE(swap.output["error"]["code"] == "invalid_argument");
-  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
-
-  // A boot that fails after its clone (libvirt refuses the definition: 512 vCPUs on a pc machine) removes
-  // the clone and the directory again.
   auto undone = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", in_ceph, "--uuid",
-                                    uuid, "--vcpus", "512", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0"});
+                                    uuid, "--vcpus", "512", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "32"});
   INFO(undone.output.dump());
   REQUIRE(undone.exit_code != 0);
   REQUIRE(undone.output["error"]["code"] == "libvirt_error");
   REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
+  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk.swap"));
+  REQUIRE(rbd_exists("vms", "kiln-base-swap_32"));
   REQUIRE_FALSE(std::filesystem::exists(instances / uuid));
 
   // A secret libvirt does not have: refused before the clone, naming the secret.
