@@ -293,9 +293,10 @@ TEST_CASE("images_type = rbd takes nova's RBD keys with nova's defaults, and ref
   REQUIRE(rbd.rbd.secret_uuid == "457eb676-33da-42ec-9a8c-9293d545c337");
   REQUIRE(rbd.rbd.glance_store_name == "ceph-1");
   REQUIRE(rbd.rbd.connect_timeout == std::chrono::seconds(10));
-  // Accepted, and said to be not yet acted on: boots still make qcow2 files.
+  // Accepted, with what it does not boot yet said once.
   REQUIRE(rbd.warnings.size() == 1);
-  REQUIRE(rbd.warnings[0].find("images_type = rbd boots only raw images Glance keeps in this Ceph cluster") != std::string::npos);
+  REQUIRE(rbd.warnings[0].find("images_type = rbd does not boot ISO images or kernel_id/ramdisk_id images yet") !=
+          std::string::npos);
   // The keys alone, with the default backend, are nova's keys kiln keeps, with no warning.
   REQUIRE(load_text(scratch, "[libvirt]\nimages_rbd_pool = vms\nrbd_user = nova\n").warnings.empty());
 
