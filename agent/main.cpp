@@ -26,6 +26,7 @@
 #include "kiln/virt/virt_type.h"
 #include "kiln/rpc/server.h"
 #include "kiln/rpc/service.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/util/error.h"
 #include "kiln/virt/connection.h"
 #include "logging.h"
@@ -246,7 +247,7 @@ int main(int argc, char** argv) {
     KILN_FAILPOINT("kilnd.start.listening");
     {
       kiln::virt::Connection libvirt(settings.libvirt_uri);
-      log_reconcile(kiln::instance::reconcile(settings.instances_path, libvirt, false));
+      log_reconcile(kiln::rpc::reconcile(settings, settings.instances_path, libvirt, false));
       KILN_FAILPOINT("kilnd.start.reconciled");
       auto choice = kiln::virt::resolve_virt_type(settings.virt_type, libvirt);
       spdlog::info("kilnd: guests get domain type {}: {}", choice.type, choice.reason);

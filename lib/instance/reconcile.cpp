@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <pugixml.hpp>
+#include <map>
 #include <set>
 
 #include "backing_chain.h"
 #include "kiln/instance/instance_dir.h"
 #include "kiln/instance/provision.h"
+#include "kiln/rbd/instance_disks.h"
 #include "kiln/util/error.h"
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
@@ -52,6 +54,19 @@ void remove_directory(const InstanceDir& directory) {
   fsync_directory(directory.path().parent_path());
 }
 
+// images_type = rbd: removes the <uuid>_* images of an instance whose boot
+// never finished; says what became of them ("" when there were none).
+std::string remove_rbd_images(const RbdHost* rbd, const std::string& uuid) {
+  if (!rbd) return "";
+  try {
+    rbd::Pool pool = rbd->cluster->open_pool(rbd->pool);
+    std::vector<std::string> removed = rbd::remove_instance_images(pool, uuid);
+    return removed.empty() ? "" : "; removed its RBD images " + joined(removed);
+  } catch (const Error& error) {
+    return std::string("; its RBD images stay (") + error.what() + "): `kilnctl delete " + uuid + "` removes them";
+  }
+}
+
 // A directory whose marker says a provision ran and no process is still
 // running it: a boot that never succeeded, undone as a failed boot is (the
 // domain, if libvirt has it, undefined; the directory removed), so that the
@@ -59,18 +74,22 @@ void remove_directory(const InstanceDir& directory) {
 // left kRollbackPending in the marker; it is finished here the same way.
 std::optional<ReconcileFinding> reconcile_half_built(const InstanceDir& directory, const MarkerState& marker,
                                                      bool domain_defined, virt::Connection& libvirt,
-                                                     bool dry_run) {
+                                                     bool dry_run, const RbdHost* rbd) {
   if (marker.in_progress) return std::nullopt;  // a live provision owns it
   std::string steps = "steps done: " + joined(marker.steps);
   bool pending = !marker.rollback_failure.empty() ||
                  std::find(marker.steps.begin(), marker.steps.end(), kRollbackPending) != marker.steps.end();
   std::string kind = pending ? "rollback_pending" : domain_defined ? "half_defined" : "half_built";
   if (!domain_defined) {
-    if (!dry_run) remove_directory(directory);
+    std::string images;
+    if (!dry_run) {
+      remove_directory(directory);
+      images = remove_rbd_images(rbd, directory.uuid());
+    }
     return ReconcileFinding{directory.uuid(), kind,
                             (dry_run ? "would remove" : "removed") +
                                 std::string(" the directory of a boot that never finished; libvirt has no domain "
-                                            "for it (") + steps + ")",
+                                            "for it (") + steps + ")" + images,
                             !dry_run};
   }
   if (dry_run) {
@@ -88,18 +107,20 @@ std::optional<ReconcileFinding> reconcile_half_built(const InstanceDir& director
   }
   remove_directory(directory);
   KILN_FAILPOINT("reconcile.unfinished.removed");
+  std::string images = remove_rbd_images(rbd, directory.uuid());
   return ReconcileFinding{directory.uuid(), kind,
                           "undefined the domain and removed the directory of a boot that never finished (" + steps +
-                              ")",
+                              ")" + images,
                           true};
 }
 
 // A directory whose deletion a crash cut short: the deletion is finished.
-ReconcileFinding finish_deletion(const InstanceDir& directory, virt::Connection& libvirt, bool dry_run) {
+ReconcileFinding finish_deletion(const InstanceDir& directory, virt::Connection& libvirt, bool dry_run,
+                                 const RbdHost* rbd) {
   if (dry_run) {
     return {directory.uuid(), "half_deleted", "would finish deleting the instance (a delete was cut short)", false};
   }
-  delete_instance(directory.uuid(), directory.path().parent_path(), libvirt);
+  delete_instance(directory.uuid(), directory.path().parent_path(), libvirt, rbd);
   return {directory.uuid(), "half_deleted", "finished deleting the instance (a delete was cut short)", true};
 }
 
@@ -149,9 +170,31 @@ KnownDomains known_domains(virt::Connection& libvirt) {
   return known;
 }
 
+// images_type = rbd: the pool's <uuid>_* images whose uuid has neither a
+// directory nor a domain, one finding per uuid.
+void report_rbd_orphans(const RbdHost& rbd, const std::set<std::string>& known, ReconcileReport& report) {
+  std::map<std::string, std::vector<std::string>> orphans;
+  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
+  for (const rbd::ImageInfo& image : pool.list()) {
+    auto underscore = image.name.find('_');
+    if (underscore == std::string::npos) continue;
+    std::string uuid = image.name.substr(0, underscore);
+    if (!is_canonical_uuid(uuid) || known.count(uuid) > 0) continue;
+    orphans[uuid].push_back(image.name);
+  }
+  for (const auto& [uuid, images] : orphans) {
+    report.findings.push_back({uuid, "rbd_images_without_instance",
+                               "kept (they may hold a guest's data): RBD images " + joined(images) + " in pool " +
+                                   rbd.pool + " have no directory and no domain; `kilnctl delete " + uuid +
+                                   "` removes them",
+                               false});
+  }
+}
+
 }  // namespace
 
-ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libvirt, bool dry_run) {
+ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libvirt, bool dry_run,
+                          const RbdHost* rbd) {
   ReconcileReport report;
   KILN_FAILPOINT("reconcile.begin");
   KnownDomains domains = known_domains(libvirt);
@@ -164,9 +207,9 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
     InstanceDir directory(instances_path, name);
     bool defined = domains.all.count(name) > 0;
     if (fs::exists(directory.deletion_marker(), error)) {
-      report.findings.push_back(finish_deletion(directory, libvirt, dry_run));
+      report.findings.push_back(finish_deletion(directory, libvirt, dry_run, rbd));
     } else if (auto marker = read_marker(directory.provisioning_marker())) {
-      if (auto finding = reconcile_half_built(directory, *marker, defined, libvirt, dry_run)) {
+      if (auto finding = reconcile_half_built(directory, *marker, defined, libvirt, dry_run, rbd)) {
         report.findings.push_back(*finding);
       }
     } else if (!defined) {
@@ -182,6 +225,11 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
   }
   std::set<std::string> seen = directories;
   seen.insert(domains.kiln.begin(), domains.kiln.end());
+  if (rbd) {
+    std::set<std::string> known = directories;
+    known.insert(domains.all.begin(), domains.all.end());
+    report_rbd_orphans(*rbd, known, report);
+  }
   report.instances_seen = seen.size();
   if (!dry_run) report.cache_repairs = cache::repair_cache(instances_path);
   return report;

@@ -18,6 +18,7 @@
 #include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
 #include "kiln/util/fs.h"
+#include "kiln/util/layout.h"
 
 namespace kiln::rbd {
 
@@ -28,7 +29,7 @@ constexpr std::size_t kChunk = 4 << 20;  // RBD's default object size: one write
 constexpr std::size_t kWritesInFlight = 8;
 constexpr auto kPollInterval = std::chrono::milliseconds(250);
 
-std::string part_name(const std::string& name) { return name + ".part"; }
+std::string part_name(const std::string& name) { return name + std::string(layout::kPartSuffix); }
 
 bool is_published(const Pool& pool, const std::string& name) {
   try {
@@ -323,7 +324,7 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool) {
   std::vector<PoolBaseInfo> bases;
   const std::string snapshot(kPoolBaseSnapshot);
   for (const ImageInfo& image : pool.list()) {
-    if (image.name.rfind(kPoolBasePrefix, 0) != 0 || image.name.ends_with(".part")) continue;
+    if (image.name.rfind(kPoolBasePrefix, 0) != 0 || image.name.ends_with(layout::kPartSuffix)) continue;
     PoolBaseInfo info{image.name, image.size_bytes, "", {}};
     try {
       OpenImage open(pool.handle(), pool.name(), image.name, true, snapshot.c_str());

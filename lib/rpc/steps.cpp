@@ -80,4 +80,23 @@ instance::DeleteResult delete_instance(const std::string& uuid, const std::files
   return instance::delete_instance(canonical, instances_path, connect(), rbd);
 }
 
+instance::ReconcileReport reconcile(const config::Settings& settings, const std::filesystem::path& instances_path,
+                                    virt::Connection& libvirt, bool dry_run) {
+  std::optional<instance::RbdHost> rbd;
+  std::string unreachable;
+  try {
+    rbd = rbd_host(settings);
+    if (rbd) return instance::reconcile(instances_path, libvirt, dry_run, &*rbd);
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::kRbdError) throw;
+    unreachable = error.what();  // a reconcile that changed something before it is safe to run again
+  }
+  instance::ReconcileReport report = instance::reconcile(instances_path, libvirt, dry_run);
+  if (!unreachable.empty()) {
+    report.findings.push_back({"", "rbd_not_checked",
+                               "the pool's RBD images were not reconciled: " + unreachable, false});
+  }
+  return report;
+}
+
 }  // namespace kiln::rpc

@@ -285,3 +285,58 @@ TEST_CASE("images_type = rbd refuses an ISO and a missing secret before anything
   REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
   REQUIRE_FALSE(std::filesystem::exists(instances / uuid));
 }
+
+TEST_CASE("reconcile removes the clones of a boot that died half-way and reports, never removes, RBD images without an instance",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::string image = upload_to_ceph(scratch, "8M");
+  std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
+  std::filesystem::path instances = scratch / "instances";
+  std::string uuid = kiln::test::random_uuid();
+  // kilnctl killed (failpoint) once the directory is published with its marker: the clones exist, the boot never finished.
+  std::vector<std::string> argv = {"env", "KILN_FAILPOINT=boot.directory.published", KILN_KILNCTL, "--json",
+                                   "--glance", peers_env().at("GLANCE_URL"), "--libvirt-uri",
+                                   peers_env().at("LIBVIRT_URI"), "--virt-type", "qemu", "--instances-path",
+                                   instances.string(), "--config", config.string(), "--direct", "boot", "--image",
+                                   image, "--uuid", uuid, "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1",
+                                   "--swap-mb", "16"};
+  auto killed = kiln::run(kiln::Command(argv, {}, std::chrono::seconds(60)));
+  INFO(killed.out << killed.err);
+  REQUIRE(killed.exit_code != 0);
+  REQUIRE(std::filesystem::exists(instances / uuid / ".kiln-provisioning"));
+  REQUIRE(rbd_exists("vms", uuid + "_disk"));
+  REQUIRE(rbd_exists("vms", uuid + "_disk.swap"));
+  // Images of an instance this host does not know (a crash before the publish, or an evacuated guest's disk).
+  std::string stranger = kiln::test::random_uuid();
+  rbd_admin({"create", "--size", "8M", "vms/" + stranger + "_disk"});
+
+  auto dry = kilnctl(instances, {"--config", config.string(), "instance", "reconcile", "--dry-run"});
+  INFO(dry.output.dump());
+  REQUIRE(dry.exit_code == 0);
+  REQUIRE(rbd_exists("vms", uuid + "_disk"));
+  auto report = kilnctl(instances, {"--config", config.string(), "instance", "reconcile"});
+  INFO(report.output.dump() << "\n" << report.err);
+  REQUIRE(report.exit_code == 0);
+  std::map<std::string, json> findings;
+  for (const auto& finding : report.output["findings"]) findings[finding["uuid"]] = finding;
+  REQUIRE(findings.count(uuid) == 1);
+  REQUIRE(findings[uuid]["kind"] == "half_built");
+  REQUIRE(findings[uuid]["action"].get<std::string>().find("removed its RBD images") != std::string::npos);
+  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk"));
+  REQUIRE_FALSE(rbd_exists("vms", uuid + "_disk.swap"));
+  REQUIRE_FALSE(std::filesystem::exists(instances / uuid));
+  REQUIRE(findings.count(stranger) == 1);
+  REQUIRE(findings[stranger]["kind"] == "rbd_images_without_instance");
+  REQUIRE(rbd_exists("vms", stranger + "_disk"));  // kept: it may hold a guest's data
+
+  // The retry of the boot that died succeeds; a delete of the stranger removes its image.
+  auto retried = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
+                                     "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "0",
+                                     "--no-start"});
+  INFO(retried.output.dump());
+  REQUIRE(retried.exit_code == 0);
+  auto removed = kilnctl(instances, {"--config", config.string(), "--direct", "delete", stranger});
+  REQUIRE(removed.exit_code == 0);
+  REQUIRE(removed.output["rbd_images"] == json::array({stranger + "_disk"}));
+  REQUIRE(kilnctl(instances, {"--config", config.string(), "--direct", "delete", uuid}).exit_code == 0);
+}

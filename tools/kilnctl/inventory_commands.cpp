@@ -6,6 +6,7 @@
 #include "kiln/instance/disk_usage.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "kiln/util/text.h"
 
@@ -148,7 +149,7 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   reconcile->add_flag("--dry-run", *dry_run, "report what would be done, change nothing");
   registry.emplace_back(reconcile, [dry_run](Context& context) {
     const auto& instances_path = context.instances_path();  // checked before libvirt is asked
-    auto report = kiln::instance::reconcile(instances_path, context.libvirt(), *dry_run);
+    auto report = kiln::rpc::reconcile(context.settings(), instances_path, context.libvirt(), *dry_run);
     context.print(kiln::instance::to_json(report), reconcile_text(report, *dry_run));
     return 0;
   });

@@ -141,21 +141,25 @@ nlohmann::json to_json(const BootResult& result);
 // root disk and are not measured. Throws kiln::Error kFlavorDiskTooSmall.
 void check_root_fits(std::uint64_t root_gb, const glance::ImageRecord& image);
 
-// With host.rbd set the boot clones instead of downloading: the image
-// (always asked of Glance, never an offered record) must be active, raw, of
-// allowed formats, and have an rbd:// location (direct_url or locations) in
-// host.rbd's cluster whose snapshot is protected; its clone
-// <pool>/<uuid>_disk is grown to the flavor's root_gb. Nothing is
-// downloaded and the instance directory holds no disk: console.log,
-// disk.info ({"rbd:<pool>/<uuid>_disk": "raw"}) and libvirt.xml (a network
-// disk). Refused before anything is created: an image without such a
-// location (kRbdImageNotInCluster: kiln's own base images in the pool are
-// not built yet), a qcow2 or ISO image (kRbdImageNotInCluster), kernel_id /
-// ramdisk_id images, swap or ephemeral disks (kInvalidArgument: not in RBD
-// yet), an unprotected or missing snapshot (kRbdSnapshotUnprotected,
+// With host.rbd set every disk is a clone in the pool (kiln/rbd/pool_base.h,
+// lib/instance/rbd_disks.h), and the image is always asked of Glance (an
+// offered record is not trusted with the location that is cloned). A raw
+// image with an rbd:// location (direct_url or locations) in host.rbd's
+// cluster is cloned from Glance's snapshot, which must be protected: nothing
+// is downloaded. Any other image is cloned from kiln's pool base of it
+// (kiln-base-<sha1 of the id>), which the first boot in the cluster
+// downloads through the cache, verifies and writes once; swap and ephemeral
+// disks are clones of pool bases made from the local swap/ephemeral bases.
+// The root clone is grown to root_gb. The instance directory holds no disk:
+// console.log, disk.info ({"rbd:<pool>/<uuid>_disk": "raw", ...}) and
+// libvirt.xml (network disks). Refused before anything is created: ISO and
+// kernel_id / ramdisk_id images (kInvalidArgument: not in RBD yet), an
+// unprotected or missing snapshot of Glance's (kRbdSnapshotUnprotected,
 // kNotFound), a libvirt without the ceph secret (kConfigInvalid), an
-// existing <uuid>_disk (kInstanceExists). A failed boot removes its clone,
-// except when a rollback stays pending (the domain may still use it).
+// existing <uuid>_disk (kInstanceExists: it may hold an evacuated
+// instance's data, so it is never taken over; a delete removes it). A failed
+// boot removes its clones, except when a rollback stays pending (the domain
+// may still use them); pool bases stay.
 // Throws kiln::Error (kInvalidUuid, kInvalidArgument, kInstanceExists,
 // kFlavorDiskTooSmall, kLibvirtError, kDomainStartFailed, kRollbackIncomplete
 // and every ImageCache::acquire error).

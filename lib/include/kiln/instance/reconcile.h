@@ -15,6 +15,11 @@
 //     nova's, on a shared instances path) is reported as foreign and left
 //     alone, unless libvirt defines a domain for it;
 //   - a kiln domain without a directory is reported, never undefined;
+//   - with `rbd` (images_type = rbd): a boot that never finished, or a
+//     delete cut short, loses its <uuid>_* images in the pool too; images
+//     <uuid>_* with neither a directory nor a domain (a crash between the
+//     clone and the directory's publish, or an instance evacuated here) are
+//     reported, never removed: they may hold a guest's data;
 // and repairs the image cache (kiln/cache/maintenance.h repair_cache), which
 // also removes the temporaries of kiln/util/temporaries.h whose owner is gone
 // (instance directories being built or deleted, O_DIRECT probes).
@@ -38,7 +43,8 @@ namespace kiln::instance {
 struct ReconcileFinding {
   std::string uuid;
   // "half_built", "half_defined", "rollback_pending", "half_deleted",
-  // "directory_without_domain", "foreign_directory", "domain_without_directory"
+  // "directory_without_domain", "foreign_directory", "domain_without_directory",
+  // "rbd_images_without_instance", "rbd_not_checked" (kiln/rpc/steps.h; uuid "")
   std::string kind;
   std::string action;  // what was (or, on a dry run, would be) done, in words
   bool changed = false;
@@ -50,8 +56,10 @@ struct ReconcileReport {
   std::size_t instances_seen = 0;
 };
 
+struct RbdHost;
+
 ReconcileReport reconcile(const std::filesystem::path& instances_path, virt::Connection& libvirt,
-                          bool dry_run);
+                          bool dry_run, const RbdHost* rbd = nullptr);
 
 nlohmann::json to_json(const ReconcileReport& report);
 

@@ -15,6 +15,7 @@
 #include "kiln/config/settings.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
+#include "kiln/instance/reconcile.h"
 
 namespace kiln::rpc {
 
@@ -51,7 +52,8 @@ void refuse_existing_instance(const std::filesystem::path& instances_path, const
 // A boot: fetch_base with the flavor's root_gb, then "building the
 // instance": `build` (provision() on the caller's Host, with
 // hooks.progress). The result's base counts what fetch_base downloaded too.
-// With `rbd` (images_type = rbd) nothing is fetched: provision() clones.
+// With `rbd` (images_type = rbd) nothing is fetched here: provision() clones,
+// and fetches only an image the pool has no base of yet (without a download slot).
 instance::BootResult boot(const instance::BootRequest& request, const cache::ImageCache& cache,
                           const StepHooks& hooks, const std::function<instance::BootResult()>& build,
                           bool rbd = false);
@@ -69,5 +71,12 @@ std::optional<instance::RbdHost> rbd_host(const config::Settings& settings);
 instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
                                        const instance::ConnectLibvirt& connect, const StepHooks& hooks,
                                        const instance::RbdHost* rbd = nullptr);
+
+// instance::reconcile() with the pool's RBD images too when images_type =
+// rbd. When Ceph cannot be reached the directories and domains are
+// reconciled alone, and a finding of kind "rbd_not_checked" says why: kilnd
+// still starts.
+instance::ReconcileReport reconcile(const config::Settings& settings, const std::filesystem::path& instances_path,
+                                    virt::Connection& libvirt, bool dry_run);
 
 }  // namespace kiln::rpc
