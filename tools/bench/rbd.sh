@@ -45,7 +45,7 @@ cat > "$work/secret.xml" <<XML
 XML
 virsh -q -c "$LIBVIRT_URI" secret-define "$work/secret.xml" >/dev/null
 virsh -q -c "$LIBVIRT_URI" secret-set-value --secret "$secret" \
-  --base64 "$(ceph --conf "$CEPH_CONF" auth get-key client.kiln)" >/dev/null
+  --base64 "$(ceph --conf "$CEPH_CONF" auth get-key client.kiln)" >/dev/null 2>&1
 printf '[libvirt]\nimages_type = rbd\nimages_rbd_pool = vms\nimages_rbd_ceph_conf = %s\nrbd_user = kiln\nrbd_secret_uuid = %s\n' \
   "$CEPH_CONF" "$secret" > "$work/rbd.conf"
 printf '[libvirt]\nimages_type = default\n' > "$work/file.conf"
@@ -55,7 +55,7 @@ upload() {  # store file -> image id
   id=$(curl -sS --fail-with-body -X POST "$GLANCE_URL/v2/images" -H 'Content-Type: application/json' \
     -d '{"name": "bench", "disk_format": "raw", "container_format": "bare"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   curl -sS --fail-with-body -X PUT "$GLANCE_URL/v2/images/$id/file" -H 'Content-Type: application/octet-stream' \
-    ${1:+-H "X-Image-Meta-Store: $1"} --data-binary "@$2" >/dev/null
+    ${1:+-H "X-Image-Meta-Store: $1"} -T "$2" >/dev/null  # -T streams the file (--data-binary reads it into memory)
   echo "$id"
 }
 file_gets() { grep -c "GET /v2/images/$1/file" "$ROOT/glance/glance-api.log" || true; }
@@ -69,7 +69,7 @@ boot() {  # conf instances image -> milliseconds
     --swap-mb 0 --no-start > "$work/boot.json" 2> "$work/boot.err" || { cat "$work/boot.err" >&2; exit 1; }
   ms=$(echo "($(now) - $start) * 1000" | bc)
   "$kilnctl" --json --glance "$GLANCE_URL" --libvirt-uri "$LIBVIRT_URI" --config "$1" --instances-path "$2" \
-    --direct delete "$uuid" > /dev/null
+    --direct delete "$uuid" > /dev/null 2>&1
   printf '%.0f\n' "$ms"
 }
 

@@ -42,10 +42,9 @@ namespace kiln::rbd {
 inline constexpr std::string_view kPoolBasePrefix = "kiln-base-";
 inline constexpr std::string_view kPoolBaseSnapshot = "snap";
 inline constexpr std::chrono::seconds kImportLockLifetime{30};
-// Metadata keys on a pool base: which Glance image it holds (absent for
-// swap and ephemeral bases) and the DataDigest of the file it was written from.
+// The metadata key on a pool base naming the Glance image it holds (absent
+// for swap and ephemeral bases).
 inline constexpr const char* kImageIdKey = "kiln.image_id";
-inline constexpr const char* kBaseDigestKey = "kiln.base_digest";
 
 // "kiln-base-" + the local base's name (cache::base_name_for, disk::swap_base_name,
 // disk::ephemeral_base_name): one naming for both stores.
@@ -56,7 +55,7 @@ std::string pool_base_name(std::string_view local_base_name);
 struct LocalFile {
   std::filesystem::path path;
   std::shared_ptr<void> hold;
-  std::map<std::string, std::string> metadata;  // set on the pool base (kImageIdKey, kBaseDigestKey)
+  std::map<std::string, std::string> metadata;  // set on the pool base (kImageIdKey)
 };
 
 struct PoolBase {
