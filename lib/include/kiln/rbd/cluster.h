@@ -15,7 +15,9 @@
 // One Cluster per process and cluster: shared_cluster() keeps it. A failed
 // connect leaks its librados handle (see Cluster::connect), so connecting
 // per request would leak one per failure; shared_cluster() also remembers a
-// failure for a while instead of connecting again at once.
+// failure for a while instead of connecting again at once. Its clusters
+// are shut down at exit, before OpenSSL (which librados' threads use) tears
+// itself down.
 //
 // A Cluster may be used from several threads (librados' handle is
 // thread-safe); a Pool must not be shared between threads without a lock.
