@@ -7,11 +7,15 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
+#include <cstring>
+#include <ctime>
 #include <mutex>
 #include <random>
 #include <stop_token>
 #include <thread>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "handles.h"
@@ -214,13 +218,20 @@ void remove_with_snapshots(Pool& pool, const std::string& name) {
     rbd_snap_list_end(snaps.data());
     for (const std::string& snap : names) {
       int is_protected = 0;
+      bool unprotected = false;
       if (rbd_snap_is_protected(image.get(), snap.c_str(), &is_protected) == 0 && is_protected) {
         int result = rbd_snap_unprotect(image.get(), snap.c_str());
         if (result == -EBUSY) throw Error(ErrorCode::kConflict, "RBD image " + spec + "@" + snap + " has clones");
         if (result < 0) fail("unprotect " + spec + "@" + snap, result);
+        unprotected = true;
       }
       int result = rbd_snap_remove(image.get(), snap.c_str());
-      if (result < 0) fail("remove snapshot " + spec + "@" + snap, result);
+      if (result < 0) {
+        // Protected again, so that a base that stays is still a published base
+        // (an unprotected "snap" would make the next boot import over it).
+        if (unprotected) rbd_snap_protect(image.get(), snap.c_str());
+        fail("remove snapshot " + spec + "@" + snap, result);
+      }
     }
   } catch (const Error& error) {
     if (error.code() == ErrorCode::kNotFound) return;
@@ -248,7 +259,10 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   try {
     OpenImage image(pool.handle(), pool.name(), part, false);
     base.written_bytes = copy_data(fd.get(), size, file, image.get(), spec);
-    for (const auto& [key, value] : metadata) {
+    std::map<std::string, std::string> keys = metadata;
+    keys[kImportedAtKey] = std::to_string(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    for (const auto& [key, value] : keys) {
       result = rbd_metadata_set(image.get(), key.c_str(), value.c_str());
       if (result < 0) fail("set " + key + " on RBD image " + spec, result);
     }
@@ -274,6 +288,45 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   base.imported = true;
   base.size_bytes = size;
   return base;
+}
+
+// The kind of base the local name after kPoolBasePrefix is (kiln/util/layout's names of _base).
+std::string kind_of(std::string_view name) {
+  auto parsed = layout::parse(layout::Place::kBaseDirectory, std::string(name.substr(kPoolBasePrefix.size())));
+  if (!parsed) return "other";
+  switch (parsed->kind) {
+    case layout::Kind::kImageBase: return "image";
+    case layout::Kind::kSwapBase: return "swap";
+    case layout::Kind::kEphemeralBase: return "ephemeral";
+    default: return "other";
+  }
+}
+
+// A metadata value of the open image; nullopt when the key is not set.
+std::optional<std::string> metadata_value(rbd_image_t image, const char* key) {
+  std::vector<char> value(64);
+  std::size_t length = value.size();
+  int result = 0;
+  while ((result = rbd_metadata_get(image, key, value.data(), &length)) == -ERANGE) value.resize(length);
+  if (result < 0) return std::nullopt;
+  return std::string(value.data(), strnlen(value.data(), value.size()));
+}
+
+std::optional<std::chrono::system_clock::time_point> parse_epoch_seconds(const std::string& text) {
+  long long seconds = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (error != std::errc() || end != text.data() + text.size() || seconds < 0) return std::nullopt;
+  return std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+}
+
+// As kiln/cache's format_time writes times (that module is not this one's to use).
+std::string format_utc(std::chrono::system_clock::time_point time) {
+  std::time_t seconds = std::chrono::system_clock::to_time_t(time);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
 }
 
 }  // namespace
@@ -325,12 +378,15 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool) {
   const std::string snapshot(kPoolBaseSnapshot);
   for (const ImageInfo& image : pool.list()) {
     if (image.name.rfind(kPoolBasePrefix, 0) != 0 || image.name.ends_with(layout::kPartSuffix)) continue;
-    PoolBaseInfo info{image.name, image.size_bytes, "", {}};
+    PoolBaseInfo info;
+    info.name = image.name;
+    info.pool = pool.name();
+    info.size_bytes = image.size_bytes;
+    info.kind = kind_of(image.name);
     try {
       OpenImage open(pool.handle(), pool.name(), image.name, true, snapshot.c_str());
-      char value[256] = {};
-      std::size_t length = sizeof value;
-      if (rbd_metadata_get(open.get(), kImageIdKey, value, &length) == 0) info.image_id = value;
+      info.image_id = metadata_value(open.get(), kImageIdKey).value_or("");
+      if (auto imported_at = metadata_value(open.get(), kImportedAtKey)) info.imported_at = parse_epoch_seconds(*imported_at);
       std::vector<rbd_linked_image_spec_t> children(16);
       std::size_t count = children.size();
       int result = 0;
@@ -353,6 +409,57 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool) {
 void remove_pool_base(Pool& pool, const std::string& name) {
   if (!pool.image_exists(name)) throw Error(ErrorCode::kNotFound, "RBD image " + pool.name() + "/" + name + " does not exist");
   remove_with_snapshots(pool, name);
+}
+
+std::vector<PoolBasePrune> prune_pool_bases(Pool& pool, const std::vector<PoolBaseInfo>& listed,
+                                            std::chrono::seconds minimum_age,
+                                            std::chrono::system_clock::time_point now, bool dry_run) {
+  std::vector<PoolBasePrune> decisions;
+  for (const PoolBaseInfo& base : listed) {
+    if (base.in_use()) continue;
+    PoolBasePrune decision{base.name, pool.name(), base.size_bytes, "", false, ""};
+    if (!base.imported_at) {
+      decision.reason = std::string("no clones, no import time (") + kImportedAtKey + ")";
+    } else if (now - *base.imported_at > minimum_age) {
+      decision.reason = "no clones, imported more than " + std::to_string(minimum_age.count()) + " s ago";
+    } else {
+      continue;
+    }
+    if (!dry_run) {
+      try {
+        remove_pool_base(pool, base.name);
+        decision.removed = true;
+      } catch (const Error& error) {
+        // kConflict: a boot cloned it since the listing, and Ceph refused to
+        // unprotect its snapshot: the base is as it was.
+        if (error.code() == ErrorCode::kNotFound) continue;  // another host's prune took it
+        decision.kept = error.code() == ErrorCode::kConflict ? "it has clones now" : error.what();
+      }
+    }
+    decisions.push_back(std::move(decision));
+  }
+  return decisions;
+}
+
+void to_json(nlohmann::json& out, const PoolBaseInfo& base) {
+  out = {{"name", base.name},
+         {"pool", base.pool},
+         {"kind", base.kind},
+         {"virtual_bytes", base.size_bytes},
+         {"imported_at", base.imported_at ? nlohmann::json(format_utc(*base.imported_at)) : nlohmann::json()},
+         {"clone_count", base.clones.size()},
+         {"clones", base.clones},
+         {"in_use", base.in_use()}};
+  if (!base.image_id.empty()) out["image_id"] = base.image_id;
+}
+
+void to_json(nlohmann::json& out, const PoolBasePrune& decision) {
+  out = {{"name", decision.name},
+         {"pool", decision.pool},
+         {"virtual_bytes", decision.size_bytes},
+         {"reason", decision.reason},
+         {"removed", decision.removed}};
+  if (!decision.kept.empty()) out["kept"] = decision.kept;
 }
 
 }  // namespace kiln::rbd

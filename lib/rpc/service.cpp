@@ -413,7 +413,7 @@ Response Service::list_cache() {
   auto instances_path = backend()->settings().instances_path;
   require_served_path(instances_path);
   Response response;
-  response.body = cache_list_json(cache::list_cache(instances_path));
+  response.body = cache_list_json(cache::list_cache(instances_path), list_pool_bases(backend()->settings()));
   return response;
 }
 
@@ -423,10 +423,12 @@ Response Service::prune(const Request& request) {
   const auto& settings = backend->settings();
   require_served_path(settings.instances_path);
   bool dry_run = body.value("dry_run", false);
+  // The pool first: a cluster that cannot be reached fails the prune before _base is touched.
+  auto pool_decisions = prune_pool_bases(settings, cache::Clock::now(), dry_run);
   if (!dry_run) cache::repair_cache(settings.instances_path, settings.cache);
   auto decisions = cache::prune_cache(settings.instances_path, settings.cache, cache::Clock::now(), dry_run);
   Response response;
-  response.body = prune_json(dry_run, decisions);
+  response.body = prune_json(dry_run, decisions, pool_decisions);
   return response;
 }
 

@@ -71,6 +71,21 @@ std::optional<instance::RbdHost> rbd_host(const config::Settings& settings) {
                            rbd::conf_monitors(rbd.ceph_conf)};
 }
 
+std::optional<std::vector<rbd::PoolBaseInfo>> list_pool_bases(const config::Settings& settings) {
+  auto rbd = rbd_host(settings);
+  if (!rbd) return std::nullopt;
+  return rbd::list_pool_bases(rbd->cluster->open_pool(rbd->pool));
+}
+
+std::optional<std::vector<rbd::PoolBasePrune>> prune_pool_bases(const config::Settings& settings,
+                                                                cache::Clock::time_point now, bool dry_run) {
+  auto rbd = rbd_host(settings);
+  if (!rbd) return std::nullopt;
+  rbd::Pool pool = rbd->cluster->open_pool(rbd->pool);
+  if (!settings.cache.remove_unused_base_images) return std::vector<rbd::PoolBasePrune>{};
+  return rbd::prune_pool_bases(pool, rbd::list_pool_bases(pool), settings.cache.unused_minimum_age, now, dry_run);
+}
+
 instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,
                                        const instance::ConnectLibvirt& connect, const StepHooks& hooks,
                                        const instance::RbdHost* rbd) {

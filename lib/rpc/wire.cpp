@@ -60,12 +60,18 @@ nlohmann::json instance_list_json(const std::vector<instance::InstanceReport>& r
   return {{"instances", std::move(items)}};
 }
 
-nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries) {
-  return {{"bases", nlohmann::json(entries)}};
+nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries,
+                               const std::optional<std::vector<rbd::PoolBaseInfo>>& pool_bases) {
+  nlohmann::json out = {{"bases", nlohmann::json(entries)}};
+  if (pool_bases) out["pool_bases"] = nlohmann::json(*pool_bases);
+  return out;
 }
 
-nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions) {
-  return {{"dry_run", dry_run}, {"decisions", nlohmann::json(decisions)}};
+nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions,
+                          const std::optional<std::vector<rbd::PoolBasePrune>>& pool_decisions) {
+  nlohmann::json out = {{"dry_run", dry_run}, {"decisions", nlohmann::json(decisions)}};
+  if (pool_decisions) out["pool_decisions"] = nlohmann::json(*pool_decisions);
+  return out;
 }
 
 ValidBootRequest parse_boot_request(const std::string& body) {

@@ -1,10 +1,13 @@
 // images_type = rbd end to end: Glance with an RBD store (tools/peers/start --ceph, fixture peers-rbd) in front
 // of the single-node Ceph (fixture ceph), kilnctl --direct booting on the private libvirtd with QEMU's TCG.
 // The guest's root disk is a clone of Glance's snapshot: nothing is downloaded, the instance directory holds no
-// disk, and a delete removes the clone. Budget: about 15 s for the file (the boot's QEMU start is most of it).
+// disk, and a delete removes the clone; kilnctl cache ls and prune know the pool bases. Budget: about 15 s for the
+// file (the boot's QEMU start is most of it).
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,6 +29,7 @@ using nlohmann::json;
 using kiln::test::ceph;
 using kiln::test::rbd_admin;
 using kiln::test::rbd_exists;
+using kiln::test::rbd_info;
 
 const std::map<std::string, std::string>& peers_env() {
   static const auto env = [] {
@@ -339,4 +343,107 @@ TEST_CASE("reconcile removes the clones of a boot that died half-way and reports
   REQUIRE(removed.exit_code == 0);
   REQUIRE(removed.output["rbd_images"] == json::array({stranger + "_disk"}));
   REQUIRE(kilnctl(instances, {"--config", config.string(), "--direct", "delete", uuid}).exit_code == 0);
+}
+
+TEST_CASE("kilnctl cache ls lists the pool bases with their clones, and cache prune removes only old ones without clones",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
+  std::filesystem::path instances = scratch / "instances";
+  std::filesystem::create_directories(instances);
+  // Four bases as kiln names them (made with rbd as client.admin, with the metadata kiln sets): an image's, in
+  // use by a clone and imported long ago; a swap base imported long ago; one with no import time (old); and one
+  // imported just now.
+  std::string image = kiln::test::random_uuid();
+  std::string tag = std::to_string(std::hash<std::string>{}(image) % 1000000000);
+  std::string in_use = "kiln-base-" + kiln::cache::base_name_for(image);
+  std::string old = "kiln-base-swap_" + tag;
+  std::string unrecorded = "kiln-base-swap_1" + tag;
+  std::string young = "kiln-base-swap_2" + tag;
+  std::string clone = kiln::test::random_uuid() + "_disk";
+  auto now = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch()).count());
+  for (const std::string& base : {in_use, old, unrecorded, young}) {
+    rbd_admin({"create", "--size", "8M", "vms/" + base});
+    rbd_admin({"snap", "create", "vms/" + base + "@snap"});
+    rbd_admin({"snap", "protect", "vms/" + base + "@snap"});
+  }
+  rbd_admin({"image-meta", "set", "vms/" + in_use, "kiln.image_id", image});
+  rbd_admin({"image-meta", "set", "vms/" + in_use, "kiln.imported_at", "1000"});
+  rbd_admin({"image-meta", "set", "vms/" + old, "kiln.imported_at", "1000"});
+  rbd_admin({"image-meta", "set", "vms/" + young, "kiln.imported_at", now});
+  rbd_admin({"clone", "vms/" + in_use + "@snap", "vms/" + clone});
+  auto ours = [&](const json& items) {
+    std::map<std::string, json> found;
+    for (const json& item : items) {
+      std::string name = item["name"];
+      if (name == in_use || name == old || name == unrecorded || name == young) found[name] = item;
+    }
+    return found;
+  };
+
+  auto listed = kilnctl(instances, {"--config", config.string(), "cache", "ls"});
+  INFO(listed.output.dump() << "\n" << listed.err);
+  REQUIRE(listed.exit_code == 0);
+  REQUIRE(listed.output["bases"] == json::array());  // the local cache's shape, as without rbd
+  auto bases = ours(listed.output["pool_bases"]);
+  REQUIRE(bases.size() == 4);
+  REQUIRE(bases[in_use]["pool"] == "vms");
+  REQUIRE(bases[in_use]["kind"] == "image");
+  REQUIRE(bases[in_use]["image_id"] == image);
+  REQUIRE(bases[in_use]["virtual_bytes"] == 8 * 1024 * 1024);
+  REQUIRE(bases[in_use]["in_use"] == true);
+  REQUIRE(bases[in_use]["clone_count"] == 1);
+  REQUIRE(bases[in_use]["clones"] == json::array({"vms/" + clone}));
+  REQUIRE(bases[in_use]["imported_at"] == "1970-01-01T00:16:40Z");
+  for (const std::string& base : {old, unrecorded, young}) {
+    INFO(base);
+    REQUIRE(bases[base]["kind"] == "swap");
+    REQUIRE_FALSE(bases[base].contains("image_id"));
+    REQUIRE(bases[base]["in_use"] == false);
+    REQUIRE(bases[base]["clone_count"] == 0);
+    REQUIRE(bases[base]["clones"] == json::array());
+  }
+  REQUIRE(bases[unrecorded]["imported_at"].is_null());
+  REQUIRE(bases[young]["imported_at"].is_string());
+
+  // A dry run names the two old bases without clones and removes nothing.
+  auto dry = kilnctl(instances, {"--config", config.string(), "--direct", "cache", "prune", "--dry-run"});
+  INFO(dry.output.dump() << "\n" << dry.err);
+  REQUIRE(dry.exit_code == 0);
+  REQUIRE(dry.output["dry_run"] == true);
+  auto would = ours(dry.output["pool_decisions"]);
+  REQUIRE(would.size() == 2);
+  REQUIRE(would[old]["reason"] == "no clones, imported more than 86400 s ago");
+  REQUIRE(would[old]["removed"] == false);
+  REQUIRE(would[unrecorded]["reason"] == "no clones, no import time (kiln.imported_at)");
+  REQUIRE(would[unrecorded]["removed"] == false);
+  for (const std::string& base : {in_use, old, unrecorded, young}) REQUIRE(rbd_exists("vms", base));
+
+  // The real prune removes those two; the base with a clone and the young one stay, and are no decision.
+  auto pruned = kilnctl(instances, {"--config", config.string(), "--direct", "cache", "prune"});
+  INFO(pruned.output.dump() << "\n" << pruned.err);
+  REQUIRE(pruned.exit_code == 0);
+  auto removed = ours(pruned.output["pool_decisions"]);
+  REQUIRE(removed.size() == 2);
+  REQUIRE(removed[old]["removed"] == true);
+  REQUIRE(removed[unrecorded]["removed"] == true);
+  REQUIRE_FALSE(rbd_exists("vms", old));
+  REQUIRE_FALSE(rbd_exists("vms", unrecorded));
+  REQUIRE(rbd_exists("vms", in_use));
+  REQUIRE(rbd_exists("vms", clone));
+  REQUIRE(rbd_info("vms/" + in_use + "@snap")["protected"] == "true");
+  REQUIRE(rbd_exists("vms", young));
+
+  // Without rbd the answers keep their shape: no pool keys.
+  auto local = kilnctl(instances, {"cache", "ls"});
+  REQUIRE(local.exit_code == 0);
+  REQUIRE_FALSE(local.output.contains("pool_bases"));
+
+  rbd_admin({"rm", "vms/" + clone});
+  for (const std::string& base : {in_use, young}) {
+    rbd_admin({"snap", "unprotect", "vms/" + base + "@snap"});
+    rbd_admin({"snap", "purge", "vms/" + base});
+    rbd_admin({"rm", "vms/" + base});
+  }
 }

@@ -1,10 +1,13 @@
 // kiln's pool bases (lib/rbd/pool_base) on the real single-node Ceph: written once per cluster from a local
 // file, sparse, published whole with a protected snapshot; one import when several clients (hosts) race;
-// an import cut short or a holder that died does not block the next; a base with clones is not removed.
+// an import cut short or a holder that died does not block the next; a base with clones is not removed, and
+// prune ages the others by their import time.
 // Budget: about 10 s (the dead-holder test waits out a 3 s lock).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <thread>
 
@@ -202,4 +205,88 @@ TEST_CASE("a host that died holding the import lock holds up the import only unt
   REQUIRE_FALSE(rbd_exists("vms", other));
   Pool vms = cluster.open_pool("vms");
   remove_pool_base(vms, name);
+}
+
+TEST_CASE("prune removes pool bases without clones imported longer ago than the age, and keeps one cloned since the listing",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::filesystem::path file = sparse_file(scratch);
+  Cluster cluster = connect_as_kiln();
+  Pool vms = cluster.open_pool("vms");
+  std::string name = unique_base();
+  using std::chrono::system_clock;
+  constexpr std::chrono::seconds kAge{3600};
+  // Only this test's bases: other tests' bases in the pool are not this test's to prune.
+  auto listed = [&](const std::vector<std::string>& names) {
+    std::vector<PoolBaseInfo> ours;
+    for (PoolBaseInfo& base : list_pool_bases(vms)) {
+      if (std::find(names.begin(), names.end(), base.name) != names.end()) ours.push_back(std::move(base));
+    }
+    REQUIRE(ours.size() == names.size());
+    return ours;
+  };
+
+  // The import records when it happened.
+  auto before = std::chrono::floor<std::chrono::seconds>(system_clock::now());
+  ensure_pool_base(cluster, "vms", name, [&] { return LocalFile{file, nullptr, {{kImageIdKey, "an-image-id"}}}; });
+  auto after = system_clock::now();
+  PoolBaseInfo fresh = listed({name})[0];
+  REQUIRE(fresh.imported_at.has_value());
+  REQUIRE(*fresh.imported_at >= before);
+  REQUIRE(*fresh.imported_at <= after);
+  REQUIRE(fresh.image_id == "an-image-id");
+  REQUIRE(fresh.kind == "other");  // "test-<uuid>" is none of kiln's local base names
+  REQUIRE_FALSE(fresh.in_use());
+  // Young: kept, not even a decision.
+  REQUIRE(prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), false).empty());
+  REQUIRE(rbd_exists("vms", name));
+
+  // Imported long ago (as an older kiln would have recorded it): a dry run says so and removes nothing.
+  rbd_admin({"image-meta", "set", "vms/" + name, kImportedAtKey, "1000"});
+  REQUIRE(listed({name})[0].imported_at == system_clock::time_point(std::chrono::seconds(1000)));
+  auto dry = prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), true);
+  REQUIRE(dry.size() == 1);
+  REQUIRE(dry[0].name == name);
+  REQUIRE(dry[0].reason == "no clones, imported more than 3600 s ago");
+  REQUIRE_FALSE(dry[0].removed);
+  REQUIRE(rbd_exists("vms", name));
+
+  // A clone made after the listing: the removal fails safely and the base is reported as kept, still protected.
+  auto stale = listed({name});
+  std::string uuid = kiln::test::random_uuid();
+  clone_root_disk(cluster, Location{ceph().fsid, "vms", name, "snap"}, vms, uuid, 0);
+  auto raced = prune_pool_bases(vms, stale, kAge, system_clock::now(), false);
+  REQUIRE(raced.size() == 1);
+  REQUIRE_FALSE(raced[0].removed);
+  REQUIRE(raced[0].kept == "it has clones now");
+  REQUIRE(rbd_info("vms/" + name + "@snap")["protected"] == "true");
+  // Listed with its clone now: in use, not a candidate.
+  PoolBaseInfo cloned = listed({name})[0];
+  REQUIRE(cloned.in_use());
+  REQUIRE(cloned.clones == std::vector<std::string>{"vms/" + uuid + "_disk"});
+  REQUIRE(prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), false).empty());
+  REQUIRE(rbd_exists("vms", name));
+
+  // The clone gone, the old base goes; so does a base without an import time, which counts as old.
+  remove_instance_images(vms, uuid);
+  std::string unrecorded = unique_base();
+  rbd_admin({"create", "--size", "4M", "vms/" + unrecorded});
+  rbd_admin({"snap", "create", "vms/" + unrecorded + "@snap"});
+  rbd_admin({"snap", "protect", "vms/" + unrecorded + "@snap"});
+  auto both = listed({name, unrecorded});
+  for (const PoolBaseInfo& base : both) REQUIRE(base.imported_at.has_value() == (base.name == name));
+  auto pruned = prune_pool_bases(vms, both, kAge, system_clock::now(), false);
+  REQUIRE(pruned.size() == 2);
+  for (const PoolBasePrune& decision : pruned) {
+    INFO(decision.name);
+    REQUIRE(decision.removed);
+    REQUIRE(decision.kept.empty());
+    REQUIRE(decision.pool == "vms");
+    REQUIRE(decision.reason == (decision.name == unrecorded ? "no clones, no import time (kiln.imported_at)"
+                                                            : "no clones, imported more than 3600 s ago"));
+  }
+  REQUIRE_FALSE(rbd_exists("vms", name));
+  REQUIRE_FALSE(rbd_exists("vms", unrecorded));
+  // A listing older than another host's prune: the base already gone is no decision, and no error.
+  REQUIRE(prune_pool_bases(vms, both, kAge, system_clock::now(), false).empty());
 }

@@ -1,6 +1,7 @@
 // kilnctl cache ls / fetch / verify / prune / repair. ls, verify and
 // prune --dry-run change nothing on disk; only repair and a real prune clean
-// up what a crash left (kilnd does too, at start).
+// up what a crash left (kilnd does too, at start). With images_type = rbd,
+// ls and prune also cover the pool bases (kiln/rbd/pool_base.h).
 #include <algorithm>
 #include <iomanip>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "agent_route.h"
 #include "commands.h"
 #include "kiln/cache/maintenance.h"
+#include "kiln/rpc/steps.h"
 #include "kiln/rpc/wire.h"
 #include "progress.h"
 #include "kiln/util/text.h"
@@ -48,13 +50,34 @@ std::string entries_text(const std::vector<cache::CacheEntry>& entries) {
   return out.str();
 }
 
+std::string pool_bases_text(const std::vector<kiln::rbd::PoolBaseInfo>& bases) {
+  std::ostringstream out;
+  out << "\n" << std::left << std::setw(52) << "POOL BASE" << std::setw(38) << "IMAGE / KIND" << std::setw(11)
+      << "VIRTUAL" << std::setw(22) << "IMPORTED" << "CLONES\n";
+  std::size_t in_use = 0;
+  for (const auto& base : bases) {
+    std::string imported = base.imported_at ? age_text(*base.imported_at) : "unknown";
+    // Names and metadata from the pool, escaped as Glance's names are (anyone with write access can set them).
+    out << std::setw(52) << kiln::printable(base.pool + "/" + base.name) << std::setw(38)
+        << (base.image_id.empty() ? base.kind : kiln::printable(base.image_id)) << std::setw(11)
+        << human_bytes(base.size_bytes) << std::setw(22) << imported << base.clones.size()
+        << (base.in_use() ? " (in use)" : "") << "\n";
+    if (base.in_use()) ++in_use;
+  }
+  out << bases.size() << " pool base(s), " << in_use << " in use\n";
+  return out.str();
+}
+
 void repair_quietly(Context& context) { cache::repair_cache(context.instances_path(), context.settings().cache); }
 
 void add_ls(CLI::App& group, Registry& registry) {
-  CLI::App* command = group.add_subcommand("ls", "one row per base: image, sizes, users, last use, state");
+  CLI::App* command = group.add_subcommand(
+      "ls", "one row per base: image, sizes, users, last use, state (and the pool bases with images_type = rbd)");
   registry.emplace_back(command, [](Context& context) {
     auto entries = cache::list_cache(context.instances_path());
-    context.print(kiln::rpc::cache_list_json(entries), entries_text(entries));
+    auto pool_bases = kiln::rpc::list_pool_bases(context.settings());
+    context.print(kiln::rpc::cache_list_json(entries, pool_bases),
+                  entries_text(entries) + (pool_bases ? pool_bases_text(*pool_bases) : ""));
     return 0;
   });
 }
@@ -108,22 +131,36 @@ std::string prune_text(const json& answer) {
     text << (removed ? "removed " : dry_run ? "would remove " : "kept (busy or in use) ") << d.value("name", "")
          << " (" << human_bytes(d.value("physical_bytes", std::uint64_t{0})) << "): " << d.value("reason", "") << "\n";
   }
-  if (answer.value("decisions", json::array()).empty()) text << "nothing to prune\n";
+  for (const auto& d : answer.value("pool_decisions", json::array())) {
+    bool removed = d.value("removed", false);
+    std::string kept = d.value("kept", "");
+    text << (removed ? "removed " : dry_run ? "would remove " : "kept ")
+         << kiln::printable(d.value("pool", "") + "/" + d.value("name", "")) << " (" << human_bytes(d.value("virtual_bytes", std::uint64_t{0})) << " virtual): "
+         << d.value("reason", "") << (kept.empty() ? "" : "; kept: " + kept) << "\n";
+  }
+  if (answer.value("decisions", json::array()).empty() && answer.value("pool_decisions", json::array()).empty()) {
+    text << "nothing to prune\n";
+  }
   return text.str();
 }
 
 void add_prune(CLI::App& group, Registry& registry) {
   auto dry_run = std::make_shared<bool>(false);
-  CLI::App* command = group.add_subcommand("prune", "remove unused bases past their age or over the budget");
+  CLI::App* command = group.add_subcommand(
+      "prune", "remove unused bases past their age or over the budget (and old pool bases without clones with rbd)");
   command->add_flag("--dry-run", *dry_run, "say what would go, remove nothing");
   registry.emplace_back(command, [dry_run](Context& context) {
     json answer;
     if (const auto* agent = context.agent()) {
       answer = run_through_agent(*agent, "POST", "/v1/cache/prune", json{{"dry_run", *dry_run}}, "");
     } else {
+      // The pool first, as kilnd does: a cluster that cannot be reached fails the prune before _base is touched.
+      auto pool_decisions = kiln::rpc::prune_pool_bases(context.settings(), cache::Clock::now(), *dry_run);
       if (!*dry_run) repair_quietly(context);
-      answer = kiln::rpc::prune_json(*dry_run, cache::prune_cache(context.instances_path(), context.settings().cache,
-                                                                  cache::Clock::now(), *dry_run));
+      answer = kiln::rpc::prune_json(*dry_run,
+                                     cache::prune_cache(context.instances_path(), context.settings().cache,
+                                                        cache::Clock::now(), *dry_run),
+                                     pool_decisions);
     }
     context.print(answer, prune_text(answer));
     return 0;

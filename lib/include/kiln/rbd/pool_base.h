@@ -19,7 +19,10 @@
 //   kImportLockLifetime later, and an import whose lock was lost is not published.
 // - The base is as sparse as the file: zero blocks are not written.
 // - A base with clones cannot be removed: Ceph refuses to unprotect a
-//   snapshot that has children, and remove_pool_base() relies on that.
+//   snapshot that has children, and remove_pool_base() relies on that; so
+//   does prune_pool_bases(), which removes only bases without clones
+//   imported longer ago than the cache's age rule, and reports a base that
+//   gained a clone after it was listed as kept.
 // Thread-safety: every function opens its own I/O contexts; a Cluster may
 // be shared (kiln/rbd/cluster.h).
 #pragma once
@@ -30,6 +33,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,9 +47,12 @@ namespace kiln::rbd {
 inline constexpr std::string_view kPoolBasePrefix = "kiln-base-";
 inline constexpr std::string_view kPoolBaseSnapshot = "snap";
 inline constexpr std::chrono::seconds kImportLockLifetime{30};
-// The metadata key on a pool base naming the Glance image it holds (absent
-// for swap and ephemeral bases).
+// Metadata keys on a pool base: which Glance image it holds (absent for
+// swap and ephemeral bases), and when it was imported (seconds since the
+// epoch, set by the import itself: what prune ages a base by; a base
+// without it counts as old).
 inline constexpr const char* kImageIdKey = "kiln.image_id";
+inline constexpr const char* kImportedAtKey = "kiln.imported_at";
 
 // "kiln-base-" + the local base's name (cache::base_name_for, disk::swap_base_name,
 // disk::ephemeral_base_name): one naming for both stores.
@@ -80,9 +88,17 @@ PoolBase ensure_pool_base(const Cluster& cluster, const std::string& pool, const
 // A published base as the cache commands show it.
 struct PoolBaseInfo {
   std::string name;
-  std::uint64_t size_bytes = 0;
+  std::string pool;
+  std::uint64_t size_bytes = 0;  // virtual size
+  // What the local base name after the prefix says: "image" (a sha1),
+  // "swap", "ephemeral", or "other" (a name kiln does not make).
+  std::string kind;
   std::string image_id;  // kImageIdKey; "" for swap and ephemeral bases
+  // kImportedAtKey; nullopt when absent or unreadable (a base imported before
+  // kiln recorded it, or made by hand).
+  std::optional<std::chrono::system_clock::time_point> imported_at;
   std::vector<std::string> clones;  // "<pool>/<image>" of the snapshot's children, sorted
+  bool in_use() const { return !clones.empty(); }
 };
 
 // Every "kiln-base-*" image of `pool` with a snapshot "snap" (a ".part" is
@@ -93,5 +109,30 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool);
 // snapshot has clones, leaving the base as it was; kNotFound when there is
 // no such image.
 void remove_pool_base(Pool& pool, const std::string& name);
+
+struct PoolBasePrune {
+  std::string name;
+  std::string pool;
+  std::uint64_t size_bytes = 0;
+  std::string reason;    // why it may go: "no clones, imported more than 86400 s ago", ...
+  bool removed = false;  // false on a dry run, or when it was kept
+  std::string kept;      // a real run that kept it: why ("it has clones now", Ceph's error)
+};
+
+// The cache's aging for pool bases: of `listed` (list_pool_bases(pool), which
+// may be stale), those without clones whose import is older than
+// `minimum_age` at `now` (no kImportedAtKey: old) are removed, unless
+// `dry_run`. A base that has clones by the time it is removed (a boot cloned
+// it since the listing), or that Ceph will not let go, is kept and said so;
+// one already gone (another host's prune) is left out. Never throws: what
+// happened to each base is in its decision.
+std::vector<PoolBasePrune> prune_pool_bases(Pool& pool, const std::vector<PoolBaseInfo>& listed,
+                                            std::chrono::seconds minimum_age,
+                                            std::chrono::system_clock::time_point now, bool dry_run);
+
+// One shape wherever they are shown: kilnctl cache ls|prune --json, GET
+// /v1/cache and POST /v1/cache/prune ("pool_bases", "pool_decisions").
+void to_json(nlohmann::json& out, const PoolBaseInfo& base);
+void to_json(nlohmann::json& out, const PoolBasePrune& decision);
 
 }  // namespace kiln::rbd

@@ -7,8 +7,8 @@
 //   GET    /v1/instances/{uuid}         kiln::instance::show_instance
 //   DELETE /v1/instances/{uuid}         kiln::instance::delete_instance -> 202 operation
 //   POST   /v1/images/{image_id}/cache  pre-cache (ImageCache::acquire) -> 202 operation
-//   GET    /v1/cache                    kiln::cache::list_cache
-//   POST   /v1/cache/prune              kiln::cache::prune_cache {"dry_run": bool}
+//   GET    /v1/cache                    kiln::cache::list_cache (+ rpc::list_pool_bases with rbd)
+//   POST   /v1/cache/prune              kiln::cache::prune_cache {"dry_run": bool} (+ rpc::prune_pool_bases)
 //   GET    /v1/operations/{id}          an operation's state, progress, error or result
 //   GET    /healthz, GET /metrics       liveness; Prometheus text format
 //

@@ -11,11 +11,13 @@
 #include <optional>
 #include <string>
 
+#include "kiln/cache/base_info.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/config/settings.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
 #include "kiln/instance/reconcile.h"
+#include "kiln/rbd/pool_base.h"
 
 namespace kiln::rpc {
 
@@ -64,6 +66,19 @@ instance::BootResult boot(const instance::BootRequest& request, const cache::Ima
 // monitors of images_rbd_ceph_conf. nullopt when images_type is not rbd.
 // Throws kRbdError when the cluster cannot be reached or the conf read.
 std::optional<instance::RbdHost> rbd_host(const config::Settings& settings);
+
+// images_type = rbd: the pool bases of images_rbd_pool (rbd::list_pool_bases)
+// that `cache ls` and GET /v1/cache show beside _base; nullopt when
+// images_type is not rbd. Throws kRbdError when the cluster cannot be reached.
+std::optional<std::vector<rbd::PoolBaseInfo>> list_pool_bases(const config::Settings& settings);
+
+// images_type = rbd: `cache prune`'s share of the pool (rbd::prune_pool_bases)
+// under the cache's aging: no clones and imported longer ago than
+// unused_minimum_age; nothing when remove_unused_base_images is false (nova's
+// switch, as for _base). nullopt when images_type is not rbd. Throws
+// kRbdError when the cluster cannot be reached (before anything is removed).
+std::optional<std::vector<rbd::PoolBasePrune>> prune_pool_bases(const config::Settings& settings,
+                                                                cache::Clock::time_point now, bool dry_run);
 
 // A delete: the uuid checked (kInvalidUuid before any step), then
 // "destroying and undefining the domain, removing the directory" (and with

@@ -22,11 +22,14 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/cache/maintenance.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
+#include "kiln/rbd/pool_base.h"
 #include "kiln/rpc/schema_validation.h"
 #include "kiln/util/error.h"
 
@@ -34,11 +37,15 @@ namespace kiln::rpc {
 
 // {"instances": [InstanceReport...]}: GET /v1/instances, kilnctl instance list.
 nlohmann::json instance_list_json(const std::vector<instance::InstanceReport>& reports);
-// {"bases": [CacheEntry...]}: GET /v1/cache, kilnctl cache ls.
-nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries);
+// {"bases": [CacheEntry...]}: GET /v1/cache, kilnctl cache ls; with
+// images_type = rbd also "pool_bases": [rbd::PoolBaseInfo...].
+nlohmann::json cache_list_json(const std::vector<cache::CacheEntry>& entries,
+                               const std::optional<std::vector<rbd::PoolBaseInfo>>& pool_bases = std::nullopt);
 // {"dry_run": bool, "decisions": [PruneDecision...]}: POST /v1/cache/prune,
-// kilnctl cache prune.
-nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions);
+// kilnctl cache prune; with images_type = rbd also "pool_decisions":
+// [rbd::PoolBasePrune...].
+nlohmann::json prune_json(bool dry_run, const std::vector<cache::PruneDecision>& decisions,
+                          const std::optional<std::vector<rbd::PoolBasePrune>>& pool_decisions = std::nullopt);
 
 struct ValidBootRequest {
   nlohmann::json body;             // as sent, uuid made lowercase
