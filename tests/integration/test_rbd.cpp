@@ -49,6 +49,17 @@ Cluster connect_as_kiln() {
   return Cluster::connect(options);
 }
 
+// The cluster's own conf and keyring, with a monitor address nothing listens on.
+std::filesystem::path dead_monitor_conf(const kiln::test::ScratchDir& scratch) {
+  std::ifstream in(ceph().conf);
+  std::string conf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto mon = conf.find("mon host = ");
+  REQUIRE(mon != std::string::npos);
+  conf.replace(mon, conf.find('\n', mon) - mon, "mon host = v1:127.0.0.1:9");
+  kiln::test::write_text(scratch / "ceph.conf", conf);
+  return scratch / "ceph.conf";
+}
+
 }  // namespace
 
 TEST_CASE("kiln connects as nova's user and reads the cluster's fsid", "[rbd]") {
@@ -61,15 +72,8 @@ TEST_CASE("kiln connects as nova's user and reads the cluster's fsid", "[rbd]") 
 
 TEST_CASE("a conf whose monitor does not answer fails with rbd_error within the connect timeout", "[rbd]") {
   kiln::test::ScratchDir scratch;
-  // The cluster's own conf and keyring, with a monitor address nothing listens on.
-  std::ifstream in(ceph().conf);
-  std::string conf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto mon = conf.find("mon host = ");
-  REQUIRE(mon != std::string::npos);
-  conf.replace(mon, conf.find('\n', mon) - mon, "mon host = v1:127.0.0.1:9");
-  kiln::test::write_text(scratch / "ceph.conf", conf);
   ConnectOptions options;
-  options.ceph_conf = scratch / "ceph.conf";
+  options.ceph_conf = dead_monitor_conf(scratch);
   options.user = "kiln";
   options.connect_timeout = std::chrono::seconds(1);
   REQUIRE_KILN_ERROR_MENTIONS(Cluster::connect(options), ErrorCode::kRbdError, "connect to the Ceph cluster");
@@ -91,13 +95,7 @@ TEST_CASE("the process shares one connection per conf and user, remembers a fail
   REQUIRE(admin->fsid() == ceph().fsid);
   // A monitor nothing listens on: the first call waits out the timeout, the next fails at once.
   kiln::test::ScratchDir scratch;
-  std::ifstream in(ceph().conf);
-  std::string conf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto mon = conf.find("mon host = ");
-  REQUIRE(mon != std::string::npos);
-  conf.replace(mon, conf.find('\n', mon) - mon, "mon host = v1:127.0.0.1:9");
-  kiln::test::write_text(scratch / "ceph.conf", conf);
-  options.ceph_conf = scratch / "ceph.conf";
+  options.ceph_conf = dead_monitor_conf(scratch);
   options.connect_timeout = std::chrono::seconds(1);
   REQUIRE_KILN_ERROR(shared_cluster(options), ErrorCode::kRbdError);
   auto started = std::chrono::steady_clock::now();
