@@ -5,6 +5,8 @@
 
 #include "backing_chain.h"
 #include "kiln/instance/instance_dir.h"
+#include "kiln/instance/provision.h"
+#include "kiln/rbd/instance_disks.h"
 #include "kiln/util/error.h"
 #include "kiln/util/layout.h"
 
@@ -13,9 +15,6 @@ namespace kiln::instance {
 namespace fs = std::filesystem;
 
 namespace {
-
-// The disks an instance directory may hold, in the order the guest sees them.
-constexpr std::string_view kDiskNames[] = {layout::kRootDisk, layout::kEphemeralDisk, layout::kSwapDisk};
 
 // A domain undefined between the listing and this read (a delete running
 // beside a list) is gone, not a libvirt failure: the report keeps no domain.
@@ -54,6 +53,17 @@ nlohmann::json layer_json(const ChainLayer& layer) {
           {"physical_bytes", layer.physical_bytes}, {"exists", layer.exists}};
 }
 
+// The same keys as a file's layer, "rbd" (pool/image@snapshot) for "path":
+// an RBD layer is raw, and physical_bytes are what Ceph stores for it alone
+// (null, with "unreadable", when its pool could not be read).
+nlohmann::json layer_json(const rbd::ChainLayer& layer) {
+  nlohmann::json out = {{"rbd", layer.spec()}, {"format", "raw"}, {"virtual_size", layer.virtual_size},
+                        {"physical_bytes", layer.used_bytes ? nlohmann::json(*layer.used_bytes) : nlohmann::json(nullptr)},
+                        {"exists", layer.unreadable.empty()}};
+  if (!layer.unreadable.empty()) out["unreadable"] = layer.unreadable;
+  return out;
+}
+
 }  // namespace
 
 void require_instances_path(const fs::path& instances_path) {
@@ -80,39 +90,57 @@ void require_instances_path(const fs::path& instances_path) {
 namespace {
 
 void add_disks(InstanceReport& report, const InstanceDir& directory, const fs::path& instances_path) {
-  for (std::string_view name : kDiskNames) {
+  for (std::string_view name : layout::kInstanceDisks) {
     fs::path path = layout::member(directory.path(), name);
     std::error_code error;
     if (!fs::exists(path, error)) continue;
     BackingChain chain = walk_backing_chain(path, instances_path);
-    report.disks.push_back(DiskReport{std::string(name), std::move(chain.layers), std::move(chain.problem)});
+    report.disks.push_back(DiskReport{std::string(name), std::move(chain.layers), {}, std::move(chain.problem)});
+  }
+}
+
+// The instance's images in the pool, as nova names them; a disk may be in
+// both places only after images_type changed under a live instance.
+void add_rbd_disks(InstanceReport& report, const RbdHost& rbd) {
+  rbd::Pool pool = rbd.cluster->open_pool(rbd.pool);
+  for (std::string_view name : layout::kInstanceDisks) {
+    std::string image = rbd::instance_image_name(report.uuid, name);
+    try {
+      report.disks.push_back(DiskReport{std::string(name), {}, rbd::image_chain(*rbd.cluster, pool, image), ""});
+    } catch (const Error& error) {
+      if (error.code() != ErrorCode::kNotFound) throw;  // no such disk, or removed meanwhile
+    }
   }
 }
 
 }  // namespace
 
-InstanceReport show_instance(const std::string& uuid, const fs::path& instances_path, virt::Connection& libvirt) {
+InstanceReport show_instance(const std::string& uuid, const fs::path& instances_path, virt::Connection& libvirt,
+                             const RbdHost* rbd) {
   InstanceDir directory(instances_path, uuid);
   InstanceReport report = directory_report(directory);
   if (auto domain = libvirt.lookup_by_uuid(directory.uuid())) add_domain(report, *domain);
-  if (!report.has_directory && !report.domain_name) {
-    throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has neither a directory under " +
-                                          instances_path.string() + " nor a libvirt domain");
-  }
   add_disks(report, directory, instances_path);
+  if (rbd) add_rbd_disks(report, *rbd);
+  if (!report.has_directory && !report.domain_name && report.disks.empty()) {
+    throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has neither a directory under " +
+                                          instances_path.string() + " nor a libvirt domain" +
+                                          (rbd ? " nor an RBD image in pool " + rbd->pool : ""));
+  }
   return report;
 }
 
 InstanceReport show_instance_without_libvirt(const std::string& uuid, const fs::path& instances_path,
-                                             const std::string& why) {
+                                             const std::string& why, const RbdHost* rbd) {
   InstanceDir directory(instances_path, uuid);
   InstanceReport report = directory_report(directory);
   report.libvirt_unreachable = why;
-  if (!report.has_directory) {
+  add_disks(report, directory, instances_path);
+  if (rbd) add_rbd_disks(report, *rbd);
+  if (!report.has_directory && report.disks.empty()) {
     throw Error(ErrorCode::kNotFound, "instance " + directory.uuid() + " has no directory under " +
                                           instances_path.string() + " (libvirt, unreachable, was not asked: " + why + ")");
   }
-  add_disks(report, directory, instances_path);
   return report;
 }
 
@@ -156,12 +184,12 @@ std::vector<InstanceReport> survey_instances(const fs::path& instances_path, con
 }
 
 InstanceReport survey_instance(const std::string& uuid, const fs::path& instances_path,
-                               const ConnectLibvirt& connect) {
+                               const ConnectLibvirt& connect, const RbdHost* rbd) {
   try {
-    return show_instance(uuid, instances_path, connect());
+    return show_instance(uuid, instances_path, connect(), rbd);
   } catch (const Error& error) {
     if (error.code() != ErrorCode::kLibvirtError) throw;
-    return show_instance_without_libvirt(uuid, instances_path, error.what());
+    return show_instance_without_libvirt(uuid, instances_path, error.what(), rbd);
   }
 }
 
@@ -176,12 +204,15 @@ nlohmann::json to_json(const InstanceReport& report) {
                      {"title", report.display_name ? nlohmann::json(*report.display_name) : nlohmann::json(nullptr)}};
   }
   if (report.libvirt_unreachable) out["libvirt_unreachable"] = *report.libvirt_unreachable;
+  if (report.rbd_unreachable) out["rbd_unreachable"] = *report.rbd_unreachable;
   if (!report.disks.empty()) {
     out["disks"] = nlohmann::json::array();
     for (const auto& disk : report.disks) {
       nlohmann::json chain = nlohmann::json::array();
       for (const auto& layer : disk.chain) chain.push_back(layer_json(layer));
-      out["disks"].push_back({{"name", disk.name}, {"backing_chain", chain},
+      for (const auto& layer : disk.rbd_chain) chain.push_back(layer_json(layer));
+      out["disks"].push_back({{"name", disk.name}, {"storage", disk.rbd_chain.empty() ? "file" : "rbd"},
+                              {"backing_chain", chain},
                               {"problem", disk.problem.empty() ? nlohmann::json(nullptr) : nlohmann::json(disk.problem)}});
     }
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <pugixml.hpp>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "backing_chain.h"
@@ -13,6 +14,7 @@
 #include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/layout.h"
+#include "kiln/util/lock.h"
 #include "kiln/util/uuid.h"
 #include "kiln/virt/domain_xml.h"
 #include "kiln/virt/guest_start.h"
@@ -191,6 +193,40 @@ void report_rbd_orphans(const RbdHost& rbd, const std::set<std::string>& known, 
   }
 }
 
+// images_type = rbd: a boot that died before publishing its directory left
+// only a building directory (which repair_cache removes) and, past its
+// marker, the clones it made. They are its own: the boot checked that no
+// <uuid>_disk existed before making the directory. Removed here, with the
+// instance's lock held so that no live provision loses them, and only for a
+// uuid that has neither a directory nor a domain: a later boot of that uuid
+// that succeeded owns the images it made. Returns the uuids handled.
+std::set<std::string> remove_building_clones(const fs::path& instances_path, const std::set<std::string>& known,
+                                             bool dry_run, const RbdHost& rbd, ReconcileReport& report) {
+  std::set<std::string> handled;
+  std::optional<std::vector<rbd::ImageInfo>> images;  // the pool's, listed once when needed
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(instances_path, error)) {
+    auto parsed = layout::parse(layout::Place::kInstancesPath, entry.path().filename().string());
+    if (!parsed || parsed->kind != layout::Kind::kBuilding || known.count(parsed->subject) > 0) continue;
+    const std::string& uuid = parsed->subject;
+    InstanceDir staged = InstanceDir(instances_path, uuid).staged_at(entry.path());
+    if (!fs::exists(staged.provisioning_marker(), error)) continue;  // died before any clone
+    auto lock = FileLock::try_lock(layout::instance_lock_path(instances_path, uuid));
+    if (!lock) continue;  // its provision is running
+    if (!images) images = rbd.cluster->open_pool(rbd.pool).list();
+    std::vector<std::string> own;
+    for (const auto& image : *images) {
+      if (image.name.rfind(uuid + "_", 0) == 0) own.push_back(image.name);
+    }
+    if (own.empty()) continue;
+    handled.insert(uuid);
+    std::string action = dry_run ? "; would remove its RBD images " + joined(own) : remove_rbd_images(&rbd, uuid);
+    report.findings.push_back({uuid, "half_built", "a boot died before its directory was published" + action,
+                               action.rfind("; removed", 0) == 0});
+  }
+  return handled;
+}
+
 }  // namespace
 
 ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libvirt, bool dry_run,
@@ -228,6 +264,8 @@ ReconcileReport reconcile(const fs::path& instances_path, virt::Connection& libv
   if (rbd) {
     std::set<std::string> known = directories;
     known.insert(domains.all.begin(), domains.all.end());
+    std::set<std::string> handled = remove_building_clones(instances_path, known, dry_run, *rbd, report);
+    known.insert(handled.begin(), handled.end());
     report_rbd_orphans(*rbd, known, report);
   }
   report.instances_seen = seen.size();
@@ -274,10 +312,31 @@ void check_attached_files(const InstanceDir& directory, const pugi::xml_document
   }
 }
 
+// Every network disk must be one of this instance's own images in the
+// configured pool (<pool>/<uuid>_disk, _disk.local, _disk.swap) and exist:
+// a libvirt.xml edited to name another instance's image, another pool or
+// another protocol would hand a guest a disk that is not its own.
+void check_attached_images(const InstanceDir& directory, const pugi::xml_document& xml, const RbdHost* rbd) {
+  std::optional<rbd::Pool> pool;
+  for (const auto& node : xml.select_nodes("/domain/devices/disk[@type='network']/source")) {
+    std::string protocol = node.node().attribute("protocol").value();
+    std::string name = node.node().attribute("name").value();
+    if (protocol != "rbd") broken(directory, "libvirt.xml attaches a '" + protocol + "' network disk, not an RBD image");
+    if (!rbd) broken(directory, "libvirt.xml attaches RBD image " + name + " but images_type is not rbd here");
+    bool own = false;
+    for (std::string_view disk : layout::kInstanceDisks) {
+      own = own || name == rbd->pool + "/" + rbd::instance_image_name(directory.uuid(), disk);
+    }
+    if (!own) broken(directory, "libvirt.xml attaches RBD image " + name + ", which is not one of its own in pool " + rbd->pool);
+    if (!pool) pool = rbd->cluster->open_pool(rbd->pool);
+    if (!pool->image_exists(name.substr(rbd->pool.size() + 1))) broken(directory, "RBD image " + name + " is missing");
+  }
+}
+
 }  // namespace
 
 RecoverResult recover_instance(const std::string& uuid, const fs::path& instances_path, virt::Connection& libvirt,
-                               bool start) {
+                               bool start, const RbdHost* rbd) {
   InstanceDir directory(instances_path, uuid);
   std::error_code error;
   if (!fs::is_directory(directory.path(), error)) {
@@ -305,6 +364,7 @@ RecoverResult recover_instance(const std::string& uuid, const fs::path& instance
     broken(directory, "libvirt.xml names uuid '" + xml_uuid + "', not the directory's");
   }
   check_attached_files(directory, xml, instances_path);
+  check_attached_images(directory, xml, rbd);
   KILN_FAILPOINT("recover.before_define");
   virt::Domain domain = libvirt.define(text);
   KILN_FAILPOINT("recover.defined");

@@ -19,30 +19,6 @@
 
 namespace kiln::rbd {
 
-namespace {
-
-std::uint64_t image_size(const OpenImage& image, const std::string& spec) {
-  std::uint64_t size = 0;
-  int result = rbd_get_size(image.get(), &size);
-  if (result < 0) fail("size of RBD image " + spec, result);
-  return size;
-}
-
-std::optional<Parent> image_parent(const OpenImage& image, const std::string& spec) {
-  rbd_linked_image_spec_t parent_image{};
-  rbd_snap_spec_t parent_snap{};
-  int result = rbd_get_parent(image.get(), &parent_image, &parent_snap);
-  if (result == -ENOENT) return std::nullopt;  // not a clone, or flattened
-  if (result < 0) fail("parent of RBD image " + spec, result);
-  Parent parent{parent_image.pool_name ? parent_image.pool_name : "",
-                parent_image.image_name ? parent_image.image_name : "", parent_snap.name ? parent_snap.name : ""};
-  rbd_linked_image_spec_cleanup(&parent_image);
-  rbd_snap_spec_cleanup(&parent_snap);
-  return parent;
-}
-
-}  // namespace
-
 // ---- Pool ----------------------------------------------------------------
 
 Pool::Pool(Pool&& other) noexcept : io_(std::exchange(other.io_, nullptr)), name_(std::move(other.name_)) {}

@@ -7,9 +7,12 @@
 #include <rbd/librbd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 
+#include "kiln/rbd/cluster.h"
 #include "kiln/util/error.h"
 
 namespace kiln::rbd {
@@ -43,5 +46,27 @@ class OpenImage {
  private:
   rbd_image_t image_ = nullptr;
 };
+
+inline std::uint64_t image_size(const OpenImage& image, const std::string& spec) {
+  std::uint64_t size = 0;
+  int result = rbd_get_size(image.get(), &size);
+  if (result < 0) fail("size of RBD image " + spec, result);
+  return size;
+}
+
+// The snapshot `image` was cloned from; nullopt for an image that is not a
+// clone (or was flattened).
+inline std::optional<Parent> image_parent(const OpenImage& image, const std::string& spec) {
+  rbd_linked_image_spec_t parent_image{};
+  rbd_snap_spec_t parent_snap{};
+  int result = rbd_get_parent(image.get(), &parent_image, &parent_snap);
+  if (result == -ENOENT) return std::nullopt;
+  if (result < 0) fail("parent of RBD image " + spec, result);
+  Parent parent{parent_image.pool_name ? parent_image.pool_name : "",
+                parent_image.image_name ? parent_image.image_name : "", parent_snap.name ? parent_snap.name : ""};
+  rbd_linked_image_spec_cleanup(&parent_image);
+  rbd_snap_spec_cleanup(&parent_snap);
+  return parent;
+}
 
 }  // namespace kiln::rbd

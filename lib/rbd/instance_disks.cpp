@@ -1,6 +1,7 @@
 #include "kiln/rbd/instance_disks.h"
 
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/layout.h"
 #include "kiln/util/uuid.h"
 
@@ -34,6 +35,7 @@ ImageInfo clone_instance_disk(const Cluster& cluster, const Location& location, 
     }
   }
   cluster.clone(location, pool, child);
+  KILN_FAILPOINT("rbd.clone.created");  // not grown yet
   try {
     if (root_bytes != 0) pool.grow(child, root_bytes);
     return pool.stat(child);

@@ -21,6 +21,7 @@
 #include "handles.h"
 #include "kiln/util/data_digest.h"
 #include "kiln/util/error.h"
+#include "kiln/util/failpoint.h"
 #include "kiln/util/fs.h"
 #include "kiln/util/layout.h"
 
@@ -267,9 +268,11 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
       if (result < 0) fail("set " + key + " on RBD image " + spec, result);
     }
     if ((result = rbd_flush(image.get())) < 0) fail("flush RBD image " + spec, result);
+    KILN_FAILPOINT("rbd.pool_base.part_written");
     const std::string snapshot(kPoolBaseSnapshot);
     if ((result = rbd_snap_create(image.get(), snapshot.c_str())) < 0) fail("snapshot RBD image " + spec, result);
     if ((result = rbd_snap_protect(image.get(), snapshot.c_str())) < 0) fail("protect " + spec + "@snap", result);
+    KILN_FAILPOINT("rbd.pool_base.protected");
   } catch (...) {
     try {
       remove_with_snapshots(pool, part);
@@ -285,6 +288,7 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   }
   result = rbd_rename(pool.handle(), part.c_str(), name.c_str());
   if (result < 0) fail("rename RBD image " + spec + " to " + name, result);
+  KILN_FAILPOINT("rbd.pool_base.published");  // the import lock still held
   base.imported = true;
   base.size_bytes = size;
   return base;

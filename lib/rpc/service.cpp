@@ -400,8 +400,8 @@ Response Service::show_instance(const std::string& uuid) {
   const auto& settings = backend->settings();
   return about({uuid, "", ""}, [&] {
     require_served_path(settings.instances_path);
-    auto report = instance::survey_instance(
-        uuid, settings.instances_path, [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
+    auto report = rpc::show_instance(settings, uuid, settings.instances_path,
+                                     [&]() -> virt::Connection& { return thread_connection(settings.libvirt_uri); });
     forget_connection_if(report.libvirt_unreachable.has_value());
     Response response;
     response.body = instance::to_json(report);

@@ -114,4 +114,34 @@ instance::ReconcileReport reconcile(const config::Settings& settings, const std:
   return report;
 }
 
+instance::InstanceReport show_instance(const config::Settings& settings, const std::string& uuid,
+                                       const std::filesystem::path& instances_path,
+                                       const instance::ConnectLibvirt& connect) {
+  std::string unreachable;
+  try {
+    auto rbd = rbd_host(settings);
+    if (rbd) return instance::survey_instance(uuid, instances_path, connect, &*rbd);
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::kRbdError) throw;
+    unreachable = error.what();
+  }
+  instance::InstanceReport report = instance::survey_instance(uuid, instances_path, connect);
+  if (!unreachable.empty()) report.rbd_unreachable = unreachable;
+  return report;
+}
+
+instance::DiskUsage disk_usage(const config::Settings& settings, const std::filesystem::path& instances_path) {
+  std::string unreachable;
+  try {
+    auto rbd = rbd_host(settings);
+    if (rbd) return instance::disk_usage(instances_path, &*rbd);
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::kRbdError) throw;
+    unreachable = error.what();
+  }
+  instance::DiskUsage usage = instance::disk_usage(instances_path);
+  if (!unreachable.empty()) usage.rbd_unreachable = unreachable;
+  return usage;
+}
+
 }  // namespace kiln::rpc

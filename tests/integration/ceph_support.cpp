@@ -36,4 +36,11 @@ bool rbd_exists(const std::string& pool, const std::string& image) {
   return false;
 }
 
+rbd::Cluster connect_as_kiln() {
+  rbd::ConnectOptions options;
+  options.ceph_conf = ceph().conf;
+  options.user = "kiln";
+  return rbd::Cluster::connect(options);
+}
+
 }  // namespace kiln::test

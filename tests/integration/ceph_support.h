@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/rbd/cluster.h"
+
 namespace kiln::test {
 
 struct CephEnv {
@@ -21,5 +23,8 @@ const CephEnv& ceph();
 std::string rbd_admin(const std::vector<std::string>& args);
 nlohmann::json rbd_info(const std::string& spec);
 bool rbd_exists(const std::string& pool, const std::string& image);
+
+// A librados connection as client.kiln, kiln's own user (not a shared one).
+rbd::Cluster connect_as_kiln();
 
 }  // namespace kiln::test

@@ -28,6 +28,7 @@ using namespace kiln::rbd;
 constexpr std::uint64_t kMiB = 1024 * 1024;
 
 using kiln::test::ceph;
+using kiln::test::connect_as_kiln;
 using kiln::test::rbd_admin;
 using kiln::test::rbd_exists;
 using kiln::test::rbd_info;
@@ -39,14 +40,6 @@ Location glance_image(std::uint64_t size_mb, bool protect = true) {
   rbd_admin({"snap", "create", "images/" + id + "@snap"});
   if (protect) rbd_admin({"snap", "protect", "images/" + id + "@snap"});
   return Location{ceph().fsid, "images", id, "snap"};
-}
-
-// kiln's side: nova's user.
-Cluster connect_as_kiln() {
-  ConnectOptions options;
-  options.ceph_conf = ceph().conf;
-  options.user = "kiln";
-  return Cluster::connect(options);
 }
 
 // The cluster's own conf and keyring, with a monitor address nothing listens on.

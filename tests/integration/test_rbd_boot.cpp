@@ -15,6 +15,7 @@
 
 #include "assertions.h"
 #include "ceph_support.h"
+#include "rbd_boot_support.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/subprocess.h"
 #include "peers.h"
@@ -27,96 +28,17 @@ using kiln::test::virsh;
 using nlohmann::json;
 
 using kiln::test::ceph;
+using kiln::test::ceph_secret;
+using kiln::test::glance_log;
+using kiln::test::peers_env;
 using kiln::test::rbd_admin;
 using kiln::test::rbd_exists;
 using kiln::test::rbd_info;
-
-const std::map<std::string, std::string>& peers_env() {
-  static const auto env = [] {
-    auto values = kiln::test::read_env_file(KILN_PEERS_ENV);
-    if (!values) FAIL("no " KILN_PEERS_ENV ": run through ctest, which starts the ceph and peers-rbd fixtures");
-    return *values;
-  }();
-  return env;
-}
-
-std::string run_ok(std::vector<std::string> argv) {
-  auto result = kiln::run(kiln::Command(argv, {}, std::chrono::seconds(60)));
-  INFO(kiln::describe(argv) << "\n" << result.out << result.err);
-  REQUIRE(result.exit_code == 0);
-  return result.out;
-}
-
-// The libvirt ceph secret nova expects the operator to define: client.kiln's key, under a uuid kiln is told.
-// Defined once per test process (the private libvirtd keeps it until the fixture stops).
-const std::string& ceph_secret() {
-  static const std::string uuid = [] {
-    std::string id = kiln::test::random_uuid();
-    kiln::test::ScratchDir scratch;
-    kiln::test::write_text(scratch / "secret.xml", "<secret ephemeral='no' private='no'><uuid>" + id +
-                                                        "</uuid><usage type='ceph'><name>client.kiln " + id +
-                                                        "</name></usage></secret>");
-    auto defined = virsh({"secret-define", (scratch / "secret.xml").string()});
-    INFO(defined.out << defined.err);
-    REQUIRE(defined.exit_code == 0);
-    std::string key = run_ok({"ceph", "--conf", ceph().conf, "auth", "get-key", "client.kiln"});
-    auto set = virsh({"secret-set-value", "--secret", id, "--base64", key});
-    INFO(set.out << set.err);
-    REQUIRE(set.exit_code == 0);
-    return id;
-  }();
-  return uuid;
-}
-
-// kiln's configuration for images_type = rbd, as an operator would write it (nova's keys).
-std::filesystem::path write_rbd_config(const kiln::test::ScratchDir& scratch, const std::string& secret) {
-  std::filesystem::path config = scratch / "kiln.conf";
-  kiln::test::write_text(config, "[libvirt]\nimages_type = rbd\nimages_rbd_pool = vms\nimages_rbd_ceph_conf = " +
-                                     ceph().conf + "\nrbd_user = kiln\nrbd_secret_uuid = " + secret +
-                                     "\nrbd_connect_timeout = 5\n");
-  return config;
-}
-
-// A raw image in Glance's ceph store: Glance writes images/<id>, snapshots it as "snap" and protects it.
-std::string upload_to_ceph(const kiln::test::ScratchDir& scratch, const std::string& size) {
-  std::filesystem::path file = scratch / "image.raw";
-  run_ok({"qemu-img", "create", "-q", "-f", "raw", file.string(), size});
-  run_ok({"qemu-io", "-f", "raw", "-c", "write -P 0xab 0 1M", file.string()});
-  std::string glance = peers_env().at("GLANCE_URL");
-  json created = json::parse(run_ok({"curl", "-sS", "--fail-with-body", "-X", "POST", glance + "/v2/images", "-H",
-                                     "Content-Type: application/json", "-d",
-                                     json{{"name", "rbd-boot"}, {"disk_format", "raw"}, {"container_format", "bare"}}
-                                         .dump()}));
-  std::string id = created["id"];
-  run_ok({"curl", "-sS", "--fail-with-body", "-X", "PUT", glance + "/v2/images/" + id + "/file", "-H",
-          "Content-Type: application/octet-stream", "-H", "X-Image-Meta-Store: ceph", "--data-binary",
-          "@" + file.string()});
-  return id;
-}
-
-// An image in Glance's file store (no rbd:// location).
-std::string upload_to_file_store(const std::filesystem::path& file, const std::string& disk_format) {
-  std::string glance = peers_env().at("GLANCE_URL");
-  json created = json::parse(run_ok({"curl", "-sS", "--fail-with-body", "-X", "POST", glance + "/v2/images", "-H",
-                                     "Content-Type: application/json", "-d",
-                                     json{{"name", "file-store"}, {"disk_format", disk_format}, {"container_format", "bare"}}
-                                         .dump()}));
-  std::string id = created["id"];
-  run_ok({"curl", "-sS", "--fail-with-body", "-X", "PUT", glance + "/v2/images/" + id + "/file", "-H",
-          "Content-Type: application/octet-stream", "--data-binary", "@" + file.string()});
-  return id;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::string glance_log() {
-  std::ifstream in(peers_env().at("ROOT") + "/glance/glance-api.log");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using kiln::test::read_text;
+using kiln::test::run_ok;
+using kiln::test::upload_to_ceph;
+using kiln::test::upload_to_file_store;
+using kiln::test::write_rbd_config;
 
 }  // namespace
 
@@ -245,6 +167,149 @@ TEST_CASE("an image Glance keeps elsewhere is downloaded once into a pool base t
   }
   REQUIRE(rbd_exists("vms", base));
   REQUIRE(rbd_exists("vms", "kiln-base-swap_64"));
+}
+
+namespace {
+
+// `rbd du`'s used bytes of one layer: the head of an image without snapshots, or one snapshot.
+std::uint64_t rbd_du_used(const std::string& pool, const std::string& image, const std::string& snapshot) {
+  std::string spec = pool + "/" + image + (snapshot.empty() ? "" : "@" + snapshot);
+  json du = json::parse(rbd_admin({"du", "--format", "json", spec}));
+  INFO(spec << ": " << du.dump());
+  for (const auto& entry : du["images"]) {
+    if (entry["name"] == image && entry.value("snapshot", "") == snapshot) return entry["used_size"];
+  }
+  FAIL("rbd du does not list " << spec);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("instance show and du give each RBD disk's clone chain down to Glance's snapshot and the bytes each layer holds as rbd du counts them",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::string image = upload_to_ceph(scratch, "16M");  // 1 MiB of data: one 4 MiB object in Glance's image
+  std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
+  std::filesystem::path instances = scratch / "instances";
+  std::string uuid = kiln::test::random_uuid();
+  auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
+                                    "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "24",
+                                    "--no-start"});
+  INFO(booted.output.dump() << "\n" << booted.err);
+  REQUIRE(booted.exit_code == 0);
+  // A guest's first write: 8 KiB at offset 0 copies up Glance's first 4 MiB object into the clone.
+  rbd_admin({"bench", "--io-type", "write", "--io-size", "4096", "--io-total", "8192", "--io-pattern", "seq",
+             "vms/" + uuid + "_disk"});
+
+  auto shown = kilnctl(instances, {"--config", config.string(), "instance", "show", uuid});
+  INFO(shown.output.dump() << "\n" << shown.err);
+  REQUIRE(shown.exit_code == 0);
+  std::map<std::string, json> disks;
+  for (const auto& disk : shown.output["disks"]) disks[disk["name"]] = disk;
+  REQUIRE(disks.size() == 2);
+  REQUIRE(disks["disk"]["storage"] == "rbd");
+  const json& root = disks["disk"]["backing_chain"];
+  REQUIRE(root.size() == 2);
+  REQUIRE(root[0]["rbd"] == "vms/" + uuid + "_disk");
+  REQUIRE(root[0]["virtual_size"] == 1024 * 1024 * 1024);
+  REQUIRE(root[1]["rbd"] == "images/" + image + "@snap");
+  REQUIRE(root[1]["virtual_size"] == 16 * 1024 * 1024);
+  const json& swap = disks["disk.swap"]["backing_chain"];
+  REQUIRE(swap.size() == 2);
+  REQUIRE(swap[0]["rbd"] == "vms/" + uuid + "_disk.swap");
+  REQUIRE(swap[1]["rbd"] == "vms/kiln-base-swap_24@snap");
+  // Each layer's bytes are rbd du's for that layer alone: the clone's own object, Glance's one object.
+  REQUIRE(root[0]["physical_bytes"] == rbd_du_used("vms", uuid + "_disk", ""));
+  REQUIRE(root[0]["physical_bytes"].get<std::uint64_t>() > 0);
+  REQUIRE(root[1]["physical_bytes"] == rbd_du_used("images", image, "snap"));
+  REQUIRE(root[1]["physical_bytes"].get<std::uint64_t>() > 0);
+  REQUIRE(swap[0]["physical_bytes"] == 0);  // never written: the guest did not run
+  REQUIRE(swap[1]["physical_bytes"] == rbd_du_used("vms", "kiln-base-swap_24", "snap"));
+
+  auto text = kiln::run(kiln::Command({KILN_KILNCTL, "--config", config.string(), "--instances-path",
+                                       instances.string(), "--libvirt-uri", peers_env().at("LIBVIRT_URI"), "instance",
+                                       "show", uuid},
+                                      {}, std::chrono::seconds(60)));
+  INFO(text.out << text.err);
+  REQUIRE(text.exit_code == 0);
+  REQUIRE(text.out.find("rbd vms/" + uuid + "_disk: ") != std::string::npos);
+  REQUIRE(text.out.find("cloned from images/" + image + "@snap: 16.0 MiB virtual") != std::string::npos);
+
+  // du: the instance's bytes in the pool are its clones' own; the swap pool base (24 MB: this test's alone) is
+  // freed by deleting it, Glance's image is not kiln's.
+  auto du = kilnctl(instances, {"--config", config.string(), "du"});
+  INFO(du.output.dump() << "\n" << du.err);
+  REQUIRE(du.exit_code == 0);
+  REQUIRE(du.output["pool"]["name"] == "vms");
+  REQUIRE(du.output["instances"].size() == 1);
+  const json& usage = du.output["instances"][0];
+  std::uint64_t in_pool = rbd_du_used("vms", uuid + "_disk", "") + rbd_du_used("vms", uuid + "_disk.swap", "");
+  REQUIRE(usage["rbd_bytes"] == in_pool);
+  REQUIRE(usage["pool_bases"] == json::array({"kiln-base-swap_24"}));
+  std::uint64_t swap_base = rbd_du_used("vms", "kiln-base-swap_24", "snap");
+  REQUIRE(usage["freed_by_deleting"] == usage["own_bytes"].get<std::uint64_t>() + in_pool + swap_base);
+  json listed;
+  for (const auto& base : du.output["pool"]["bases"]) {
+    if (base["name"] == "kiln-base-swap_24") listed = base;
+  }
+  REQUIRE(listed["bytes"] == swap_base);
+  REQUIRE(listed["clones"] == 1);
+  REQUIRE(listed["freed_by_deleting"] == 0);
+  REQUIRE(kilnctl(instances, {"--config", config.string(), "--direct", "delete", uuid}).exit_code == 0);
+}
+
+TEST_CASE("instance recover re-defines an RBD instance from libvirt.xml only when its images are its own and exist",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::string image = upload_to_ceph(scratch, "8M");
+  std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
+  std::filesystem::path instances = scratch / "instances";
+  std::string uuid = kiln::test::random_uuid();
+  auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
+                                    "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "16",
+                                    "--no-start"});
+  INFO(booted.output.dump() << "\n" << booted.err);
+  REQUIRE(booted.exit_code == 0);
+  std::filesystem::path xml = instances / uuid / "libvirt.xml";
+  const std::string original = read_text(xml);
+  auto recover = [&] {
+    REQUIRE(virsh({"undefine", uuid}).exit_code == 0);
+    return kilnctl(instances, {"--config", config.string(), "instance", "recover", "--no-start", uuid});
+  };
+  // libvirt lost the domain (a reinstalled host): recover defines it again from the directory.
+  auto recovered = recover();
+  INFO(recovered.output.dump() << "\n" << recovered.err);
+  REQUIRE(recovered.exit_code == 0);
+  REQUIRE(recovered.output["already_defined"] == false);
+  REQUIRE(virsh({"dominfo", uuid}).exit_code == 0);
+
+  // A libvirt.xml that names another instance's image: refused, nothing defined.
+  std::string other = kiln::test::random_uuid();
+  rbd_admin({"create", "--size", "8M", "vms/" + other + "_disk"});
+  std::string foreign = original;
+  std::string own_name = "name=\"vms/" + uuid + "_disk\"";
+  REQUIRE(foreign.find(own_name) != std::string::npos);
+  foreign.replace(foreign.find(own_name), own_name.size(), "name=\"vms/" + other + "_disk\"");
+  kiln::test::write_text(xml, foreign);
+  auto refused = recover();
+  INFO(refused.output.dump());
+  REQUIRE(refused.exit_code != 0);
+  REQUIRE(refused.output["error"]["code"] == "instance_broken");
+  REQUIRE(refused.output["error"]["message"].get<std::string>().find("not one of its own") != std::string::npos);
+  REQUIRE(virsh({"dominfo", uuid}).exit_code != 0);
+  rbd_admin({"rm", "vms/" + other + "_disk"});
+
+  // Its own libvirt.xml, but the swap image is gone from the pool: refused, naming it.
+  kiln::test::write_text(xml, original);
+  rbd_admin({"rm", "vms/" + uuid + "_disk.swap"});
+  REQUIRE(virsh({"define", xml.string()}).exit_code == 0);  // so that recover() can undefine it first
+  auto missing = recover();
+  INFO(missing.output.dump());
+  REQUIRE(missing.exit_code != 0);
+  REQUIRE(missing.output["error"]["code"] == "instance_broken");
+  REQUIRE(missing.output["error"]["message"].get<std::string>().find("vms/" + uuid + "_disk.swap is missing") !=
+          std::string::npos);
+  REQUIRE(kilnctl(instances, {"--config", config.string(), "--direct", "delete", uuid}).exit_code == 0);
 }
 
 TEST_CASE("images_type = rbd refuses an ISO and a missing secret before anything is created, and a failed boot removes its clones",

@@ -24,19 +24,13 @@ namespace {
 
 using kiln::ErrorCode;
 using kiln::test::ceph;
+using kiln::test::connect_as_kiln;
 using kiln::test::rbd_admin;
 using kiln::test::rbd_exists;
 using kiln::test::rbd_info;
 using namespace kiln::rbd;
 
 constexpr std::uint64_t kMiB = 1024 * 1024;
-
-Cluster connect_as_kiln() {
-  ConnectOptions options;
-  options.ceph_conf = ceph().conf;
-  options.user = "kiln";
-  return Cluster::connect(options);
-}
 
 // A sparse 16 MiB file with 1 MiB of 0x5a at 0, 1 MiB of 0xc3 at 9 MiB, and a written run of zeros at 4 MiB
 // (data on disk that is all zero: not written into the pool either).

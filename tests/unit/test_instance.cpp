@@ -237,6 +237,26 @@ TEST_CASE("recover refuses a directory it cannot trust, and changes nothing") {
     REQUIRE_KILN_ERROR_MENTIONS(kiln::instance::recover_instance(other.uuid(), scratch.path(), libvirt, false),
                                 kiln::ErrorCode::kInstanceBroken, "not the directory's");
   }
+  SECTION("libvirt.xml attaches a network disk: an RBD image on a host without images_type = rbd, or iSCSI") {
+    InstanceDir directory = make_instance(scratch.path(), libvirt, base, false);
+    std::string xml = kiln::read_file(directory.libvirt_xml());
+    auto devices = xml.find("<devices>");
+    REQUIRE(devices != std::string::npos);
+    std::string with_rbd = xml;
+    with_rbd.insert(devices + 9, "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+                                 "<source protocol='rbd' name='vms/" + directory.uuid() + "_disk'/>"
+                                 "<target dev='vdz' bus='virtio'/></disk>");
+    kiln::test::write_text(directory.libvirt_xml(), with_rbd);
+    REQUIRE_KILN_ERROR_MENTIONS(kiln::instance::recover_instance(directory.uuid(), scratch.path(), libvirt, false),
+                                kiln::ErrorCode::kInstanceBroken, "images_type is not rbd");
+    std::string with_iscsi = xml;
+    with_iscsi.insert(devices + 9, "<disk type='network' device='disk'><source protocol='iscsi' name='iqn.x/1'/>"
+                                   "<target dev='vdz' bus='virtio'/></disk>");
+    kiln::test::write_text(directory.libvirt_xml(), with_iscsi);
+    REQUIRE_KILN_ERROR_MENTIONS(kiln::instance::recover_instance(directory.uuid(), scratch.path(), libvirt, false),
+                                kiln::ErrorCode::kInstanceBroken, "'iscsi' network disk");
+    REQUIRE_FALSE(libvirt.lookup_by_uuid(directory.uuid()));
+  }
   SECTION("there is no directory") {
     REQUIRE_KILN_ERROR(kiln::instance::recover_instance(kiln::test::random_uuid(), scratch.path(), libvirt, false),
                        kiln::ErrorCode::kNotFound);

@@ -39,9 +39,23 @@ std::string list_text(const std::vector<kiln::instance::InstanceReport>& reports
   return out.str();
 }
 
+// An RBD disk's clone chain: the bytes each layer holds in Ceph itself.
+void rbd_chain_text(std::ostringstream& out, const std::vector<kiln::rbd::ChainLayer>& chain) {
+  for (std::size_t depth = 0; depth < chain.size(); ++depth) {
+    const auto& layer = chain[depth];
+    out << std::string(4 + 2 * depth, ' ') << (depth == 0 ? "rbd " : "cloned from ") << layer.spec() << ": ";
+    if (!layer.used_bytes) {
+      out << "UNREADABLE: " << layer.unreadable << "\n";
+    } else {
+      out << human_bytes(layer.virtual_size) << " virtual, " << human_bytes(*layer.used_bytes) << " stored\n";
+    }
+  }
+}
+
 std::string show_text(const kiln::instance::InstanceReport& report) {
   std::ostringstream out;
   if (report.libvirt_unreachable) out << "libvirt unreachable: " << *report.libvirt_unreachable << "\n";
+  if (report.rbd_unreachable) out << "Ceph unreachable, RBD disks not read: " << *report.rbd_unreachable << "\n";
   out << "instance " << report.uuid << ": " << domain_text(report) << "\n"
       << "  directory  " << (report.has_directory ? report.directory.string() : "(missing)")
       << (report.provisioning ? " [half-built: provisioning marker present]" : "") << "\n";
@@ -57,6 +71,7 @@ std::string show_text(const kiln::instance::InstanceReport& report) {
             << human_bytes(layer.physical_bytes) << " on disk\n";
       }
     }
+    rbd_chain_text(out, disk.rbd_chain);
     if (!disk.problem.empty()) out << "    PROBLEM: " << disk.problem << "\n";
   }
   return out.str();
@@ -71,6 +86,28 @@ std::string reconcile_text(const kiln::instance::ReconcileReport& report, bool d
   }
   for (const auto& repair : report.cache_repairs) out << repair.path.string() << ": " << repair.action << "\n";
   return out.str();
+}
+
+// images_type = rbd: the bytes in Ceph, apart from the filesystem's.
+void pool_usage_text(std::ostringstream& out, const kiln::instance::DiskUsage& usage) {
+  char line[256];
+  out << "\nIN POOL " << *usage.pool << " (as rbd du counts, before replication)\n"
+      << "INSTANCE                               IN POOL     POOL BASES\n";
+  for (const auto& instance : usage.instances) {
+    std::string bases;
+    for (const auto& base : instance.pool_bases) bases += (bases.empty() ? "" : ", ") + base;
+    std::snprintf(line, sizeof line, "%-38s %-11s %s\n", instance.uuid.c_str(), human_bytes(instance.rbd_bytes).c_str(),
+                  bases.empty() ? "-" : bases.c_str());
+    out << line;
+  }
+  out << "\nPOOL BASE                                                  KIND       STORED      CLONES FREED IF DELETED\n";
+  for (const auto& base : usage.pool_bases) {
+    std::snprintf(line, sizeof line, "%-58s %-10s %-11s %-6zu %s\n", base.name.c_str(), base.kind.c_str(),
+                  human_bytes(base.bytes).c_str(), base.clones, human_bytes(base.freed_by_deleting).c_str());
+    out << line;
+  }
+  out << "\npool: instances " << human_bytes(usage.pool_instances_bytes) << ", bases "
+      << human_bytes(usage.pool_bases_bytes) << "\n";
 }
 
 std::string du_text(const kiln::instance::DiskUsage& usage) {
@@ -93,6 +130,8 @@ std::string du_text(const kiln::instance::DiskUsage& usage) {
   out << "\ninstances " << human_bytes(usage.instances_bytes) << ", bases " << human_bytes(usage.bases_bytes)
       << ", other " << human_bytes(usage.other_bytes) << "; total " << human_bytes(usage.total_bytes)
       << " (filesystem has " << human_bytes(usage.filesystem_available) << " available)\n";
+  if (usage.rbd_unreachable) out << "\nCeph unreachable, pool not read: " << *usage.rbd_unreachable << "\n";
+  if (usage.pool) pool_usage_text(out, usage);
   return out.str();
 }
 
@@ -116,8 +155,8 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   show->add_option("uuid", *show_uuid, "instance uuid")->required();
   registry.emplace_back(show, [show_uuid](Context& context) {
     set_subject(*show_uuid);
-    auto report = kiln::instance::survey_instance(*show_uuid, context.instances_path(),
-                                                  [&]() -> kiln::virt::Connection& { return context.libvirt(); });
+    auto report = kiln::rpc::show_instance(context.settings(), *show_uuid, context.instances_path(),
+                                           [&]() -> kiln::virt::Connection& { return context.libvirt(); });
     context.print(kiln::instance::to_json(report), show_text(report));
     return 0;
   });
@@ -134,8 +173,9 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
   registry.emplace_back(recover_command, [recover](Context& context) {
     set_subject(recover->uuid);
     const auto& instances_path = context.instances_path();  // checked before libvirt is asked
+    auto rbd = kiln::rpc::rbd_host(context.settings());  // images_type = rbd: its disks are checked in the pool
     auto result = kiln::instance::recover_instance(recover->uuid, instances_path, context.libvirt(),
-                                                   !recover->no_start);
+                                                   !recover->no_start, rbd ? &*rbd : nullptr);
     std::string text = "instance " + result.uuid + ": domain " + result.domain_name + " " + result.domain_state +
                        (result.already_defined ? " (libvirt already had it; nothing re-defined)" : " (re-defined from libvirt.xml)") +
                        "\n";
@@ -156,7 +196,7 @@ void add_inventory_commands(CLI::App& app, Registry& registry) {
 
   CLI::App* du = app.add_subcommand("du", "where the instances path's bytes went, and what deleting would free");
   registry.emplace_back(du, [](Context& context) {
-    auto usage = kiln::instance::disk_usage(context.instances_path());
+    auto usage = kiln::rpc::disk_usage(context.settings(), context.instances_path());
     context.print(kiln::instance::to_json(usage), du_text(usage));
     return 0;
   });

@@ -1,9 +1,11 @@
 // What is on this host, instance by instance: the directory, its disks with
 // their backing chains, and what libvirt says about the domain.
 //
-// Reading only: nothing here changes a file or a domain. Disks are read with
-// the native inspector (no qemu-img fork), so listing 1,000 instances stays
-// fast. An instance is known when it has a directory under instances_path or
+// Reading only: nothing here changes a file, an RBD image or a domain. Disks
+// are read with the native inspector (no qemu-img fork), so listing 1,000
+// instances stays fast. With images_type = rbd, show_instance also reads the
+// instance's images in the pool (<uuid>_disk, _disk.local, _disk.swap) and
+// their clone chains (kiln/rbd/image_chain.h). An instance is known when it has a directory under instances_path or
 // a domain whose metadata marks it as kiln's (the domain XML kiln writes
 // carries <kiln:instance>); domains kiln did not define are not listed.
 #pragma once
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/rbd/image_chain.h"
 #include "kiln/virt/connection.h"
 
 namespace kiln::instance {
@@ -32,6 +35,9 @@ struct ChainLayer {
 struct DiskReport {
   std::string name;                 // "disk", "disk.local", "disk.swap"
   std::vector<ChainLayer> chain;    // chain[0] is the instance's own file
+  // A disk in Ceph instead: rbd_chain[0] is <uuid>_<name>, then the
+  // snapshots it was cloned from; chain is empty.
+  std::vector<rbd::ChainLayer> rbd_chain;
   std::string problem;              // "" when the chain is whole and every layer safe
 };
 
@@ -47,7 +53,12 @@ struct InstanceReport {
   // Set when libvirt could not be asked: the domain fields are then unknown,
   // not absent, and this says why.
   std::optional<std::string> libvirt_unreachable;
+  // images_type = rbd and Ceph could not be asked: the report has no RBD
+  // disks, which says nothing of whether there are any.
+  std::optional<std::string> rbd_unreachable;
 };
+
+struct RbdHost;
 
 // Throws kiln::Error kNotAnInstancesPath unless `instances_path` is a kiln
 // instances path: an existing directory that is empty (a fresh host: the
@@ -57,9 +68,10 @@ struct InstanceReport {
 // not: reading it as an empty host would report nothing and exit 0.
 void require_instances_path(const std::filesystem::path& instances_path);
 
-// Throws kiln::Error kInvalidUuid, kNotFound (no directory and no domain).
+// Throws kiln::Error kInvalidUuid, kNotFound (no directory, no domain and
+// no RBD image of the instance), kRbdError when `rbd` is set and Ceph fails.
 InstanceReport show_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                             virt::Connection& libvirt);
+                             virt::Connection& libvirt, const RbdHost* rbd = nullptr);
 
 // Every instance, by uuid: directories and kiln's domains, without disks.
 std::vector<InstanceReport> list_instances(const std::filesystem::path& instances_path,
@@ -69,7 +81,7 @@ std::vector<InstanceReport> list_instances(const std::filesystem::path& instance
 // error): what the instances path says, each report marked
 // libvirt_unreachable. show_instance's kNotFound then means no directory.
 InstanceReport show_instance_without_libvirt(const std::string& uuid, const std::filesystem::path& instances_path,
-                                             const std::string& why);
+                                             const std::string& why, const RbdHost* rbd = nullptr);
 std::vector<InstanceReport> list_instances_without_libvirt(const std::filesystem::path& instances_path,
                                                            const std::string& why);
 
@@ -82,7 +94,7 @@ using ConnectLibvirt = std::function<virt::Connection&()>;
 std::vector<InstanceReport> survey_instances(const std::filesystem::path& instances_path,
                                              const ConnectLibvirt& connect);
 InstanceReport survey_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                               const ConnectLibvirt& connect);
+                               const ConnectLibvirt& connect, const RbdHost* rbd = nullptr);
 
 nlohmann::json to_json(const InstanceReport& report);
 

@@ -16,9 +16,12 @@
 //     alone, unless libvirt defines a domain for it;
 //   - a kiln domain without a directory is reported, never undefined;
 //   - with `rbd` (images_type = rbd): a boot that never finished, or a
-//     delete cut short, loses its <uuid>_* images in the pool too; images
-//     <uuid>_* with neither a directory nor a domain (a crash between the
-//     clone and the directory's publish, or an instance evacuated here) are
+//     delete cut short, loses its <uuid>_* images in the pool too, and so
+//     does a boot that died before publishing its directory (its building
+//     directory with a marker, nobody holding its lock, the uuid without a
+//     directory or a domain: the boot checked that no <uuid>_disk existed
+//     before it cloned); other images <uuid>_* with neither a directory nor
+//     a domain (an instance evacuated here, a crash of another tool) are
 //     reported, never removed: they may hold a guest's data;
 // and repairs the image cache (kiln/cache/maintenance.h repair_cache), which
 // also removes the temporaries of kiln/util/temporaries.h whose owner is gone
@@ -27,7 +30,8 @@
 //
 // recover_instance() re-defines a domain from its directory's libvirt.xml,
 // after checking that every disk the XML names exists and that each backing
-// chain is whole and safe.
+// chain is whole and safe; a disk in the pool must be one of the instance's
+// own <uuid>_* images of the configured pool, and exist.
 #pragma once
 
 #include <filesystem>
@@ -76,8 +80,10 @@ void to_json(nlohmann::json& out, const RecoverResult& result);
 
 // Throws kiln::Error kNotFound (no directory or no libvirt.xml),
 // kInstanceBroken (a disk missing, a backing chain broken or unsafe, a
-// half-built directory, XML whose uuid is not the directory's), kLibvirtError.
+// half-built directory, XML whose uuid is not the directory's; an RBD disk
+// that is missing from `rbd`'s pool, is not one of the instance's own images
+// there, or is attached while `rbd` is nullptr), kLibvirtError, kRbdError.
 RecoverResult recover_instance(const std::string& uuid, const std::filesystem::path& instances_path,
-                               virt::Connection& libvirt, bool start);
+                               virt::Connection& libvirt, bool start, const RbdHost* rbd = nullptr);
 
 }  // namespace kiln::instance

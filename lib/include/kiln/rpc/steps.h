@@ -14,6 +14,7 @@
 #include "kiln/cache/base_info.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/config/settings.h"
+#include "kiln/instance/disk_usage.h"
 #include "kiln/instance/inventory.h"
 #include "kiln/instance/provision.h"
 #include "kiln/instance/reconcile.h"
@@ -93,5 +94,18 @@ instance::DeleteResult delete_instance(const std::string& uuid, const std::files
 // still starts.
 instance::ReconcileReport reconcile(const config::Settings& settings, const std::filesystem::path& instances_path,
                                     virt::Connection& libvirt, bool dry_run);
+
+// instance::survey_instance() with the instance's RBD disks and their clone
+// chains when images_type = rbd: `kilnctl instance show` and kilnd's GET
+// /v1/instances/<uuid> answer through it. When Ceph cannot be reached the
+// report has the directory's disks only and rbd_unreachable says why.
+instance::InstanceReport show_instance(const config::Settings& settings, const std::string& uuid,
+                                       const std::filesystem::path& instances_path,
+                                       const instance::ConnectLibvirt& connect);
+
+// instance::disk_usage() with the pool's bytes when images_type = rbd (`kilnctl
+// du`); when Ceph cannot be reached, the host's bytes alone and
+// rbd_unreachable says why.
+instance::DiskUsage disk_usage(const config::Settings& settings, const std::filesystem::path& instances_path);
 
 }  // namespace kiln::rpc

@@ -86,6 +86,8 @@ inline constexpr std::string_view kAgentLock = "kilnd.lock";
 inline constexpr std::string_view kRootDisk = "disk";
 inline constexpr std::string_view kEphemeralDisk = "disk.local";
 inline constexpr std::string_view kSwapDisk = "disk.swap";
+// An instance's disks, in the order the guest sees them.
+inline constexpr std::string_view kInstanceDisks[] = {kRootDisk, kEphemeralDisk, kSwapDisk};
 inline constexpr std::string_view kDiskInfo = "disk.info";
 inline constexpr std::string_view kConsoleLog = "console.log";
 inline constexpr std::string_view kLibvirtXml = "libvirt.xml";
