@@ -247,6 +247,11 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   std::string part = part_name(name);
   std::string spec = pool.name() + "/" + part;
   remove_with_snapshots(pool, part);  // an earlier import cut short
+  // An image under the final name without its protected snapshot (we hold
+  // the lock, and the caller saw it unpublished) is a removal that failed
+  // after the snapshot went: no clone can hang on it, and left there it
+  // would make every import's rename fail.
+  if (pool.image_exists(name)) remove_with_snapshots(pool, name);
   UniqueFd fd = open_file(file, O_RDONLY);
   struct stat status {};
   if (::fstat(fd.get(), &status) != 0) throw_io_error("cannot stat " + file.string(), errno);

@@ -173,6 +173,25 @@ TEST_CASE("an import cut short leaves only a .part, which the next import replac
   remove_pool_base(vms, name);
 }
 
+TEST_CASE("a base whose removal failed after its snapshot went is not published, and the next import replaces it",
+          "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  std::filesystem::path file = sparse_file(scratch);
+  Cluster cluster = connect_as_kiln();
+  std::string name = unique_base();
+  rbd_admin({"create", "--size", "4M", "vms/" + name});  // the final name, without "snap"
+  Pool vms = cluster.open_pool("vms");
+  for (const auto& base : list_pool_bases(vms)) REQUIRE(base.name != name);  // not a base
+
+  PoolBase base = ensure_pool_base(cluster, "vms", name, [&] { return LocalFile{file, nullptr, {}}; });
+  REQUIRE(base.imported);
+  REQUIRE(base.size_bytes == 16 * kMiB);
+  REQUIRE(rbd_info("vms/" + name + "@snap")["protected"] == "true");
+  REQUIRE(rbd_info("vms/" + name)["size"] == 16 * kMiB);
+  remove_pool_base(vms, name);
+  REQUIRE_FALSE(rbd_exists("vms", name));
+}
+
 TEST_CASE("a host that died holding the import lock holds up the import only until its lock expires", "[rbd]") {
   kiln::test::ScratchDir scratch;
   std::filesystem::path file = sparse_file(scratch);
