@@ -418,6 +418,11 @@ Undo undefine_again(virt::Connection& libvirt, const std::string& uuid) {
 LocalBaseSource verified_base(const Host& host, const glance::ImageRecord& image,
                               const cache::FetchProgress& progress, BootResult& result) {
   return [&host, &image, &progress, &result] {
+    std::shared_ptr<void> slot;
+    std::error_code error;
+    if (host.download_slot && !fs::exists(host.cache.base_directory() / cache::base_name_for(image.id), error)) {
+      slot = host.download_slot();
+    }
     cache::BaseLease lease = host.cache.acquire(image, progress);
     require_safe_base(lease.base, host.cache.policy());
     result.base = lease.base;

@@ -36,6 +36,10 @@ constexpr auto kPollInterval = std::chrono::milliseconds(250);
 
 std::string part_name(const std::string& name) { return name + std::string(layout::kPartSuffix); }
 
+std::string epoch_seconds(std::chrono::system_clock::time_point time) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(time.time_since_epoch()).count());
+}
+
 bool is_published(const Pool& pool, const std::string& name) {
   try {
     SnapshotState state = pool.snapshot(name, std::string(kPoolBaseSnapshot));
@@ -266,8 +270,7 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
     OpenImage image(pool.handle(), pool.name(), part, false);
     base.written_bytes = copy_data(fd.get(), size, file, image.get(), spec);
     std::map<std::string, std::string> keys = metadata;
-    keys[kImportedAtKey] = std::to_string(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    keys[kImportedAtKey] = epoch_seconds(std::chrono::system_clock::now());
     for (const auto& [key, value] : keys) {
       result = rbd_metadata_set(image.get(), key.c_str(), value.c_str());
       if (result < 0) fail("set " + key + " on RBD image " + spec, result);
@@ -338,7 +341,20 @@ std::string format_utc(std::chrono::system_clock::time_point time) {
   return text;
 }
 
+// Sets kLastUsedKey on the base's head (metadata is the image's, whatever
+// snapshot a reader opens).
+void mark_used(Pool& pool, const std::string& name, std::chrono::system_clock::time_point now) {
+  OpenImage image(pool.handle(), pool.name(), name, false);
+  int result = rbd_metadata_set(image.get(), kLastUsedKey, epoch_seconds(now).c_str());
+  if (result < 0) fail("set " + std::string(kLastUsedKey) + " on RBD image " + pool.name() + "/" + name, result);
+}
+
 }  // namespace
+
+std::optional<std::chrono::system_clock::time_point> PoolBaseInfo::last_activity() const {
+  if (imported_at && last_used) return std::max(*imported_at, *last_used);
+  return imported_at ? imported_at : last_used;
+}
 
 std::string pool_base_name(std::string_view local_base_name) {
   return std::string(kPoolBasePrefix) + std::string(local_base_name);
@@ -348,6 +364,7 @@ PoolBase ensure_pool_base(const Cluster& cluster, const std::string& pool_name, 
                           const std::function<LocalFile()>& local_file, std::chrono::seconds wait_limit) {
   Pool pool = cluster.open_pool(pool_name);
   auto published = [&](PoolBase base) {
+    if (!base.imported) mark_used(pool, name, std::chrono::system_clock::now());
     base.location = Location{cluster.fsid(), pool_name, name, std::string(kPoolBaseSnapshot)};
     if (base.size_bytes == 0) base.size_bytes = pool.snapshot(name, base.location.snapshot).size_bytes;
     return base;
@@ -396,6 +413,7 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool) {
       OpenImage open(pool.handle(), pool.name(), image.name, true, snapshot.c_str());
       info.image_id = metadata_value(open.get(), kImageIdKey).value_or("");
       if (auto imported_at = metadata_value(open.get(), kImportedAtKey)) info.imported_at = parse_epoch_seconds(*imported_at);
+      if (auto last_used = metadata_value(open.get(), kLastUsedKey)) info.last_used = parse_epoch_seconds(*last_used);
       std::vector<rbd_linked_image_spec_t> children(16);
       std::size_t count = children.size();
       int result = 0;
@@ -415,6 +433,21 @@ std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool) {
   return bases;
 }
 
+std::size_t mark_pool_bases_in_use(Pool& pool, const std::vector<PoolBaseInfo>& listed,
+                                   std::chrono::system_clock::time_point now) {
+  std::size_t marked = 0;
+  for (const PoolBaseInfo& base : listed) {
+    if (!base.in_use()) continue;
+    try {
+      mark_used(pool, base.name, now);
+      ++marked;
+    } catch (const Error& error) {
+      if (error.code() != ErrorCode::kNotFound) throw;  // removed since the listing
+    }
+  }
+  return marked;
+}
+
 void remove_pool_base(Pool& pool, const std::string& name) {
   if (!pool.image_exists(name)) throw Error(ErrorCode::kNotFound, "RBD image " + pool.name() + "/" + name + " does not exist");
   remove_with_snapshots(pool, name);
@@ -427,10 +460,11 @@ std::vector<PoolBasePrune> prune_pool_bases(Pool& pool, const std::vector<PoolBa
   for (const PoolBaseInfo& base : listed) {
     if (base.in_use()) continue;
     PoolBasePrune decision{base.name, pool.name(), base.size_bytes, "", false, ""};
-    if (!base.imported_at) {
-      decision.reason = std::string("no clones, no import time (") + kImportedAtKey + ")";
-    } else if (now - *base.imported_at > minimum_age) {
-      decision.reason = "no clones, imported more than " + std::to_string(minimum_age.count()) + " s ago";
+    auto last_activity = base.last_activity();
+    if (!last_activity) {
+      decision.reason = std::string("no clones, no import or use time (") + kImportedAtKey + ", " + kLastUsedKey + ")";
+    } else if (now - *last_activity > minimum_age) {
+      decision.reason = "no clones, unused for more than " + std::to_string(minimum_age.count()) + " s";
     } else {
       continue;
     }
@@ -456,6 +490,7 @@ void to_json(nlohmann::json& out, const PoolBaseInfo& base) {
          {"kind", base.kind},
          {"virtual_bytes", base.size_bytes},
          {"imported_at", base.imported_at ? nlohmann::json(format_utc(*base.imported_at)) : nlohmann::json()},
+         {"last_used", base.last_used ? nlohmann::json(format_utc(*base.last_used)) : nlohmann::json()},
          {"clone_count", base.clones.size()},
          {"clones", base.clones},
          {"in_use", base.in_use()}};

@@ -311,12 +311,13 @@ Response Service::admit_boot(const json& body, const instance::BootRequest& boot
     spdlog::info("operation={} uuid={} image={} boot started", operation.id(), boot_request.uuid,
                  boot_request.image_id);
     const auto& settings = backend->settings();
-    auto result = rpc::boot(boot_request, backend->cache(), hooks_for(operation), [&] {
+    StepHooks hooks = hooks_for(operation);
+    auto result = rpc::boot(boot_request, backend->cache(), hooks, [&] {
       virt::Connection libvirt(settings.libvirt_uri);
       auto rbd = rpc::rbd_host(settings);
       instance::Host host{settings.instances_path, backend->cache(), libvirt, settings.virt_type, settings.start,
                           settings.instance_name_template, settings.default_ephemeral_format,
-                          settings.disk_cache_mode, rbd ? &*rbd : nullptr};
+                          settings.disk_cache_mode, rbd ? &*rbd : nullptr, hooks.download_slot};
       return instance::provision(boot_request, host, [&operation](std::uint64_t done, std::optional<std::uint64_t> total) {
         operation.set_bytes(done, total);
       });
@@ -523,6 +524,16 @@ std::size_t Service::run_cache_manager() {
     ++removed;
     spdlog::info("cache manager: removed base {} ({} bytes): {}", decision.name, decision.physical_bytes,
                  decision.reason);
+  }
+  try {  // images_type = rbd: the pool's bases too, and those in use marked used
+    auto pool_decisions = rpc::prune_pool_bases(backend->settings(), std::chrono::system_clock::now(), false);
+    for (const auto& decision : pool_decisions.value_or(std::vector<rbd::PoolBasePrune>{})) {
+      if (!decision.removed) continue;
+      ++removed;
+      spdlog::info("cache manager: removed pool base {}/{}: {}", decision.pool, decision.name, decision.reason);
+    }
+  } catch (const Error& error) {
+    spdlog::warn("cache manager: the pool bases were not pruned: {}", error.what());
   }
   return removed;
 }

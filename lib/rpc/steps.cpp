@@ -82,8 +82,10 @@ std::optional<std::vector<rbd::PoolBasePrune>> prune_pool_bases(const config::Se
   auto rbd = rbd_host(settings);
   if (!rbd) return std::nullopt;
   rbd::Pool pool = rbd->cluster->open_pool(rbd->pool);
+  auto listed = rbd::list_pool_bases(pool);
+  if (!dry_run) rbd::mark_pool_bases_in_use(pool, listed, now);
   if (!settings.cache.remove_unused_base_images) return std::vector<rbd::PoolBasePrune>{};
-  return rbd::prune_pool_bases(pool, rbd::list_pool_bases(pool), settings.cache.unused_minimum_age, now, dry_run);
+  return rbd::prune_pool_bases(pool, listed, settings.cache.unused_minimum_age, now, dry_run);
 }
 
 instance::DeleteResult delete_instance(const std::string& uuid, const std::filesystem::path& instances_path,

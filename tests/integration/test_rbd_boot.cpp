@@ -3,6 +3,8 @@
 // The guest's root disk is a clone of Glance's snapshot: nothing is downloaded, the instance directory holds no
 // disk, and a delete removes the clone; kilnctl cache ls and prune know the pool bases. Budget: about 15 s for the
 // file (the boot's QEMU start is most of it).
+#include <signal.h>
+
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -11,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "assertions.h"
@@ -18,6 +21,7 @@
 #include "rbd_boot_support.h"
 #include "kiln/cache/image_cache.h"
 #include "kiln/util/subprocess.h"
+#include "kilnd_process.h"
 #include "peers.h"
 #include "scratch.h"
 
@@ -479,9 +483,9 @@ TEST_CASE("kilnctl cache ls lists the pool bases with their clones, and cache pr
   REQUIRE(dry.output["dry_run"] == true);
   auto would = ours(dry.output["pool_decisions"]);
   REQUIRE(would.size() == 2);
-  REQUIRE(would[old]["reason"] == "no clones, imported more than 86400 s ago");
+  REQUIRE(would[old]["reason"] == "no clones, unused for more than 86400 s");
   REQUIRE(would[old]["removed"] == false);
-  REQUIRE(would[unrecorded]["reason"] == "no clones, no import time (kiln.imported_at)");
+  REQUIRE(would[unrecorded]["reason"] == "no clones, no import or use time (kiln.imported_at, kiln.last_used)");
   REQUIRE(would[unrecorded]["removed"] == false);
   for (const std::string& base : {in_use, old, unrecorded, young}) REQUIRE(rbd_exists("vms", base));
 
@@ -498,6 +502,11 @@ TEST_CASE("kilnctl cache ls lists the pool bases with their clones, and cache pr
   REQUIRE(rbd_exists("vms", in_use));
   REQUIRE(rbd_exists("vms", clone));
   REQUIRE(rbd_info("vms/" + in_use + "@snap")["protected"] == "true");
+  // The real prune marked the base in use as used (nova's touch of a base its instances use): it will age from now.
+  auto relisted = ours(kilnctl(instances, {"--config", config.string(), "cache", "ls"}).output["pool_bases"]);
+  REQUIRE(relisted[in_use]["last_used"].is_string());
+  REQUIRE(relisted[in_use]["last_used"] != "1970-01-01T00:16:40Z");
+  REQUIRE(relisted[young]["last_used"].is_null());
   REQUIRE(rbd_exists("vms", young));
 
   // Without rbd the answers keep their shape: no pool keys.
@@ -511,4 +520,55 @@ TEST_CASE("kilnctl cache ls lists the pool bases with their clones, and cache pr
     rbd_admin({"snap", "purge", "vms/" + base});
     rbd_admin({"rm", "vms/" + base});
   }
+}
+
+TEST_CASE("kilnd's cache manager marks the pool bases in use as used and removes old ones without clones", "[rbd]") {
+  kiln::test::ScratchDir scratch;
+  // Two bases imported long ago (as an older kiln recorded it): one without clones, one with a clone.
+  std::string old = "kiln-base-test-old-" + kiln::test::random_uuid();
+  std::string in_use = "kiln-base-test-in-use-" + kiln::test::random_uuid();
+  for (const std::string& base : {old, in_use}) {
+    rbd_admin({"create", "--size", "4M", "vms/" + base});
+    rbd_admin({"image-meta", "set", "vms/" + base, "kiln.imported_at", "1000"});
+    rbd_admin({"snap", "create", "vms/" + base + "@snap"});
+    rbd_admin({"snap", "protect", "vms/" + base + "@snap"});
+  }
+  std::string clone = kiln::test::random_uuid() + "_disk";
+  rbd_admin({"clone", "vms/" + in_use + "@snap", "vms/" + clone});
+
+  std::filesystem::path socket = scratch / "kiln.sock";
+  std::filesystem::path config = scratch / "kilnd.conf";
+  kiln::test::write_text(
+      config, "[DEFAULT]\ninstances_path = " + (scratch / "instances").string() + "\n[glance]\napi_servers = " +
+                  peers_env().at("GLANCE_URL") + "\n[libvirt]\nconnection_uri = " + peers_env().at("LIBVIRT_URI") +
+                  "\nvirt_type = qemu\nimages_type = rbd\nimages_rbd_pool = vms\nimages_rbd_ceph_conf = " +
+                  ceph().conf + "\nrbd_user = kiln\nrbd_secret_uuid = " + ceph_secret() +
+                  "\n[rpc]\nunix_socket = " + socket.string() +
+                  "\n[image_cache]\nmanager_interval_seconds = 1\nremove_unused_original_minimum_age_seconds = 3600\n");
+  kiln::test::KilndProcess kilnd(config, socket);
+  REQUIRE(kilnd.wait_ready());
+  auto last_used = [&] {
+    auto result = kiln::run(kiln::Command({"rbd", "--conf", ceph().conf, "image-meta", "get", "vms/" + in_use,
+                                           "kiln.last_used"}));
+    return result.exit_code == 0 ? result.out : std::string();
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((rbd_exists("vms", old) || last_used().empty()) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  INFO(kilnd.log());
+  REQUIRE_FALSE(rbd_exists("vms", old));
+  REQUIRE(kilnd.log().find("cache manager: removed pool base vms/" + old) != std::string::npos);
+  REQUIRE(rbd_exists("vms", in_use));
+  REQUIRE(rbd_info("vms/" + in_use + "@snap")["protected"] == "true");
+  auto marked = std::stoll(last_used());
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  REQUIRE(marked > now.count() - 60);
+  REQUIRE(marked <= now.count());
+  REQUIRE(kilnd.stop(SIGTERM) == 0);
+
+  rbd_admin({"rm", "vms/" + clone});
+  rbd_admin({"snap", "unprotect", "vms/" + in_use + "@snap"});
+  rbd_admin({"snap", "purge", "vms/" + in_use});
+  rbd_admin({"rm", "vms/" + in_use});
 }

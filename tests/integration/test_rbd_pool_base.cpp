@@ -220,7 +220,7 @@ TEST_CASE("a host that died holding the import lock holds up the import only unt
   remove_pool_base(vms, name);
 }
 
-TEST_CASE("prune removes pool bases without clones imported longer ago than the age, and keeps one cloned since the listing",
+TEST_CASE("prune removes pool bases without clones unused for longer than the age, and keeps one cloned since the listing",
           "[rbd]") {
   kiln::test::ScratchDir scratch;
   std::filesystem::path file = sparse_file(scratch);
@@ -260,7 +260,7 @@ TEST_CASE("prune removes pool bases without clones imported longer ago than the 
   auto dry = prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), true);
   REQUIRE(dry.size() == 1);
   REQUIRE(dry[0].name == name);
-  REQUIRE(dry[0].reason == "no clones, imported more than 3600 s ago");
+  REQUIRE(dry[0].reason == "no clones, unused for more than 3600 s");
   REQUIRE_FALSE(dry[0].removed);
   REQUIRE(rbd_exists("vms", name));
 
@@ -279,6 +279,21 @@ TEST_CASE("prune removes pool bases without clones imported longer ago than the 
   REQUIRE(cloned.clones == std::vector<std::string>{"vms/" + uuid + "_disk"});
   REQUIRE(prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), false).empty());
   REQUIRE(rbd_exists("vms", name));
+  // A cache manager marks it used: once its clone is gone it is young, though imported long ago.
+  REQUIRE_FALSE(cloned.last_used.has_value());
+  REQUIRE(mark_pool_bases_in_use(vms, listed({name}), system_clock::now()) == 1);
+  REQUIRE(listed({name})[0].last_used.has_value());
+  remove_instance_images(vms, uuid);
+  REQUIRE(prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), false).empty());
+  // A boot that finds it published marks it used too.
+  rbd_admin({"image-meta", "set", "vms/" + name, kLastUsedKey, "1000"});
+  REQUIRE(listed({name})[0].last_used == system_clock::time_point(std::chrono::seconds(1000)));
+  PoolBase found = ensure_pool_base(cluster, "vms", name, []() -> LocalFile { FAIL("imported again"); return {}; });
+  REQUIRE_FALSE(found.imported);
+  REQUIRE(*listed({name})[0].last_used >= before);
+  REQUIRE(prune_pool_bases(vms, listed({name}), kAge, system_clock::now(), false).empty());
+  // Used long ago and imported long ago: it goes below.
+  rbd_admin({"image-meta", "set", "vms/" + name, kLastUsedKey, "1000"});
 
   // The clone gone, the old base goes; so does a base without an import time, which counts as old.
   remove_instance_images(vms, uuid);
@@ -295,8 +310,9 @@ TEST_CASE("prune removes pool bases without clones imported longer ago than the 
     REQUIRE(decision.removed);
     REQUIRE(decision.kept.empty());
     REQUIRE(decision.pool == "vms");
-    REQUIRE(decision.reason == (decision.name == unrecorded ? "no clones, no import time (kiln.imported_at)"
-                                                            : "no clones, imported more than 3600 s ago"));
+    REQUIRE(decision.reason == (decision.name == unrecorded
+                                    ? "no clones, no import or use time (kiln.imported_at, kiln.last_used)"
+                                    : "no clones, unused for more than 3600 s"));
   }
   REQUIRE_FALSE(rbd_exists("vms", name));
   REQUIRE_FALSE(rbd_exists("vms", unrecorded));

@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -105,6 +106,10 @@ struct Host {
   std::string cache_mode{};
   // Set: disks in Ceph (provision_rbd's rules below); nullptr: qcow2 files.
   const RbdHost* rbd = nullptr;
+  // Taken before a download provision() makes itself (images_type = rbd: the
+  // image of a pool base, not cached here) and held until it ends, as
+  // kiln/rpc/steps.h's StepHooks::download_slot; nullptr: no limit.
+  std::function<std::shared_ptr<void>()> download_slot{};
 };
 
 // An instance disk in Ceph: a clone of a protected snapshot.

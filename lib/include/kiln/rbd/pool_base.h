@@ -48,11 +48,15 @@ inline constexpr std::string_view kPoolBasePrefix = "kiln-base-";
 inline constexpr std::string_view kPoolBaseSnapshot = "snap";
 inline constexpr std::chrono::seconds kImportLockLifetime{30};
 // Metadata keys on a pool base: which Glance image it holds (absent for
-// swap and ephemeral bases), and when it was imported (seconds since the
-// epoch, set by the import itself: what prune ages a base by; a base
-// without it counts as old).
+// swap and ephemeral bases), when it was imported, and when a host last
+// used it (seconds since the epoch). The import sets kImportedAtKey; a boot
+// that finds the base published, and every host's cache manager for each
+// base with clones, set kLastUsedKey, as nova touches the base files its
+// instances use. Prune ages a base by the later of the two; a base with
+// neither counts as old.
 inline constexpr const char* kImageIdKey = "kiln.image_id";
 inline constexpr const char* kImportedAtKey = "kiln.imported_at";
+inline constexpr const char* kLastUsedKey = "kiln.last_used";
 
 // "kiln-base-" + the local base's name (cache::base_name_for, disk::swap_base_name,
 // disk::ephemeral_base_name): one naming for both stores.
@@ -76,7 +80,8 @@ struct PoolBase {
 
 // The published base `name` in `pool` (the name from pool_base_name), made
 // if it is not there: `local_file` is called at most once, with the import
-// lock held, and its file written into the pool with its metadata. Waits
+// lock held, and its file written into the pool with its metadata; one
+// found published is marked used now (kLastUsedKey). Waits
 // at most `wait_limit` for another host's import. Throws kRbdError (Ceph
 // failing, the wait running out, the lock lost during the import), and
 // whatever `local_file` throws (a failed download leaves nothing in the
@@ -97,13 +102,23 @@ struct PoolBaseInfo {
   // kImportedAtKey; nullopt when absent or unreadable (a base imported before
   // kiln recorded it, or made by hand).
   std::optional<std::chrono::system_clock::time_point> imported_at;
+  std::optional<std::chrono::system_clock::time_point> last_used;  // kLastUsedKey, as imported_at
   std::vector<std::string> clones;  // "<pool>/<image>" of the snapshot's children, sorted
   bool in_use() const { return !clones.empty(); }
+  // What prune ages the base by: the later of imported_at and last_used.
+  std::optional<std::chrono::system_clock::time_point> last_activity() const;
 };
 
 // Every "kiln-base-*" image of `pool` with a snapshot "snap" (a ".part" is
 // not a base), sorted by name.
 std::vector<PoolBaseInfo> list_pool_bases(const Pool& pool);
+
+// Marks each base of `listed` that has clones as used at `now` (kLastUsedKey):
+// a host's cache manager does it each run, so that a base in use for years
+// is young on the day its last clone goes. Returns how many were marked.
+// Throws kRbdError.
+std::size_t mark_pool_bases_in_use(Pool& pool, const std::vector<PoolBaseInfo>& listed,
+                                   std::chrono::system_clock::time_point now);
 
 // Removes base `name` (its snapshot first). Throws kConflict when the
 // snapshot has clones, leaving the base as it was; kNotFound when there is
@@ -114,14 +129,14 @@ struct PoolBasePrune {
   std::string name;
   std::string pool;
   std::uint64_t size_bytes = 0;
-  std::string reason;    // why it may go: "no clones, imported more than 86400 s ago", ...
+  std::string reason;    // why it may go: "no clones, unused for more than 86400 s", ...
   bool removed = false;  // false on a dry run, or when it was kept
   std::string kept;      // a real run that kept it: why ("it has clones now", Ceph's error)
 };
 
 // The cache's aging for pool bases: of `listed` (list_pool_bases(pool), which
-// may be stale), those without clones whose import is older than
-// `minimum_age` at `now` (no kImportedAtKey: old) are removed, unless
+// may be stale), those without clones whose last activity (last_activity())
+// is older than `minimum_age` at `now` (none recorded: old) are removed, unless
 // `dry_run`. A base that has clones by the time it is removed (a boot cloned
 // it since the listing), or that Ceph will not let go, is kept and said so;
 // one already gone (another host's prune) is left out. Never throws: what

@@ -73,8 +73,10 @@ std::optional<instance::RbdHost> rbd_host(const config::Settings& settings);
 // images_type is not rbd. Throws kRbdError when the cluster cannot be reached.
 std::optional<std::vector<rbd::PoolBaseInfo>> list_pool_bases(const config::Settings& settings);
 
-// images_type = rbd: `cache prune`'s share of the pool (rbd::prune_pool_bases)
-// under the cache's aging: no clones and imported longer ago than
+// images_type = rbd: `cache prune`'s and kilnd's cache manager's share of
+// the pool. Unless `dry_run`, every base with clones is marked used now
+// (rbd::mark_pool_bases_in_use); then rbd::prune_pool_bases under the
+// cache's aging: no clones and no import or use for longer than
 // unused_minimum_age; nothing when remove_unused_base_images is false (nova's
 // switch, as for _base). nullopt when images_type is not rbd. Throws
 // kRbdError when the cluster cannot be reached (before anything is removed).
