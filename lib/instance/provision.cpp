@@ -587,8 +587,15 @@ nlohmann::json to_json(const BootResult& result) {
     // RBD clones: no disk files. The root's parent is Glance's snapshot or
     // kiln's pool base; "base" is the local base only when this boot
     // downloaded the image to write that pool base.
+    bool imported = result.rbd_pool_base && result.rbd_pool_base->imported;
     out["disk"] = {{"rbd", result.rbd_root->image}, {"format", "raw"}, {"virtual_size", result.root_bytes},
-                   {"parent", result.rbd_root->parent}, {"pool_base_imported", result.rbd_base_imported}};
+                   {"parent", result.rbd_root->parent}, {"pool_base_imported", imported}};
+    if (imported) {  // what writing the pool base cost, beside the download's figures under "base"
+      out["disk"]["pool_base_import"] = {{"written_bytes", result.rbd_pool_base->written_bytes},
+                                         {"write_ms", result.rbd_pool_base->write_time.count()},
+                                         {"publish_ms", result.rbd_pool_base->publish_time.count()}};
+    }
+    if (result.rbd_pool_base) out["disk"]["pool_base_waited_ms"] = result.rbd_pool_base->waited.count();
     if (result.base.path.empty()) out["base"] = nullptr;
     if (result.rbd_swap) out["swap"] = {{"rbd", result.rbd_swap->image}, {"parent", result.rbd_swap->parent}};
     if (result.rbd_ephemeral) {

@@ -118,7 +118,7 @@ void build_rbd_disks(const BootRequest& request, const Host& host, const glance:
   } else {
     rbd::PoolBase base =
         rbd::ensure_pool_base(*rbd.cluster, rbd.pool, rbd::pool_base_name(cache::base_name_for(image.id)), root_base);
-    result.rbd_base_imported = base.imported;
+    result.rbd_pool_base = base;
     source = base.location;
   }
   result.rbd_root = clone_disk(rbd, source, uuid, layout::kRootDisk, request.root_gb * kGiB, disk_info, made,

@@ -266,6 +266,10 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   rbd_image_options_destroy(options);
   if (result < 0) fail("create RBD image " + spec, result);
   PoolBase base;
+  auto started = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  };
   try {
     OpenImage image(pool.handle(), pool.name(), part, false);
     base.written_bytes = copy_data(fd.get(), size, file, image.get(), spec);
@@ -277,6 +281,8 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
     }
     if ((result = rbd_flush(image.get())) < 0) fail("flush RBD image " + spec, result);
     KILN_FAILPOINT("rbd.pool_base.part_written");
+    base.write_time = since(started);
+    started = std::chrono::steady_clock::now();
     const std::string snapshot(kPoolBaseSnapshot);
     if ((result = rbd_snap_create(image.get(), snapshot.c_str())) < 0) fail("snapshot RBD image " + spec, result);
     if ((result = rbd_snap_protect(image.get(), snapshot.c_str())) < 0) fail("protect " + spec + "@snap", result);
@@ -297,6 +303,7 @@ PoolBase import(Pool& pool, const std::string& name, const std::filesystem::path
   result = rbd_rename(pool.handle(), part.c_str(), name.c_str());
   if (result < 0) fail("rename RBD image " + spec + " to " + name, result);
   KILN_FAILPOINT("rbd.pool_base.published");  // the import lock still held
+  base.publish_time = since(started);
   base.imported = true;
   base.size_bytes = size;
   return base;

@@ -132,10 +132,17 @@ TEST_CASE("an image Glance keeps elsewhere is downloaded once into a pool base t
     REQUIRE(booted.output["ephemeral"]["parent"].get<std::string>().rfind("vms/kiln-base-ephemeral_1_", 0) == 0);
     bool first = std::string(host) == "host-a";
     REQUIRE(booted.output["disk"]["pool_base_imported"] == first);
+    REQUIRE(booted.output["disk"]["pool_base_waited_ms"].is_number());
     if (first) {
       REQUIRE(booted.output["base"]["downloaded_bytes"].get<std::uint64_t>() > 0);
+      // What the import cost: the 2 MiB of data (zero blocks are not written), and its two steps' times.
+      const json& import = booted.output["disk"]["pool_base_import"];
+      REQUIRE(import["written_bytes"] == 2 * 1024 * 1024);
+      REQUIRE(import["write_ms"].is_number());
+      REQUIRE(import["publish_ms"].is_number());
     } else {
       REQUIRE(booted.output["base"].is_null());
+      REQUIRE_FALSE(booted.output["disk"].contains("pool_base_import"));
     }
     std::filesystem::path directory = instances / uuid;
     REQUIRE_FALSE(std::filesystem::exists(directory / "disk"));
@@ -175,6 +182,17 @@ TEST_CASE("an image Glance keeps elsewhere is downloaded once into a pool base t
 
 namespace {
 
+// kilnctl --direct boot --no-start: a 1 GiB root disk and `swap_mb` of swap, the domain defined; fails the test
+// unless it succeeds.
+void define_instance(const std::filesystem::path& instances, const std::filesystem::path& config,
+                     const std::string& image, const std::string& uuid, const std::string& swap_mb) {
+  auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
+                                    "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", swap_mb,
+                                    "--no-start"});
+  INFO(booted.output.dump() << "\n" << booted.err);
+  REQUIRE(booted.exit_code == 0);
+}
+
 // `rbd du`'s used bytes of one layer: the head of an image without snapshots, or one snapshot.
 std::uint64_t rbd_du_used(const std::string& pool, const std::string& image, const std::string& snapshot) {
   std::string spec = pool + "/" + image + (snapshot.empty() ? "" : "@" + snapshot);
@@ -196,11 +214,7 @@ TEST_CASE("instance show and du give each RBD disk's clone chain down to Glance'
   std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
   std::filesystem::path instances = scratch / "instances";
   std::string uuid = kiln::test::random_uuid();
-  auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
-                                    "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "24",
-                                    "--no-start"});
-  INFO(booted.output.dump() << "\n" << booted.err);
-  REQUIRE(booted.exit_code == 0);
+  define_instance(instances, config, image, uuid, "24");
   // A guest's first write: 8 KiB at offset 0 copies up Glance's first 4 MiB object into the clone.
   rbd_admin({"bench", "--io-type", "write", "--io-size", "4096", "--io-total", "8192", "--io-pattern", "seq",
              "vms/" + uuid + "_disk"});
@@ -269,11 +283,7 @@ TEST_CASE("instance recover re-defines an RBD instance from libvirt.xml only whe
   std::filesystem::path config = write_rbd_config(scratch, ceph_secret());
   std::filesystem::path instances = scratch / "instances";
   std::string uuid = kiln::test::random_uuid();
-  auto booted = kilnctl(instances, {"--config", config.string(), "--direct", "boot", "--image", image, "--uuid", uuid,
-                                    "--vcpus", "1", "--memory-mb", "128", "--root-gb", "1", "--swap-mb", "16",
-                                    "--no-start"});
-  INFO(booted.output.dump() << "\n" << booted.err);
-  REQUIRE(booted.exit_code == 0);
+  define_instance(instances, config, image, uuid, "16");
   std::filesystem::path xml = instances / uuid / "libvirt.xml";
   const std::string original = read_text(xml);
   auto recover = [&] {

@@ -79,15 +79,23 @@ for size in 64M 1G; do
   truncate -s "$size" "$image"
   dd if=/dev/urandom of="$image" bs=1M count=32 conv=notrunc status=none
   in_ceph=$(upload ceph "$image")
-  clone=() cold=() first=() second=()
+  clone=() cold=() first=() second=() first_fetch=() first_write=() first_publish=() cold_fetch=()
   gets_cold=0 gets_first=0 gets_second=0
   for run in $(seq "$runs"); do
     clone+=("$(boot "$work/rbd.conf" "$work/i-clone-$run" "$in_ceph")")
     in_file=$(upload "" "$image")  # a new image each run: a cold cache and no pool base yet
     cold+=("$(boot "$work/file.conf" "$work/i-cold-$run" "$in_file")")
+    cold_fetch+=("$(python3 -c 'import json,sys; print(round(sum(json.load(open(sys.argv[1]))["base"]["phases_ms"].values())))' "$work/boot.json")")
     gets_cold=$((gets_cold + $(file_gets "$in_file")))
     in_file=$(upload "" "$image")
     first+=("$(boot "$work/rbd.conf" "$work/i-first-$run" "$in_file")")
+    # Where the first host's time went: the fetch (download, verification, conversion: the base's phases),
+    # writing the pool base's data, publishing it (snapshot, protect, rename).
+    read -r fetch write publish < <(python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+i = r["disk"]["pool_base_import"]
+print(round(sum(r["base"]["phases_ms"].values())), i["write_ms"], i["publish_ms"])' "$work/boot.json")
+    first_fetch+=("$fetch") first_write+=("$write") first_publish+=("$publish")
     before=$(file_gets "$in_file")
     second+=("$(boot "$work/rbd.conf" "$work/i-second-$run" "$in_file")")
     gets_first=$((gets_first + before))
@@ -98,4 +106,8 @@ for size in 64M 1G; do
     "$(printf '%s\n' "${cold[@]}" | median)" "$gets_cold" \
     "$(printf '%s\n' "${first[@]}" | median)" "$gets_first" \
     "$(printf '%s\n' "${second[@]}" | median)" "$gets_second"
+  printf '%-5s file-cold: fetch %s ms | pool-first: fetch %s ms, pool base data written %s ms, published %s ms (medians)\n' \
+    "$size" "$(printf '%s\n' "${cold_fetch[@]}" | median)" \
+    "$(printf '%s\n' "${first_fetch[@]}" | median)" "$(printf '%s\n' "${first_write[@]}" | median)" \
+    "$(printf '%s\n' "${first_publish[@]}" | median)"
 done

@@ -31,7 +31,7 @@ std::string boot_text(const kiln::instance::BootResult& result) {
       out << "  disk.local   RBD " << result.rbd_ephemeral->image << ", a clone of " << result.rbd_ephemeral->parent << "\n";
     }
     out << "  base         "
-        << (!result.rbd_base_imported ? std::string("nothing downloaded")
+        << (!(result.rbd_pool_base && result.rbd_pool_base->imported) ? std::string("nothing downloaded")
             : base.downloaded_bytes > 0 ? "downloaded " + human_bytes(base.downloaded_bytes) + ", written into the pool once for every host"
                                         : std::string("from the local cache, written into the pool once for every host"))
         << "\n  also         disk.info, console.log, libvirt.xml\n";

@@ -44,6 +44,7 @@
 #include "kiln/cache/image_cache.h"
 #include "kiln/instance/instance_dir.h"
 #include "kiln/rbd/cluster.h"
+#include "kiln/rbd/pool_base.h"
 #include "kiln/virt/connection.h"
 #include "kiln/virt/domain_spec.h"
 #include "kiln/virt/guest_start.h"
@@ -130,11 +131,13 @@ struct BootResult {
   // images_type = rbd: each disk's image ("<pool>/<uuid>_disk", ...) and the
   // snapshot it is a clone of ("<pool>/<image>@<snap>"): Glance's, or a kiln
   // pool base's. `base` is then set only when this boot downloaded the image
-  // to write its pool base (rbd_base_imported).
+  // to write its pool base (rbd_pool_base->imported).
   std::optional<RbdDisk> rbd_root{};
   std::optional<RbdDisk> rbd_swap{};
   std::optional<RbdDisk> rbd_ephemeral{};
-  bool rbd_base_imported = false;
+  // The root's pool base, when it is a clone of one: found, or written by
+  // this boot (with what the import cost).
+  std::optional<rbd::PoolBase> rbd_pool_base{};
 };
 
 // What kilnctl --json prints and kilnd's boot operation returns as its result.

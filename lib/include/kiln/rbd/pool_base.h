@@ -76,6 +76,10 @@ struct PoolBase {
   bool imported = false;            // this call wrote it; false: it was there, or another host wrote it
   std::uint64_t written_bytes = 0;  // data written by this call (zero blocks skipped)
   std::chrono::milliseconds waited{0};  // waiting for another host's import
+  // An import's two steps: creating the .part and writing its data and
+  // metadata; then its snapshot, protection and rename (Ceph round trips).
+  std::chrono::milliseconds write_time{0};
+  std::chrono::milliseconds publish_time{0};
 };
 
 // The published base `name` in `pool` (the name from pool_base_name), made
